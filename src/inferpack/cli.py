@@ -1,0 +1,152 @@
+"""The ``inferpack`` command line: one verb per step of the loop (serve, repo, ...).
+
+Configuration is read here, once, and handed down as config objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from inferpack import __version__
+from inferpack.config import ServerConfig
+from inferpack.config.server_config import DEFAULT_MAX_REQUEST_BYTES
+from inferpack.errors import InferpackError
+
+app = typer.Typer(help="Serve deep-learning models fast and cheaply, and measure the cost.",
+                  no_args_is_help=True)
+repo_app = typer.Typer(help="Create and inspect model repositories.", no_args_is_help=True)
+app.add_typer(repo_app, name="repo")
+console = Console(stderr=True)
+
+
+@app.command()
+def version() -> None:
+    """Print the inferpack version."""
+    print(__version__)
+
+
+@app.command()
+def serve(
+    model_repository: Annotated[Path, typer.Option(help="Folder of models (model.yaml each).")],
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    http_port: Annotated[int, typer.Option(help="HTTP port (0 picks a free one).")] = 8000,
+    max_request_bytes: Annotated[
+        int, typer.Option(help="Largest request body accepted (413 above).")
+    ] = DEFAULT_MAX_REQUEST_BYTES,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+) -> None:
+    """Serve a model repository over KServe v2 REST and TorchServe-style /predictions."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not model_repository.is_dir():
+        console.print(f"[red]error:[/] model repository {model_repository} is not a directory")
+        raise typer.Exit(2)
+    config = ServerConfig(model_repository, host, http_port, max_request_bytes)
+    try:
+        asyncio.run(_serve(config))
+    except InferpackError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+
+
+async def _serve(config: ServerConfig) -> None:
+    from inferpack.server import start_server
+
+    server = await start_server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    console.print(f"inferpack {__version__} listening on {server.url} (loading models...)")
+    try:
+        ready = await server.wait_started()
+        _print_ready(server.url, server.engine, ready)
+        await stop.wait()
+    finally:
+        console.print("stopping: draining in-flight requests")
+        await server.stop()
+
+
+def _print_ready(url: str, engine: object, ready: bool) -> None:
+    from inferpack.runtime import Engine
+
+    assert isinstance(engine, Engine)
+    for entry in engine.manager.entries.values():
+        colour = "green" if entry.state.value == "READY" else "red"
+        reason = f" ({entry.reason})" if entry.reason else ""
+        console.print(f"  [{colour}]{entry.state.value:<11}[/] {entry.name}{reason}")
+    if engine.startup_error:
+        console.print(f"[red]error:[/] {engine.startup_error}")
+    if not ready:
+        console.print("[yellow]server is live but not ready: see the models above[/]")
+        return
+    example = _example_curl(url, engine)
+    console.print(f"[green]ready[/] on {url}")
+    if example:
+        console.print(f"try:\n  {example}", soft_wrap=True, highlight=False)
+
+
+def _example_curl(url: str, engine: object) -> str:
+    from inferpack.runtime import Engine
+
+    assert isinstance(engine, Engine)
+    entry = engine.manager.entries.get("tiny-mlp")
+    if entry is None:
+        return ""
+    values = ",".join(["0.5"] * 16)
+    body = f'{{"inputs":[{{"name":"input","datatype":"FP32","shape":[1,16],"data":[{values}]}}]}}'
+    return f"curl -s -X POST {url}/v2/models/tiny-mlp/infer -d '{body}'"
+
+
+@repo_app.command("init")
+def repo_init(
+    directory: Annotated[Path, typer.Argument(help="Folder to write the repository into.")],
+    workloads: Annotated[
+        str, typer.Option(help="Comma-separated reference workloads.")
+    ] = "tiny-mlp,small-cnn,squeezenet,resnet50",
+    seed: Annotated[int, typer.Option(help="Seed of the weights.")] = 0,
+) -> None:
+    """Write a ready repository of reference workloads with seeded weights."""
+    from inferpack.repository.init import init_repository
+
+    names = [w.strip() for w in workloads.split(",") if w.strip()]
+    try:
+        written = init_repository(directory, names, seed)
+    except InferpackError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    for folder in written:
+        console.print(f"wrote {folder}")
+
+
+@repo_app.command("list")
+def repo_list(
+    directory: Annotated[Path, typer.Argument(help="Model repository folder.")],
+) -> None:
+    """Validate and list the models of a repository (every problem at once)."""
+    from inferpack.repository import LocalRepository
+
+    repository = LocalRepository(directory)
+    failed = False
+    for name in repository.model_names():
+        try:
+            config = repository.config(name)
+            versions = ",".join(repository.versions(name))
+            print(f"{name}\t{config.platform}\t{config.workload or config.artifact}\tv{versions}")
+        except InferpackError as error:
+            failed = True
+            console.print(f"[red]{name}[/]: {error}")
+    if failed:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        app()

@@ -1,0 +1,19 @@
+"""Model and server configuration: small value objects, validated in one place."""
+
+from inferpack.config.model_config import (
+    DynamicBatchingConfig,
+    InstanceConfig,
+    ModelConfig,
+    TensorSpec,
+    parse_model_config,
+)
+from inferpack.config.server_config import ServerConfig
+
+__all__ = [
+    "DynamicBatchingConfig",
+    "InstanceConfig",
+    "ModelConfig",
+    "ServerConfig",
+    "TensorSpec",
+    "parse_model_config",
+]

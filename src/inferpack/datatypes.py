@@ -1,0 +1,125 @@
+"""KServe v2 tensor datatypes and their numpy counterparts, plus the BYTES wire encoding.
+
+BYTES tensors travel as a sequence of elements, each a 4-byte little-endian length
+followed by that many bytes (KServe v2 binary extension, what tritonclient sends).
+Inside inferpack a BYTES tensor is a numpy object array of ``bytes``.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from inferpack.errors import InvalidInputError
+
+_NUMPY_BY_DATATYPE: Final[dict[str, np.dtype[np.generic]]] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(np.object_),
+}
+_DATATYPE_BY_NUMPY: Final[dict[np.dtype[np.generic], str]] = {
+    v: k for k, v in _NUMPY_BY_DATATYPE.items()
+}
+
+DATATYPES: Final[frozenset[str]] = frozenset(_NUMPY_BY_DATATYPE)
+_LENGTH_PREFIX = struct.Struct("<I")
+
+
+def numpy_dtype(datatype: str) -> np.dtype[np.generic]:
+    """The numpy dtype that holds a v2 datatype (BYTES → object)."""
+    try:
+        return _NUMPY_BY_DATATYPE[datatype]
+    except KeyError:
+        known = ", ".join(sorted(DATATYPES))
+        raise InvalidInputError(f"unknown datatype {datatype!r} (known: {known})") from None
+
+
+def datatype_of(array: npt.NDArray[np.generic]) -> str:
+    """The v2 datatype name for a numpy array (strings and bytes map to BYTES)."""
+    if array.dtype.kind in "OSU":
+        return "BYTES"
+    try:
+        return _DATATYPE_BY_NUMPY[array.dtype]
+    except KeyError:
+        raise InvalidInputError(f"numpy dtype {array.dtype} has no v2 datatype") from None
+
+
+def element_count(shape: tuple[int, ...]) -> int:
+    count = 1
+    for dim in shape:
+        count *= dim
+    return count
+
+
+def serialize_bytes_tensor(array: npt.NDArray[np.generic]) -> bytes:
+    """Length-prefixed concatenation of the elements of a BYTES tensor, row-major."""
+    parts: list[bytes] = []
+    for item in array.reshape(-1):
+        raw = item.encode("utf-8") if isinstance(item, str) else bytes(item)
+        parts.append(_LENGTH_PREFIX.pack(len(raw)))
+        parts.append(raw)
+    return b"".join(parts)
+
+
+def deserialize_bytes_tensor(buffer: bytes | memoryview, name: str) -> npt.NDArray[np.object_]:
+    """Inverse of :func:`serialize_bytes_tensor`; a flat object array of ``bytes``."""
+    view = memoryview(buffer)
+    items: list[bytes] = []
+    offset = 0
+    while offset < len(view):
+        if offset + 4 > len(view):
+            raise InvalidInputError(f"input {name!r}: BYTES element length prefix is truncated")
+        (length,) = _LENGTH_PREFIX.unpack_from(view, offset)
+        offset += 4
+        if offset + length > len(view):
+            raise InvalidInputError(
+                f"input {name!r}: BYTES element of {length} bytes overruns the tensor data"
+            )
+        items.append(bytes(view[offset : offset + length]))
+        offset += length
+    result = np.empty(len(items), dtype=np.object_)
+    result[:] = items
+    return result
+
+
+def tensor_to_bytes(array: npt.NDArray[np.generic]) -> bytes:
+    """Raw little-endian row-major bytes of a tensor, as the binary extension carries it."""
+    if array.dtype.kind in "OSU":
+        return serialize_bytes_tensor(array)
+    return np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def tensor_from_bytes(
+    buffer: bytes | memoryview, datatype: str, shape: tuple[int, ...], name: str
+) -> npt.NDArray[np.generic]:
+    """Build a tensor from its raw bytes, checking the size matches the shape."""
+    count = element_count(shape)
+    if datatype == "BYTES":
+        flat = deserialize_bytes_tensor(buffer, name)
+        if flat.size != count:
+            raise InvalidInputError(
+                f"input {name!r}: {flat.size} BYTES elements do not match shape "
+                f"{list(shape)} ({count} elements)"
+            )
+        return flat.reshape(shape)
+    dtype = numpy_dtype(datatype).newbyteorder("<")
+    expected = count * dtype.itemsize
+    if len(buffer) != expected:
+        raise InvalidInputError(
+            f"input {name!r}: {len(buffer)} bytes of data do not match shape {list(shape)} "
+            f"of {datatype} ({expected} bytes expected)"
+        )
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape)

@@ -1,0 +1,1 @@
+"""Protocol adapters: wire format <-> InferRequest / InferResponse, and nothing else."""

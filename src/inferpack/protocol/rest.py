@@ -1,0 +1,210 @@
+"""KServe v2 REST (with the binary tensor extension) and TorchServe-style routes on aiohttp.
+
+Handlers decode the wire format, call the Engine, encode the result; errors raised
+anywhere become ``{"error": ...}`` with the status from :mod:`inferpack.protocol.status`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from inferpack.errors import (
+    InferpackError,
+    InvalidInputError,
+    OverloadedError,
+    PayloadTooLargeError,
+)
+from inferpack.protocol.model_info import model_metadata, triton_model_config
+from inferpack.protocol.status import http_status
+from inferpack.protocol.torchserve import decode_prediction, encode_prediction
+from inferpack.protocol.v2_codec import HEADER_LENGTH, decode_infer_request, encode_infer_response
+from inferpack.runtime import Engine
+from inferpack.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+
+log = logging.getLogger(__name__)
+ENGINE = web.AppKey("engine", Engine)
+MAX_REQUEST_BYTES = web.AppKey("max_request_bytes", int)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(error: BaseException) -> web.Response:
+    status = http_status(error)
+    headers = {}
+    if isinstance(error, OverloadedError):
+        headers["Retry-After"] = str(math.ceil(error.retry_after_s))
+    message = str(error) if isinstance(error, InferpackError) else "internal server error"
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as a JSON error with the mapped status; the server lives on."""
+    try:
+        return await handler(request)
+    except InferpackError as error:
+        return error_response(error)
+    except web.HTTPRequestEntityTooLarge as error:
+        return error_response(PayloadTooLargeError(f"request body is too large: {error.text}"))
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return web.json_response({"error": error.reason}, status=error.status)
+    except Exception as error:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(error)
+
+
+def _engine(request: web.Request) -> Engine:
+    return request.app[ENGINE]
+
+
+def _json(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=json.dumps(payload, separators=(",", ":")).encode(),
+        status=status,
+        content_type="application/json",
+    )
+
+
+async def _read_body(request: web.Request) -> bytes:
+    limit = request.app[MAX_REQUEST_BYTES]
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLargeError(
+            f"request body of {request.content_length} bytes exceeds the limit of {limit} bytes"
+        )
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLargeError(f"request body exceeds the limit of {limit} bytes") from None
+
+
+def _header_length(request: web.Request) -> int | None:
+    raw = request.headers.get(HEADER_LENGTH)
+    if raw is None:
+        return None
+    if not raw.strip().isdigit():
+        raise InvalidInputError(f"{HEADER_LENGTH} must be a non-negative integer, got {raw!r}")
+    return int(raw)
+
+
+async def live(request: web.Request) -> web.Response:
+    return _json({"live": _engine(request).live()})
+
+
+async def ready(request: web.Request) -> web.Response:
+    is_ready = _engine(request).ready()
+    return _json({"ready": is_ready}, status=200 if is_ready else 503)
+
+
+async def server_metadata(request: web.Request) -> web.Response:
+    return _json(_engine(request).server_metadata())
+
+
+def _model_args(request: web.Request) -> tuple[str, str | None]:
+    return request.match_info["model"], request.match_info.get("version")
+
+
+async def model_metadata_handler(request: web.Request) -> web.Response:
+    name, version = _model_args(request)
+    engine = _engine(request)
+    model = engine.model(name, version)
+    return _json(model_metadata(engine.entry(name), model.config))
+
+
+async def model_config_handler(request: web.Request) -> web.Response:
+    name, version = _model_args(request)
+    return _json(triton_model_config(_engine(request).model(name, version).config))
+
+
+async def model_ready(request: web.Request) -> web.Response:
+    name, version = _model_args(request)
+    is_ready = _engine(request).model_ready(name, version)
+    return _json({"name": name, "ready": is_ready}, status=200 if is_ready else 503)
+
+
+def _raw_binary_request(request: web.Request, body: bytes) -> tuple[bytes, int]:
+    """Raw mode (header length 0): the body is the data of a single-input model's input."""
+    name, version = _model_args(request)
+    config = _engine(request).model(name, version).config
+    if len(config.inputs) != 1 or -1 in config.inputs[0].dims:
+        raise InvalidInputError(
+            f"raw binary requests need a model with one fixed-shape input; {name!r} has "
+            f"{[(s.name, list(s.dims)) for s in config.inputs]}"
+        )
+    spec = config.inputs[0]
+    shape = [1, *spec.dims] if config.batching else list(spec.dims)
+    header = {
+        "inputs": [{"name": spec.name, "datatype": spec.datatype, "shape": shape,
+                    "parameters": {"binary_data_size": len(body)}}],
+        "parameters": {"binary_data_output": True},
+    }
+    header_bytes = json.dumps(header).encode()
+    return header_bytes + body, len(header_bytes)
+
+
+async def infer(request: web.Request) -> web.Response:
+    engine = _engine(request)
+    name, version = _model_args(request)
+    try:
+        body = await _read_body(request)
+        header_length = _header_length(request)
+        if header_length == 0:
+            body, header_length = _raw_binary_request(request, body)
+        infer_request, encoding = decode_infer_request(body, header_length, name, version)
+    except InferpackError as error:
+        engine.record_failure(name, error)
+        raise
+    response = await engine.infer(infer_request)
+    payload, json_length = encode_infer_response(response, encoding)
+    if json_length is None:
+        return web.Response(body=payload, content_type="application/json")
+    return web.Response(
+        body=payload,
+        content_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(json_length)},
+    )
+
+
+async def predictions(request: web.Request) -> web.Response:
+    engine = _engine(request)
+    name, version = _model_args(request)
+    try:
+        body = await _read_body(request)
+        config = engine.model(name, version).config
+        infer_request, added_batch = decode_prediction(body, config, version)
+    except InferpackError as error:
+        engine.record_failure(name, error)
+        raise
+    response = await engine.infer(infer_request)
+    return web.Response(body=encode_prediction(response, added_batch), content_type="application/json")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    response = web.Response(body=_engine(request).metrics.render())
+    response.headers["Content-Type"] = METRICS_CONTENT_TYPE
+    return response
+
+
+def add_routes(app: web.Application) -> None:
+    model = "/v2/models/{model}"
+    versioned = "/v2/models/{model}/versions/{version}"
+    app.router.add_get("/v2/health/live", live)
+    app.router.add_get("/v2/health/ready", ready)
+    app.router.add_get("/v2", server_metadata)
+    for prefix in (model, versioned):
+        app.router.add_get(prefix, model_metadata_handler)
+        app.router.add_get(f"{prefix}/ready", model_ready)
+        app.router.add_get(f"{prefix}/config", model_config_handler)
+        app.router.add_post(f"{prefix}/infer", infer)
+    app.router.add_post("/predictions/{model}", predictions)
+    app.router.add_post("/predictions/{model}/{version}", predictions)
+    app.router.add_get("/metrics", metrics)
+
+
+__all__ = ["ENGINE", "MAX_REQUEST_BYTES", "add_routes", "error_middleware"]

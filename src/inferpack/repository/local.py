@@ -1,0 +1,67 @@
+"""A model repository on the local filesystem."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from inferpack.config.model_config import ModelConfig, parse_model_config
+from inferpack.errors import ConfigError, NotFoundError
+
+CONFIG_FILE = "model.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """Everything a backend needs to load one version of a model."""
+
+    config: ModelConfig
+    version: str
+    artifact_path: Path
+
+
+class LocalRepository:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def model_names(self) -> list[str]:
+        if not self.root.is_dir():
+            raise ConfigError([f"{self.root}: model repository is not a directory"])
+        return sorted(p.name for p in self.root.iterdir() if (p / CONFIG_FILE).is_file())
+
+    def config(self, name: str) -> ModelConfig:
+        path = self.root / name / CONFIG_FILE
+        if not path.is_file():
+            raise NotFoundError(f"model {name!r} is not in repository {self.root}")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise ConfigError([f"{path}: not valid YAML: {error}"]) from None
+        config = parse_model_config(raw, str(path), default_name=name)
+        if config.name != name:
+            raise ConfigError([f"{path}: name: {config.name!r} differs from its folder {name!r}"])
+        return config
+
+    def versions(self, name: str) -> list[str]:
+        """Version folders, oldest first (numeric order)."""
+        folder = self.root / name
+        numbers = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+        return [str(n) for n in numbers]
+
+    def sources(self, name: str) -> list[ModelSource]:
+        """The versions to serve under the model's version policy, each with its artifact."""
+        config = self.config(name)
+        versions = self.versions(name)
+        if not versions:
+            raise ConfigError([f"{self.root / name}: no version folder (e.g. 1/{config.artifact})"])
+        if config.version_policy == "latest":
+            versions = versions[-1:]
+        sources = []
+        for version in versions:
+            path = self.root / name / version / config.artifact
+            if not path.is_file():
+                raise ConfigError([f"{path}: artifact missing (model.yaml artifact field)"])
+            sources.append(ModelSource(config, version, path))
+        return sources

@@ -1,0 +1,78 @@
+"""Build the HTTP app around one Engine and run it: the port opens at once (live), models
+load in the background, and /v2/health/ready turns 200 when every model is READY."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from inferpack.config import ServerConfig
+from inferpack.protocol.rest import ENGINE, MAX_REQUEST_BYTES, add_routes, error_middleware
+from inferpack.repository import LocalRepository
+from inferpack.runtime import Engine
+
+log = logging.getLogger(__name__)
+# Seconds a stopping server gives in-flight requests before closing connections.
+SHUTDOWN_TIMEOUT_S = 10.0
+
+
+def create_app(engine: Engine, config: ServerConfig) -> web.Application:
+    app = web.Application(
+        client_max_size=config.max_request_bytes, middlewares=[error_middleware]
+    )
+    app[ENGINE] = engine
+    app[MAX_REQUEST_BYTES] = config.max_request_bytes
+    add_routes(app)
+    app.cleanup_ctx.append(_engine_lifecycle)
+    return app
+
+
+async def _engine_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    engine = app[ENGINE]
+    loading = asyncio.create_task(engine.start(), name="inferpack:load-models")
+    yield
+    if not loading.done():
+        loading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loading
+    await engine.stop()
+
+
+@dataclass
+class RunningServer:
+    """A started server; ``port`` is the bound port (useful with port 0)."""
+
+    runner: web.AppRunner
+    engine: Engine
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def wait_started(self, timeout_s: float = 600.0) -> bool:
+        """Wait until every model was tried; return whether the server is ready."""
+        async with asyncio.timeout(timeout_s):
+            while not self.engine.started:
+                await asyncio.sleep(0.02)
+        return self.engine.ready()
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_server(config: ServerConfig) -> RunningServer:
+    engine = Engine(LocalRepository(config.model_repository))
+    app = create_app(engine, config)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.http_port, backlog=1024)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    return RunningServer(runner, engine, str(host), int(port))

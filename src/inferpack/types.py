@@ -1,0 +1,42 @@
+"""The one internal request and response type that every protocol adapter translates to.
+
+Tensors are numpy arrays; their v2 datatype follows from the dtype
+(see :mod:`inferpack.datatypes`). Adapters never reach past these types into the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+Tensor = npt.NDArray[np.generic]
+Parameters = dict[str, Any]
+
+
+@dataclass(slots=True)
+class InferRequest:
+    """One inference request: named input tensors for one model (and optionally a version).
+
+    ``requested_outputs`` is None when the client wants every output.
+    """
+
+    model_name: str
+    inputs: dict[str, Tensor]
+    model_version: str | None = None
+    id: str | None = None
+    requested_outputs: list[str] | None = None
+    parameters: Parameters = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class InferResponse:
+    """Named output tensors of one request, in the order the model declares them."""
+
+    model_name: str
+    model_version: str
+    outputs: dict[str, Tensor]
+    id: str | None = None
+    parameters: Parameters = field(default_factory=dict)

@@ -1,0 +1,123 @@
+"""Reference workloads: the seeds' models written in plain torch, with seeded weights.
+
+The registry below is torch-free (names, tensors, defaults); each model's code lives in
+its own module and imports torch only when a model is built.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from inferpack.config.model_config import DynamicBatchingConfig, ModelConfig, TensorSpec
+from inferpack.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadSpec:
+    """What a workload takes and gives, and where its builder lives."""
+
+    name: str
+    builder: str  # "module:function", function(options) -> torch.nn.Module
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch_size: int
+    extra: str = "torch"
+    description: str = ""
+
+    def build(self, options: Mapping[str, Any]) -> torch.nn.Module:
+        module_name, _, function_name = self.builder.partition(":")
+        module = importlib.import_module(f"inferpack.workloads.{module_name}")
+        factory: Callable[[Mapping[str, Any]], torch.nn.Module] = getattr(module, function_name)
+        return factory(options)
+
+    def default_config(self, name: str | None = None, seed: int = 0) -> ModelConfig:
+        return ModelConfig(
+            name=name or self.name,
+            platform="workload",
+            artifact="model.safetensors",
+            workload=self.name,
+            workload_options={"seed": seed},
+            inputs=self.inputs,
+            outputs=self.outputs,
+            max_batch_size=self.max_batch_size,
+            # 2 ms lets concurrent requests meet in one batch at a bounded latency cost.
+            dynamic_batching=DynamicBatchingConfig(max_queue_delay_us=2000),
+        )
+
+
+def _image(size: int) -> tuple[TensorSpec, ...]:
+    return (TensorSpec("input", "FP32", (3, size, size)),)
+
+
+def _logits(classes: int) -> tuple[TensorSpec, ...]:
+    return (TensorSpec("logits", "FP32", (classes,)),)
+
+
+WORKLOADS: dict[str, WorkloadSpec] = {
+    spec.name: spec
+    for spec in (
+        WorkloadSpec(
+            "tiny-mlp", "small:tiny_mlp", (TensorSpec("input", "FP32", (16,)),),
+            (TensorSpec("output", "FP32", (4,)),), 64, description="1x16 -> 4 MLP",
+        ),
+        WorkloadSpec(
+            "small-cnn", "small:small_cnn", _image(64), _logits(10), 32,
+            description="3 conv blocks on 3x64x64 -> 10 classes",
+        ),
+        WorkloadSpec(
+            "squeezenet", "small:squeezenet", _image(224), _logits(1000), 64,
+            description="SqueezeNet 1.1",
+        ),
+        WorkloadSpec("resnet50", "resnet:resnet50", _image(224), _logits(1000), 128),
+        WorkloadSpec("vgg19", "vgg:vgg19", _image(224), _logits(1000), 64),
+        WorkloadSpec(
+            "openpose", "openpose:openpose_body", _image(368),
+            (TensorSpec("pafs", "FP32", (38, 46, 46)), TensorSpec("heatmaps", "FP32", (19, 46, 46))),
+            32, description="OpenPose body: VGG19 base + 6 two-branch stages",
+        ),
+        WorkloadSpec(
+            "bert-base", "bert:bert_base",
+            (TensorSpec("input_ids", "INT64", (128,)), TensorSpec("attention_mask", "INT64", (128,))),
+            (TensorSpec("logits", "FP32", (2,)),), 128, extra="text",
+            description="BERT-base encoder + 2-class head, seq 128",
+        ),
+        WorkloadSpec(
+            "sleep", "small:sleep", (TensorSpec("input", "FP32", (-1,)),),
+            (TensorSpec("output", "FP32", (-1,)),), 64,
+            description="identity after sleeping workload_options.sleep_ms per batch",
+        ),
+    )
+}
+
+
+def get_workload(name: str) -> WorkloadSpec:
+    try:
+        return WORKLOADS[name]
+    except KeyError:
+        raise ConfigError([f"unknown workload {name!r} (known: {', '.join(WORKLOADS)})"]) from None
+
+
+def example_inputs(
+    inputs: tuple[TensorSpec, ...], batch_size: int, seed: int = 0
+) -> dict[str, npt.NDArray[np.generic]]:
+    """Deterministic inputs for a batch: N(0,1) floats, token ids < 1000, masks of ones."""
+    rng = np.random.default_rng(seed)
+    result: dict[str, npt.NDArray[np.generic]] = {}
+    for spec in inputs:
+        shape = (batch_size, *(d if d > 0 else 8 for d in spec.dims))
+        if spec.datatype.startswith("FP"):
+            result[spec.name] = rng.standard_normal(shape).astype(np.float32)
+        elif spec.name.endswith("mask"):
+            result[spec.name] = np.ones(shape, dtype=np.int64)
+        else:
+            result[spec.name] = rng.integers(0, 1000, size=shape, dtype=np.int64)
+    return result
