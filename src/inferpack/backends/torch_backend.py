@@ -125,8 +125,8 @@ class TorchBackend:
         if not array.flags.writeable:
             array = array.copy()  # torch.from_numpy needs a writable buffer
         tensor = torch.from_numpy(array).to(self.device, non_blocking=True)
-        if tensor.is_floating_point() and tensor.dtype != self.dtype:
-            tensor = tensor.to(self.dtype)
+        if tensor.dtype == torch.float32 and self.dtype != torch.float32:
+            tensor = tensor.to(self.dtype)  # fp32 inputs follow the model's precision
         return tensor
 
     def _as_sequence(self, raw: Any) -> Sequence[torch.Tensor]:
