@@ -48,14 +48,38 @@ def _identity_model(repo: Path) -> None:
 
     class Identity(torch.nn.Module):
         def forward(
-            self, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, d: torch.Tensor,
-            e: torch.Tensor, f: torch.Tensor, g: torch.Tensor, h: torch.Tensor, i: torch.Tensor,
+            self,
+            a: torch.Tensor,
+            b: torch.Tensor,
+            c: torch.Tensor,
+            d: torch.Tensor,
+            e: torch.Tensor,
+            f: torch.Tensor,
+            g: torch.Tensor,
+            h: torch.Tensor,
+            i: torch.Tensor,
         ) -> tuple[
-            torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-            torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+            torch.Tensor,
+            torch.Tensor,
+            torch.Tensor,
+            torch.Tensor,
+            torch.Tensor,
+            torch.Tensor,
+            torch.Tensor,
+            torch.Tensor,
+            torch.Tensor,
         ]:
-            return (a.clone(), b.clone(), c.clone(), d.clone(), e.clone(), f.clone(), g.clone(),
-                    h.clone(), i.clone())
+            return (
+                a.clone(),
+                b.clone(),
+                c.clone(),
+                d.clone(),
+                e.clone(),
+                f.clone(),
+                g.clone(),
+                h.clone(),
+                i.clone(),
+            )
 
     folder = repo / "identity"
     (folder / "1").mkdir(parents=True)
@@ -65,10 +89,14 @@ def _identity_model(repo: Path) -> None:
         "name": "identity",
         "platform": "torchscript",
         "max_batch_size": 8,
-        "inputs": [{"name": f"in_{n}", "datatype": t, "shape": [-1]}
-                   for n, t in zip(names, IDENTITY_DATATYPES, strict=True)],
-        "outputs": [{"name": f"out_{n}", "datatype": t, "shape": [-1]}
-                    for n, t in zip(names, IDENTITY_DATATYPES, strict=True)],
+        "inputs": [
+            {"name": f"in_{n}", "datatype": t, "shape": [-1]}
+            for n, t in zip(names, IDENTITY_DATATYPES, strict=True)
+        ],
+        "outputs": [
+            {"name": f"out_{n}", "datatype": t, "shape": [-1]}
+            for n, t in zip(names, IDENTITY_DATATYPES, strict=True)
+        ],
         "dynamic_batching": {"max_queue_delay_us": 1000},
         "instances": {"count": 2, "device": "cpu"},
     }
@@ -82,11 +110,18 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("repo")
     init_repository(repo, ["tiny-mlp", "small-cnn", "sleep"], seed=0)
     edit_model(
-        repo, "tiny-mlp", "tiny-mlp-b16", max_batch_size=16,
+        repo,
+        "tiny-mlp",
+        "tiny-mlp-b16",
+        max_batch_size=16,
         dynamic_batching={"max_queue_delay_us": 20_000},
     )
     edit_model(
-        repo, "sleep", "slow", workload_options={"sleep_ms": 300}, max_batch_size=1,
+        repo,
+        "sleep",
+        "slow",
+        workload_options={"sleep_ms": 300},
+        max_batch_size=1,
         dynamic_batching={"max_queue_size": 2},
     )
     _poison_model(repo)

@@ -91,7 +91,9 @@ def reference_outputs(repo: Path, model: str, inputs: np.ndarray) -> list[np.nda
 
     data = yaml.safe_load((repo / model / "model.yaml").read_text())
     spec = get_workload(data["workload"])
-    module = load_weights(spec.build(data.get("workload_options", {})), repo / model / "1" / "model.safetensors")
+    module = load_weights(
+        spec.build(data.get("workload_options", {})), repo / model / "1" / "model.safetensors"
+    )
     with torch.inference_mode():
         out = module(torch.from_numpy(inputs))
     outs = out if isinstance(out, tuple) else (out,)

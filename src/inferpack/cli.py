@@ -20,8 +20,9 @@ from inferpack.config import ServerConfig
 from inferpack.config.server_config import DEFAULT_MAX_REQUEST_BYTES
 from inferpack.errors import InferpackError
 
-app = typer.Typer(help="Serve deep-learning models fast and cheaply, and measure the cost.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Serve deep-learning models fast and cheaply, and measure the cost.", no_args_is_help=True
+)
 repo_app = typer.Typer(help="Create and inspect model repositories.", no_args_is_help=True)
 app.add_typer(repo_app, name="repo")
 console = Console(stderr=True)
@@ -44,7 +45,9 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
     """Serve a model repository over KServe v2 REST and TorchServe-style /predictions."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if not model_repository.is_dir():
         console.print(f"[red]error:[/] model repository {model_repository} is not a directory")
         raise typer.Exit(2)

@@ -68,7 +68,7 @@ def serialize_bytes_tensor(array: npt.NDArray[np.generic]) -> bytes:
     """Length-prefixed concatenation of the elements of a BYTES tensor, row-major."""
     parts: list[bytes] = []
     for item in array.reshape(-1):
-        raw = item.encode("utf-8") if isinstance(item, str) else bytes(item)
+        raw = item.encode("utf-8") if isinstance(item, str) else bytes(item)  # type: ignore[call-overload]
         parts.append(_LENGTH_PREFIX.pack(len(raw)))
         parts.append(raw)
     return b"".join(parts)

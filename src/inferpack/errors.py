@@ -1,14 +1,14 @@
 """The one error tree of inferpack. Each protocol maps it once (REST: status, gRPC: code).
 
-    InferpackError                      500 / INTERNAL
-    ├── InvalidInputError               400 / INVALID_ARGUMENT  bad request body, tensor or name
-    ├── NotFoundError                   404 / NOT_FOUND          unknown model or version
-    ├── UnavailableError                503 / UNAVAILABLE        loading, failed to load, not ready
-    ├── OverloadedError                 429 / RESOURCE_EXHAUSTED queue full (carries retry_after_s)
-    ├── PayloadTooLargeError            413 / RESOURCE_EXHAUSTED body over the configured limit
-    ├── ModelExecutionError             500 / INTERNAL           the model raised while running
-    ├── ConfigError                     (start-up) every problem of a model.yaml, all at once
-    └── MissingExtraError               (start-up) an optional engine is not installed
+InferpackError                      500 / INTERNAL
+├── InvalidInputError               400 / INVALID_ARGUMENT  bad request body, tensor or name
+├── NotFoundError                   404 / NOT_FOUND          unknown model or version
+├── UnavailableError                503 / UNAVAILABLE        loading, failed to load, not ready
+├── OverloadedError                 429 / RESOURCE_EXHAUSTED queue full (carries retry_after_s)
+├── PayloadTooLargeError            413 / RESOURCE_EXHAUSTED body over the configured limit
+├── ModelExecutionError             500 / INTERNAL           the model raised while running
+├── ConfigError                     (start-up) every problem of a model.yaml, all at once
+└── MissingExtraError               (start-up) an optional engine is not installed
 """
 
 from __future__ import annotations

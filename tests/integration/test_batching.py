@@ -15,8 +15,9 @@ CONCURRENCY = 64
 
 
 async def _infer(session: aiohttp.ClientSession, url: str, row: np.ndarray) -> np.ndarray:
-    body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16],
-                        "data": row.tolist()}]}
+    body = {
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16], "data": row.tolist()}]
+    }
     async with session.post(f"{url}/v2/models/tiny-mlp-b16/infer", json=body) as response:
         assert response.status == 200, await response.text()
         payload = await response.json()

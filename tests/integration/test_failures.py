@@ -27,8 +27,13 @@ async def test_model_exception_fails_exactly_its_batch(server: ServerThread) -> 
         first = await asyncio.gather(*(_post(session, url, _body(v)) for v in poisoned))
         second = await asyncio.gather(*(_post(session, url, _body(v)) for v in clean))
         status, other = await _post(
-            session, f"{server.url}/v2/models/tiny-mlp/infer",
-            {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16], "data": [0.0] * 16}]},
+            session,
+            f"{server.url}/v2/models/tiny-mlp/infer",
+            {
+                "inputs": [
+                    {"name": "input", "datatype": "FP32", "shape": [1, 16], "data": [0.0] * 16}
+                ]
+            },
         )
 
     assert [s for s, _ in first] == [500] * 4

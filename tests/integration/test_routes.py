@@ -12,7 +12,9 @@ from tests.helpers import ServerThread, reference_outputs
 from tests.integration.conftest import fetch_metrics, metric_value
 
 
-async def test_predictions_takes_bare_and_named_inputs(server: ServerThread, model_repo: Path) -> None:
+async def test_predictions_takes_bare_and_named_inputs(
+    server: ServerThread, model_repo: Path
+) -> None:
     rows = np.random.default_rng(5).standard_normal((2, 16)).astype(np.float32)
     expected = reference_outputs(model_repo, "tiny-mlp", rows)[0]
     async with aiohttp.ClientSession() as session:
@@ -31,13 +33,15 @@ async def test_raw_binary_request(server: ServerThread, model_repo: Path) -> Non
     row = np.arange(16, dtype=np.float32)[None, :] / 10
     expected = reference_outputs(model_repo, "tiny-mlp", row)[0]
     headers = {"Inference-Header-Content-Length": "0", "Content-Type": "application/octet-stream"}
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
             f"{server.url}/v2/models/tiny-mlp/infer", data=row.tobytes(), headers=headers
-        ) as response:
-            assert response.status == 200, await response.text()
-            length = int(response.headers["Inference-Header-Content-Length"])
-            body = await response.read()
+        ) as response,
+    ):
+        assert response.status == 200, await response.text()
+        length = int(response.headers["Inference-Header-Content-Length"])
+        body = await response.read()
     header = json.loads(body[:length])
     assert header["outputs"][0]["parameters"]["binary_data_size"] == 16
     got = np.frombuffer(body[length:], dtype=np.float32).reshape(1, 4)
@@ -50,9 +54,9 @@ async def test_request_id_and_output_selection(server: ServerThread) -> None:
         "inputs": [{"name": "x", "datatype": "FP32", "shape": [4, 4], "data": list(range(16))}],
         "outputs": [{"name": "y"}],
     }
-    async with aiohttp.ClientSession() as session:
-        async with session.post(f"{server.url}/v2/models/poison/infer", json=body) as response:
-            payload = await response.json()
+    url = f"{server.url}/v2/models/poison/infer"
+    async with aiohttp.ClientSession() as session, session.post(url, json=body) as response:
+        payload = await response.json()
     assert payload["id"] == "req-42"
     assert payload["outputs"][0]["data"] == [2.0 * v for v in range(16)]
 
@@ -76,4 +80,4 @@ async def test_metrics_count_requests_failures_and_latency(server: ServerThread)
     assert delta("inferpack_request_duration_seconds_count", model="tiny-mlp") == 3
     assert delta("inferpack_queue_duration_seconds_count", model="tiny-mlp") == 3
     assert delta("inferpack_compute_duration_seconds_count", model="tiny-mlp") >= 1
-    assert "inferpack_inflight_requests{model=\"tiny-mlp\"} 0.0" in after
+    assert 'inferpack_inflight_requests{model="tiny-mlp"} 0.0' in after

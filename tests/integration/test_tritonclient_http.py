@@ -22,8 +22,13 @@ def client(server: ServerThread) -> httpclient.InferenceServerClient:
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
 @pytest.mark.parametrize(("model", "shape", "input_name", "output_name"), CASES)
 def test_infer_matches_in_process_model(
-    client: httpclient.InferenceServerClient, model_repo: Path, model: str,
-    shape: tuple[int, ...], input_name: str, output_name: str, binary: bool,
+    client: httpclient.InferenceServerClient,
+    model_repo: Path,
+    model: str,
+    shape: tuple[int, ...],
+    input_name: str,
+    output_name: str,
+    binary: bool,
 ) -> None:
     data = np.random.default_rng(7).standard_normal(shape).astype(np.float32)
     infer_input = httpclient.InferInput(input_name, list(shape), "FP32")

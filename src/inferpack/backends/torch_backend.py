@@ -47,7 +47,9 @@ def _load_module(source: ModelSource, device: str) -> torch.nn.Module:
         from inferpack.workloads import get_workload
         from inferpack.workloads.weights import load_weights
 
-        module = load_weights(get_workload(str(config.workload)).build(config.workload_options), path)
+        module = load_weights(
+            get_workload(str(config.workload)).build(config.workload_options), path
+        )
     return module
 
 
@@ -68,8 +70,7 @@ class TorchBackend:
         self.device = device
         self.dtype = _TORCH_DTYPE[config.precision]
         self.memory_bytes = sum(
-            t.numel() * t.element_size()
-            for t in (*module.parameters(), *module.buffers())
+            t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers())
         )
         self._streams = threading.local()
         self._output_dtypes = [numpy_dtype(spec.datatype) for spec in config.outputs]

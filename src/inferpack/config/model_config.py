@@ -193,7 +193,9 @@ def parse_model_config(raw: Any, source: str, default_name: str | None = None) -
     """Validate a parsed model.yaml mapping; raise ConfigError listing every problem."""
     problems = _Problems(source)
     if not isinstance(raw, Mapping):
-        raise ConfigError([f"{source}: must be a mapping at the top level, got {type(raw).__name__}"])
+        raise ConfigError(
+            [f"{source}: must be a mapping at the top level, got {type(raw).__name__}"]
+        )
     known = set(ModelConfig.__dataclass_fields__) | {"dims"}
     for key in sorted(set(raw) - known):
         problems.add(str(key), f"unknown field (known: {', '.join(sorted(known - {'dims'}))})")
@@ -202,11 +204,11 @@ def parse_model_config(raw: Any, source: str, default_name: str | None = None) -
         problems.add("name", "must be a non-empty string")
         name = str(name)
     platform = raw.get("platform", "workload" if "workload" in raw else None)
+    workload = raw.get("workload")
     if platform not in PLATFORMS:
         problems.add("platform", f"{platform!r} is not one of {sorted(PLATFORMS)}")
-        platform = "workload"
-    workload = raw.get("workload")
-    if platform == "workload" and not isinstance(workload, str):
+        platform = "workload" if isinstance(workload, str) else "torchscript"
+    elif platform == "workload" and not isinstance(workload, str):
         problems.add("workload", "platform 'workload' needs a workload name, e.g. resnet50")
     options = raw.get("workload_options", {})
     if not isinstance(options, Mapping):

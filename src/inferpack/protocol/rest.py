@@ -140,8 +140,14 @@ def _raw_binary_request(request: web.Request, body: bytes) -> tuple[bytes, int]:
     spec = config.inputs[0]
     shape = [1, *spec.dims] if config.batching else list(spec.dims)
     header = {
-        "inputs": [{"name": spec.name, "datatype": spec.datatype, "shape": shape,
-                    "parameters": {"binary_data_size": len(body)}}],
+        "inputs": [
+            {
+                "name": spec.name,
+                "datatype": spec.datatype,
+                "shape": shape,
+                "parameters": {"binary_data_size": len(body)},
+            }
+        ],
         "parameters": {"binary_data_output": True},
     }
     header_bytes = json.dumps(header).encode()
@@ -182,7 +188,9 @@ async def predictions(request: web.Request) -> web.Response:
         engine.record_failure(name, error)
         raise
     response = await engine.infer(infer_request)
-    return web.Response(body=encode_prediction(response, added_batch), content_type="application/json")
+    return web.Response(
+        body=encode_prediction(response, added_batch), content_type="application/json"
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -42,7 +42,9 @@ def nested_to_array(data: Any, datatype: str, name: str) -> Tensor:
     try:
         parsed = np.asarray(data)
     except ValueError:
-        raise InvalidInputError(f"input {name!r}: data is ragged (rows of unequal length)") from None
+        raise InvalidInputError(
+            f"input {name!r}: data is ragged (rows of unequal length)"
+        ) from None
     if parsed.size and parsed.dtype.kind not in _ACCEPTED_KINDS[dtype.kind]:
         shown = {"U": "string", "O": "mixed or null", "f": "floating-point", "b": "boolean"}
         kind = shown.get(parsed.dtype.kind, parsed.dtype.kind)
@@ -50,7 +52,7 @@ def nested_to_array(data: Any, datatype: str, name: str) -> Tensor:
             f"input {name!r}: data holds {kind} values, which do not fit datatype {datatype}"
         )
     if parsed.size and dtype.kind in "iu":
-        info = np.iinfo(dtype)
+        info = np.iinfo(dtype)  # type: ignore[type-var]
         if parsed.min() < info.min or parsed.max() > info.max:
             raise InvalidInputError(f"input {name!r}: data is out of range for {datatype}")
     return parsed.astype(dtype, copy=False)

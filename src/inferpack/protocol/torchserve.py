@@ -24,7 +24,7 @@ def _named_inputs(payload: Any, config: ModelConfig) -> dict[str, Any]:
     if len(config.inputs) != 1:
         names = [spec.name for spec in config.inputs]
         raise InvalidInputError(
-            f"model {config.name!r} has inputs {names}: send {{\"inputs\": {{name: data}}}}"
+            f'model {config.name!r} has inputs {names}: send {{"inputs": {{name: data}}}}'
         )
     return {config.inputs[0].name: payload}
 

@@ -24,7 +24,9 @@ def init_repository(root: Path, workloads: Sequence[str], seed: int = 0) -> list
         config = spec.default_config(seed=seed)
         folder = root / name
         (folder / "1").mkdir(parents=True, exist_ok=True)
-        (folder / CONFIG_FILE).write_text(yaml.safe_dump(model_config_to_dict(config), sort_keys=False))
+        (folder / CONFIG_FILE).write_text(
+            yaml.safe_dump(model_config_to_dict(config), sort_keys=False)
+        )
         save_weights(build_seeded(spec, config.workload_options), folder / "1" / config.artifact)
         written.append(folder)
     return written

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from inferpack.errors import InferpackError, NotFoundError, UnavailableError
 from inferpack.repository import LocalRepository
@@ -19,7 +19,7 @@ from inferpack.runtime.served_model import ServedModel
 log = logging.getLogger(__name__)
 
 
-class ModelState(str, Enum):
+class ModelState(StrEnum):
     LOADING = "LOADING"
     READY = "READY"
     UNAVAILABLE = "UNAVAILABLE"
@@ -93,7 +93,9 @@ class ModelManager:
         model = entry.versions.get(version)
         if model is None:
             available = ", ".join(entry.versions)
-            raise NotFoundError(f"model {name!r} has no version {version!r} (available: {available})")
+            raise NotFoundError(
+                f"model {name!r} has no version {version!r} (available: {available})"
+            )
         return model
 
     def all_ready(self) -> bool:

@@ -6,13 +6,28 @@ process (tests) and /metrics shows exactly one server.
 
 from __future__ import annotations
 
+from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE  # noqa: N811
 
 # Latency buckets from 100 us to 30 s: covers a tiny MLP on CPU and a large batch on a GPU.
 _LATENCY_BUCKETS_S = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0, 30.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
 )
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -27,8 +42,10 @@ class ServingMetrics:
             "inferpack_requests", "Inference requests received", model, registry=self.registry
         )
         self.failures = Counter(
-            "inferpack_request_failures", "Inference requests that failed, by error",
-            ["model", "reason"], registry=self.registry,
+            "inferpack_request_failures",
+            "Inference requests that failed, by error",
+            ["model", "reason"],
+            registry=self.registry,
         )
         self.request_s = self._histogram("inferpack_request_duration_seconds", "Request latency")
         self.queue_s = self._histogram("inferpack_queue_duration_seconds", "Time queued")
@@ -36,8 +53,11 @@ class ServingMetrics:
             "inferpack_compute_duration_seconds", "Batch execution time (per batch)"
         )
         self.batch_size = Histogram(
-            "inferpack_batch_size", "Rows per executed batch", model,
-            buckets=_BATCH_BUCKETS, registry=self.registry,
+            "inferpack_batch_size",
+            "Rows per executed batch",
+            model,
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
         )
         self.inference_count = Counter(
             "inferpack_inference_count", "Rows inferred", model, registry=self.registry
@@ -46,7 +66,9 @@ class ServingMetrics:
             "inferpack_execution_count", "Batches executed", model, registry=self.registry
         )
         self.inflight = Gauge(
-            "inferpack_inflight_requests", "Requests accepted and not yet answered", model,
+            "inferpack_inflight_requests",
+            "Requests accepted and not yet answered",
+            model,
             registry=self.registry,
         )
         self.loads = Counter(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -76,7 +77,9 @@ class ServedModel:
         if source.config.warmup:
             inputs = warmup_inputs(source.config)
             for instance in range(len(model.backends)):
-                model._executors[instance].submit(model._run_batch, instance, [inputs], [1]).result()
+                model._executors[instance].submit(
+                    model._run_batch, instance, [inputs], [1]
+                ).result()
         return model
 
     def start(self) -> None:
@@ -93,7 +96,9 @@ class ServedModel:
         for backend in {id(b): b for b in self.backends}.values():
             backend.close()
 
-    async def _execute(self, instance: int, items: list[QueuedItem[Outputs, Outputs]]) -> list[Outputs]:
+    async def _execute(
+        self, instance: int, items: list[QueuedItem[Outputs, Outputs]]
+    ) -> list[Outputs]:
         loop = asyncio.get_running_loop()
         payloads = [item.payload for item in items]
         rows = [item.rows for item in items]
@@ -112,7 +117,9 @@ class ServedModel:
         if len(payloads) == 1:
             inputs = payloads[0]
         else:
-            inputs = {s.name: np.concatenate([p[s.name] for p in payloads]) for s in self.config.inputs}
+            inputs = {
+                s.name: np.concatenate([p[s.name] for p in payloads]) for s in self.config.inputs
+            }
         try:
             outputs = self.backends[instance].run(inputs)
         except Exception as error:
@@ -129,8 +136,8 @@ class ServedModel:
                     f"model {self.config.name!r}: output {out_name!r} has {array.shape[:1]} rows "
                     f"for a batch of {total} rows"
                 )
-        bounds = np.cumsum([0, *rows])
+        bounds = itertools.accumulate(rows, initial=0)
         return [
             {k: v[start:end] for k, v in outputs.items()}
-            for start, end in zip(bounds[:-1], bounds[1:], strict=True)
+            for start, end in itertools.pairwise(bounds)
         ]

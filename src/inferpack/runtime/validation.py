@@ -24,7 +24,7 @@ def _check_shape(config: ModelConfig, spec: TensorSpec, array: Tensor) -> None:
             f"input {spec.name!r}: shape {list(shape)} does not match model shape {shown}"
         )
     for got, want in zip(dims, spec.dims, strict=True):
-        if want != -1 and got != want:
+        if want not in (-1, got):
             raise InvalidInputError(
                 f"input {spec.name!r}: shape {list(shape)} does not match model shape {shown}"
             )

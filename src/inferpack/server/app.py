@@ -22,9 +22,7 @@ SHUTDOWN_TIMEOUT_S = 10.0
 
 
 def create_app(engine: Engine, config: ServerConfig) -> web.Application:
-    app = web.Application(
-        client_max_size=config.max_request_bytes, middlewares=[error_middleware]
-    )
+    app = web.Application(client_max_size=config.max_request_bytes, middlewares=[error_middleware])
     app[ENGINE] = engine
     app[MAX_REQUEST_BYTES] = config.max_request_bytes
     add_routes(app)

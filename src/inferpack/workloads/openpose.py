@@ -49,8 +49,10 @@ class OpenPoseBody(nn.Module):
         super().__init__()
         self.base = nn.Sequential(
             conv_stack(BASE_LAYOUT),
-            nn.Conv2d(512, 256, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(256, 128, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(512, 256, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 128, 3, padding=1),
+            nn.ReLU(inplace=True),
         )
         refine = 128 + PAF_CHANNELS + HEATMAP_CHANNELS
         self.stage1 = _Stage(128, kernel=3, convs=3, hidden=512)

@@ -16,11 +16,20 @@ def tiny_mlp(options: Mapping[str, Any]) -> nn.Module:
 
 def small_cnn(options: Mapping[str, Any]) -> nn.Module:
     def block(cin: int, cout: int) -> list[nn.Module]:
-        return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)]
+        return [
+            nn.Conv2d(cin, cout, 3, padding=1),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        ]
 
     return nn.Sequential(
-        *block(3, 16), *block(16, 32), *block(32, 64),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+        *block(3, 16),
+        *block(16, 32),
+        *block(32, 64),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(64, 10),
     )
 
 
@@ -41,14 +50,26 @@ class _Fire(nn.Module):
 def squeezenet(options: Mapping[str, Any]) -> nn.Module:
     pool = nn.MaxPool2d(3, stride=2, ceil_mode=True)
     features = nn.Sequential(
-        nn.Conv2d(3, 64, 3, stride=2), nn.ReLU(inplace=True), pool,
-        _Fire(64, 16, 64), _Fire(128, 16, 64), nn.MaxPool2d(3, stride=2, ceil_mode=True),
-        _Fire(128, 32, 128), _Fire(256, 32, 128), nn.MaxPool2d(3, stride=2, ceil_mode=True),
-        _Fire(256, 48, 192), _Fire(384, 48, 192), _Fire(384, 64, 256), _Fire(512, 64, 256),
+        nn.Conv2d(3, 64, 3, stride=2),
+        nn.ReLU(inplace=True),
+        pool,
+        _Fire(64, 16, 64),
+        _Fire(128, 16, 64),
+        nn.MaxPool2d(3, stride=2, ceil_mode=True),
+        _Fire(128, 32, 128),
+        _Fire(256, 32, 128),
+        nn.MaxPool2d(3, stride=2, ceil_mode=True),
+        _Fire(256, 48, 192),
+        _Fire(384, 48, 192),
+        _Fire(384, 64, 256),
+        _Fire(512, 64, 256),
     )
     classifier = nn.Sequential(
-        nn.Dropout(0.5), nn.Conv2d(512, 1000, 1), nn.ReLU(inplace=True),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Dropout(0.5),
+        nn.Conv2d(512, 1000, 1),
+        nn.ReLU(inplace=True),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
     )
     return nn.Sequential(features, classifier)
 

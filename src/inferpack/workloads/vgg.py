@@ -10,8 +10,27 @@ from torch import nn
 
 # Channels per conv, "M" for a 2x2 max-pool (VGG configuration E).
 VGG19_LAYOUT: tuple[int | str, ...] = (
-    64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-    512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
 )
 
 
@@ -32,8 +51,14 @@ class VGG(nn.Module):
         self.features = conv_stack(VGG19_LAYOUT)
         self.pool = nn.AdaptiveAvgPool2d(7)
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(512 * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(),
-            nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(), nn.Linear(4096, classes),
+            nn.Flatten(),
+            nn.Linear(512 * 7 * 7, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(),
+            nn.Linear(4096, classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

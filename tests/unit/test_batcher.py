@@ -1,0 +1,209 @@
+"""The batcher's contract, driven by fake executors and events (no model, no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+
+import pytest
+
+from inferpack.batching import BatchPolicy, DynamicBatcher, QueuedItem
+from inferpack.errors import OverloadedError, UnavailableError
+
+Items = list[QueuedItem[int, int]]
+
+
+class FakeModel:
+    """Records each batch's payloads; holds execution until ``release`` is set."""
+
+    def __init__(self, hold: bool = False) -> None:
+        self.batches: list[list[int]] = []
+        self.release = asyncio.Event()
+        self.started = asyncio.Event()
+        if not hold:
+            self.release.set()
+
+    async def __call__(self, instance: int, items: Items) -> list[int]:
+        self.batches.append([item.payload for item in items])
+        self.started.set()
+        await self.release.wait()
+        if any(item.payload < 0 for item in items):
+            raise ValueError("negative payload")
+        return [item.payload * 10 for item in items]
+
+
+def make(model: FakeModel, instances: int = 1, **policy: object) -> DynamicBatcher[int, int]:
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        "m",
+        BatchPolicy(**policy),
+        model,
+        instances,  # type: ignore[arg-type]
+    )
+    batcher.start()
+    return batcher
+
+
+async def _submit_all(
+    batcher: DynamicBatcher[int, int], payloads: list[int], key: Hashable = None
+) -> list[asyncio.Future[int]]:
+    return [batcher.submit(p, rows=1, key=key) for p in payloads]
+
+
+async def test_full_batch_leaves_without_waiting_for_the_delay() -> None:
+    model = FakeModel()
+    batcher = make(model, max_batch_rows=4, max_queue_delay_s=60.0)
+    futures = await _submit_all(batcher, [1, 2, 3, 4])
+    assert await asyncio.gather(*futures) == [10, 20, 30, 40]
+    assert model.batches == [[1, 2, 3, 4]]
+    await batcher.close()
+
+
+async def test_delay_counts_from_first_arrival_and_partial_batch_leaves() -> None:
+    model = FakeModel()
+    batcher = make(model, max_batch_rows=8, max_queue_delay_s=0.05)
+    loop = asyncio.get_running_loop()
+    first = batcher.submit(1, rows=1)
+    started = loop.time()
+    second = batcher.submit(2, rows=1)
+    assert await asyncio.gather(first, second) == [10, 20]
+    assert loop.time() - started >= 0.04
+    assert model.batches == [[1, 2]]
+    await batcher.close()
+
+
+async def test_batches_grow_while_the_instance_is_busy() -> None:
+    model = FakeModel(hold=True)
+    batcher = make(model, max_batch_rows=8)
+    first = batcher.submit(0, rows=1)
+    await model.started.wait()
+    rest = await _submit_all(batcher, [1, 2, 3])
+    model.release.set()
+    await asyncio.gather(first, *rest)
+    assert model.batches == [[0], [1, 2, 3]]
+    await batcher.close()
+
+
+async def test_rows_never_exceed_max_and_order_is_kept() -> None:
+    model = FakeModel(hold=True)
+    batcher = make(model, max_batch_rows=4, max_queue_delay_s=0.02)
+    blocker = batcher.submit(0, rows=4)
+    await model.started.wait()
+    futures = [batcher.submit(p, rows=r) for p, r in [(1, 2), (2, 3), (3, 1), (4, 1)]]
+    model.release.set()
+    await asyncio.gather(blocker, *futures)
+    # 2 + 3 > 4: request 2 starts the next batch, and request 3 may not jump ahead of it.
+    assert model.batches == [[0], [1], [2, 3], [4]]
+    await batcher.close()
+
+
+async def test_preferred_size_dispatches_early_and_trims_the_batch() -> None:
+    model = FakeModel(hold=True)
+    batcher = make(model, max_batch_rows=16, max_queue_delay_s=0.05, preferred_rows=(2, 4))
+    blocker = batcher.submit(0, rows=4)
+    await model.started.wait()
+    futures = await _submit_all(batcher, [1, 2, 3, 4, 5])
+    model.release.set()
+    await asyncio.gather(blocker, *futures)
+    # 5 rows queued reach the largest preferred size: the batch is trimmed to 4 at once;
+    # the 5th leaves alone when its delay expires.
+    assert model.batches == [[0], [1, 2, 3, 4], [5]]
+    await batcher.close()
+
+
+async def test_exception_fails_its_batch_and_no_other() -> None:
+    model = FakeModel(hold=True)
+    batcher = make(model, max_batch_rows=2, max_queue_delay_s=60.0)
+    bad = await _submit_all(batcher, [-1, 5])
+    await model.started.wait()
+    good = await _submit_all(batcher, [6, 7])
+    model.release.set()
+    results = await asyncio.gather(*bad, *good, return_exceptions=True)
+    assert [type(r) for r in results[:2]] == [ValueError, ValueError]
+    assert results[2:] == [60, 70]
+    await batcher.close()
+
+
+async def test_result_count_mismatch_fails_the_batch_with_both_numbers() -> None:
+    async def short(instance: int, items: Items) -> list[int]:
+        return [1]
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        "m", BatchPolicy(max_batch_rows=2, max_queue_delay_s=60.0), short, 1
+    )
+    batcher.start()
+    futures = await _submit_all(batcher, [1, 2])
+    with pytest.raises(RuntimeError, match="batch of 2 requests produced 1 results"):
+        await asyncio.gather(*futures)
+    await batcher.close()
+
+
+async def test_cancelled_requests_are_dropped_before_running() -> None:
+    model = FakeModel(hold=True)
+    batcher = make(model, max_batch_rows=4)
+    blocker = batcher.submit(0, rows=1)
+    await model.started.wait()
+    futures = await _submit_all(batcher, [1, 2, 3])
+    futures[1].cancel()
+    model.release.set()
+    await asyncio.gather(blocker, futures[0], futures[2])
+    assert model.batches == [[0], [1, 3]]
+    await batcher.close()
+
+
+async def test_full_queue_is_refused_with_retry_hint() -> None:
+    model = FakeModel(hold=True)
+    batcher = make(model, max_batch_rows=1, max_queue_size=2)
+    running = batcher.submit(0, rows=1)
+    await model.started.wait()
+    queued = await _submit_all(batcher, [1, 2])
+    with pytest.raises(OverloadedError, match="queue is full") as raised:
+        batcher.submit(3, rows=1)
+    assert raised.value.retry_after_s >= 1
+    model.release.set()
+    assert await asyncio.gather(running, *queued) == [0, 10, 20]
+    await batcher.close()
+
+
+async def test_different_keys_never_share_a_batch() -> None:
+    model = FakeModel(hold=True)
+    batcher = make(model, max_batch_rows=8, max_queue_delay_s=0.01)
+    blocker = batcher.submit(0, rows=1, key="a")
+    await model.started.wait()
+    futures = [batcher.submit(p, rows=1, key=k) for p, k in [(1, "a"), (2, "b"), (3, "a")]]
+    model.release.set()
+    await asyncio.gather(blocker, *futures)
+    assert sorted(model.batches[1:]) == [[1, 3], [2]]
+    await batcher.close()
+
+
+async def test_requests_not_combined_without_dynamic_batching() -> None:
+    model = FakeModel()
+    batcher = make(model, max_batch_rows=8, combine_requests=False)
+    await asyncio.gather(*await _submit_all(batcher, [1, 2, 3]))
+    assert model.batches == [[1], [2], [3]]
+    await batcher.close()
+
+
+async def test_instances_run_batches_in_parallel() -> None:
+    model = FakeModel(hold=True)
+    batcher = make(model, instances=2, max_batch_rows=1)
+    futures = await _submit_all(batcher, [1, 2, 3])
+    while len(model.batches) < 2:
+        await asyncio.sleep(0)
+    assert model.batches == [[1], [2]]  # two in flight at once, the third waits
+    model.release.set()
+    assert await asyncio.gather(*futures) == [10, 20, 30]
+    await batcher.close()
+
+
+async def test_close_finishes_queued_work_then_refuses() -> None:
+    model = FakeModel(hold=True)
+    batcher = make(model, max_batch_rows=1)
+    futures = await _submit_all(batcher, [1, 2])
+    closing = asyncio.create_task(batcher.close())
+    await model.started.wait()
+    with pytest.raises(UnavailableError):
+        batcher.submit(3, rows=1)
+    model.release.set()
+    await closing
+    assert [f.result() for f in futures] == [10, 20]
