@@ -49,8 +49,9 @@ class WorkloadSpec:
             inputs=self.inputs,
             outputs=self.outputs,
             max_batch_size=self.max_batch_size,
-            # 2 ms lets concurrent requests meet in one batch at a bounded latency cost.
-            dynamic_batching=DynamicBatchingConfig(max_queue_delay_us=2000),
+            # No added delay: batches still grow under load because a batch is formed only
+            # when an instance is free; a delay only pays off when compute is batch-bound.
+            dynamic_batching=DynamicBatchingConfig(max_queue_delay_us=0),
         )
 
 

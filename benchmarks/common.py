@@ -1,0 +1,154 @@
+"""Shared benchmark plumbing: machine description, a served inferpack, a closed-loop client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine() -> dict[str, object]:
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        found = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        cpu = found.group(1).strip() if found else cpu
+    info: dict[str, object] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_sha": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip(),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return info
+
+
+def percentiles_ms(latencies_s: list[float]) -> dict[str, float]:
+    ms = np.asarray(latencies_s) * 1e3
+    return {
+        f"p{q}": round(float(np.percentile(ms, q, method="inverted_cdf")), 3) for q in (50, 90, 99)
+    }
+
+
+@contextmanager
+def served(repo: Path, port: int = 0) -> Iterator[str]:
+    """Run ``inferpack serve`` in a subprocess (its own cores and GIL); yield its URL."""
+    command = [
+        sys.executable,
+        "-c",
+        "from inferpack.cli import main; main()",
+        "serve",
+        "--model-repository",
+        str(repo),
+        "--http-port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        url = ""
+        for line in process.stderr:
+            found = re.search(r"listening on (\S+)", line)
+            url = found.group(1) if found else url
+            if "ready on" in line:
+                break
+        if not url:
+            raise RuntimeError("server did not start")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def binary_body(name: str, array: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": name,
+                    "datatype": "FP32",
+                    "shape": list(array.shape),
+                    "parameters": {"binary_data_size": array.nbytes},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    return header + array.tobytes(), {"Inference-Header-Content-Length": str(len(header))}
+
+
+async def closed_loop(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float = 1.0,
+) -> dict[str, object]:
+    """N clients, each with one request in flight; latencies of requests finished in the window."""
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        loop = asyncio.get_running_loop()
+        start = loop.time() + warmup_s
+        end = start + duration_s
+
+        async def client() -> None:
+            nonlocal errors
+            while (now := loop.time()) < end:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    ok = response.status == 200
+                done = loop.time()
+                if now >= start and done <= end:
+                    if ok:
+                        latencies.append(done - now)
+                    else:
+                        errors += 1
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "errors": errors,
+        "requests_per_s": round(len(latencies) / duration_s, 1),
+        "latency_ms": percentiles_ms(latencies),
+    }
+
+
+def write_result(name: str, result: dict[str, object]) -> Path:
+    out = ROOT / "benchmarks" / "results" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result = {
+        "machine": machine(),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **result,
+    }
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return out
