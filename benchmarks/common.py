@@ -32,7 +32,11 @@ def machine() -> dict[str, object]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "git_sha": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+            ["git", "rev-parse", "--short", "HEAD"],
+            check=False,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
         ).stdout.strip(),
     }
     try:
@@ -106,6 +110,7 @@ async def closed_loop(
     url: str,
     body: bytes,
     headers: dict[str, str],
+    *,
     concurrency: int,
     duration_s: float,
     warmup_s: float = 1.0,

@@ -68,12 +68,16 @@ async def _measure(url: str, duration_s: float) -> dict[str, object]:
     rng = np.random.default_rng(0)
     body, headers = binary_body("input", rng.standard_normal((1, 16)).astype(np.float32))
     tiny = [
-        await closed_loop(f"{url}/v2/models/tiny-mlp/infer", body, headers, c, duration_s)
+        await closed_loop(
+            f"{url}/v2/models/tiny-mlp/infer", body, headers, concurrency=c, duration_s=duration_s
+        )
         for c in (1, 8, 32)
     ]
     batch = rng.standard_normal((SMALL_CNN_BATCH, 3, 64, 64)).astype(np.float32)
     body, headers = binary_body("input", batch)
-    served_cnn = await closed_loop(f"{url}/v2/models/small-cnn/infer", body, headers, 2, duration_s)
+    served_cnn = await closed_loop(
+        f"{url}/v2/models/small-cnn/infer", body, headers, concurrency=2, duration_s=duration_s
+    )
     return {"tiny": tiny, "small_cnn": served_cnn}
 
 
