@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import multiprocessing
 import os
 import platform
 import re
@@ -11,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -106,6 +109,44 @@ def binary_body(name: str, array: np.ndarray) -> tuple[bytes, dict[str, str]]:
     return header + array.tobytes(), {"Inference-Header-Content-Length": str(len(header))}
 
 
+async def _client_loop(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    concurrency: int,
+    start_at: float,
+    duration_s: float,
+) -> tuple[list[float], int]:
+    """``concurrency`` clients, one request in flight each, from wall-clock ``start_at``."""
+    latencies: list[float] = []
+    errors = 0
+    end_at = start_at + duration_s
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def client() -> None:
+            nonlocal errors
+            while (now := time.time()) < end_at:
+                async with session.post(url, data=io.BytesIO(body), headers=headers) as response:
+                    await response.read()
+                    ok = response.status == 200
+                done = time.time()
+                if now >= start_at and done <= end_at:
+                    if ok:
+                        latencies.append(done - now)
+                    else:
+                        errors += 1
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    return latencies, errors
+
+
+def _client_process(
+    args: tuple[str, bytes, dict[str, str], int, float, float],
+) -> tuple[list[float], int]:
+    return asyncio.run(_client_loop(*args))
+
+
 async def closed_loop(
     url: str,
     body: bytes,
@@ -114,32 +155,28 @@ async def closed_loop(
     concurrency: int,
     duration_s: float,
     warmup_s: float = 1.0,
+    processes: int = 1,
 ) -> dict[str, object]:
-    """N clients, each with one request in flight; latencies of requests finished in the window."""
-    latencies: list[float] = []
-    errors = 0
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        loop = asyncio.get_running_loop()
-        start = loop.time() + warmup_s
-        end = start + duration_s
-
-        async def client() -> None:
-            nonlocal errors
-            while (now := loop.time()) < end:
-                async with session.post(url, data=body, headers=headers) as response:
-                    await response.read()
-                    ok = response.status == 200
-                done = loop.time()
-                if now >= start and done <= end:
-                    if ok:
-                        latencies.append(done - now)
-                    else:
-                        errors += 1
-
-        await asyncio.gather(*(client() for _ in range(concurrency)))
+    """Closed loop over ``processes`` client processes (so the client is not the bottleneck);
+    raw latencies of requests finished inside the window are pooled, never averaged."""
+    start_at = time.time() + warmup_s + (1.0 if processes > 1 else 0.0)
+    shares = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
+    if processes == 1:
+        latencies, errors = await _client_loop(
+            url, body, headers, concurrency, start_at, duration_s
+        )
+    else:
+        jobs = [(url, body, headers, n, start_at, duration_s) for n in shares if n]
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(len(jobs), mp_context=context) as pool:
+            parts = await asyncio.gather(
+                *(asyncio.wrap_future(pool.submit(_client_process, job)) for job in jobs)
+            )
+        latencies = [x for part, _ in parts for x in part]
+        errors = sum(e for _, e in parts)
     return {
         "concurrency": concurrency,
+        "client_processes": processes,
         "requests": len(latencies),
         "errors": errors,
         "requests_per_s": round(len(latencies) / duration_s, 1),

@@ -92,7 +92,7 @@ async def served_runs(url: str, duration_s: float) -> dict[str, object]:
         warmup_s=WARMUP_S,
     )
     body, headers = binary_body("input", big)
-    results["bf16_batch32_c4"] = await closed_loop(
+    results["bf16_batch32_c8"] = await closed_loop(
         f"{url}/v2/models/r50-bf16/infer",
         body,
         headers,
@@ -130,7 +130,7 @@ def main() -> None:
     finally:
         shutil.rmtree(repo)
     c1 = remote["fp32_batch1_c1"]
-    big_served = remote["bf16_batch32_c4"]
+    big_served = remote["bf16_batch32_c8"]
     big_items = big_served["requests_per_s"] * BIG_BATCH  # type: ignore[index,operator]
     dynamic = remote["bf16_batch1_c64_dynamic"]
     result = {

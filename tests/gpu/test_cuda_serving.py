@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+
 import aiohttp
 import numpy as np
 import pytest
@@ -31,21 +34,28 @@ def gpu_server(tmp_path_factory: pytest.TempPathFactory) -> ServerThread:
 
 
 async def _infer(session: aiohttp.ClientSession, url: str, model: str, x: np.ndarray) -> np.ndarray:
-    body = {
-        "inputs": [
-            {
-                "name": "input",
-                "datatype": "FP32",
-                "shape": list(x.shape),
-                "data": x.reshape(-1).tolist(),
-            }
-        ]
-    }
-    async with session.post(f"{url}/v2/models/{model}/infer", json=body) as response:
-        assert response.status == 200, await response.text()
-        payload = await response.json()
-    out = payload["outputs"][0]
-    return np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
+    """One binary-tensor request (what tritonclient sends); the output comes back binary."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "datatype": "FP32",
+                    "shape": list(x.shape),
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    headers = {"Inference-Header-Content-Length": str(len(header))}
+    body = io.BytesIO(header + x.tobytes())
+    async with session.post(f"{url}/v2/models/{model}/infer", data=body, headers=headers) as r:
+        assert r.status == 200, await r.text()
+        length = int(r.headers["Inference-Header-Content-Length"])
+        raw = await r.read()
+    out = json.loads(raw[:length])["outputs"][0]
+    return np.frombuffer(raw[length:], dtype=np.float32).reshape(out["shape"])
 
 
 def _relative_l2(a: np.ndarray, b: np.ndarray) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -123,9 +124,16 @@ class TorchBackend:
         return torch.cuda.stream(stream)
 
     def _to_device(self, array: Tensor) -> torch.Tensor:
-        if not array.flags.writeable:
-            array = array.copy()  # torch.from_numpy needs a writable buffer
-        tensor = torch.from_numpy(array).to(self.device, non_blocking=True)
+        if array.flags.writeable:
+            tensor = torch.from_numpy(array)
+        else:
+            # A view of the request body: torch warns because it cannot mark the tensor
+            # read-only. The buffer is private to this request, so sharing it is safe and
+            # saves a copy of every input (19 MB for a batch of 32 images).
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                tensor = torch.from_numpy(array)
+        tensor = tensor.to(self.device, non_blocking=True)
         if tensor.dtype == torch.float32 and self.dtype != torch.float32:
             tensor = tensor.to(self.dtype)  # fp32 inputs follow the model's precision
         return tensor
