@@ -96,7 +96,8 @@ async def served_runs(url: str, duration_s: float) -> dict[str, object]:
         f"{url}/v2/models/r50-bf16/infer",
         body,
         headers,
-        concurrency=4,
+        concurrency=8,
+        processes=4,
         duration_s=duration_s,
         warmup_s=WARMUP_S,
     )
@@ -106,6 +107,7 @@ async def served_runs(url: str, duration_s: float) -> dict[str, object]:
         body,
         headers,
         concurrency=64,
+        processes=4,
         duration_s=duration_s,
         warmup_s=WARMUP_S,
     )
