@@ -131,7 +131,9 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(model_repo: Path) -> Iterator[ServerThread]:
-    config = ServerConfig(model_repo, http_port=0, max_request_bytes=TEST_MAX_REQUEST_BYTES)
+    config = ServerConfig(
+        str(model_repo), http_port=0, grpc_port=0, max_request_bytes=TEST_MAX_REQUEST_BYTES
+    )
     thread = ServerThread(config).start()
     yield thread
     thread.stop()

@@ -36,6 +36,11 @@ class ServerThread:
         assert self.server is not None
         return f"{self.server.host}:{self.server.port}"
 
+    @property
+    def grpc_address(self) -> str:
+        assert self.server is not None
+        return self.server.grpc_address
+
     def start(self, timeout_s: float = 300) -> ServerThread:
         self._thread.start()
         if not self._started.wait(timeout_s):

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from inferpack import __version__
 from inferpack.config import ServerConfig
+from inferpack.config.control import ControlConfig, ControlMode
 from inferpack.config.server_config import DEFAULT_MAX_REQUEST_BYTES
 from inferpack.errors import InferpackError
 
@@ -36,22 +37,55 @@ def version() -> None:
 
 @app.command()
 def serve(
-    model_repository: Annotated[Path, typer.Option(help="Folder of models (model.yaml each).")],
+    model_repository: Annotated[
+        str, typer.Option(help="Folder of models (model.yaml each), or s3:// gs:// http(s)://")
+    ],
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option(help="HTTP port (0 picks a free one).")] = 8000,
+    grpc_port: Annotated[
+        int, typer.Option(help="gRPC port (0 picks a free one, -1 turns gRPC off).")
+    ] = 8001,
+    model_control_mode: Annotated[
+        ControlMode,
+        typer.Option(
+            help="none: load all at start; explicit: load/unload API; "
+            "lru: load on first request, evict over budget."
+        ),
+    ] = ControlMode.NONE,
+    memory_budget_mb: Annotated[
+        float | None, typer.Option(help="lru: most memory the loaded models may measure.")
+    ] = None,
+    load_model: Annotated[
+        list[str] | None, typer.Option(help="explicit/lru: load this model at start (repeat).")
+    ] = None,
     max_request_bytes: Annotated[
         int, typer.Option(help="Largest request body accepted (413 above).")
     ] = DEFAULT_MAX_REQUEST_BYTES,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Where remote artifacts are cached.")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
 ) -> None:
     """Serve a model repository over KServe v2 REST and TorchServe-style /predictions."""
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if not model_repository.is_dir():
+    if "://" not in model_repository and not Path(model_repository).is_dir():
         console.print(f"[red]error:[/] model repository {model_repository} is not a directory")
         raise typer.Exit(2)
-    config = ServerConfig(model_repository, host, http_port, max_request_bytes)
+    control = ControlConfig(
+        mode=model_control_mode,
+        memory_budget_bytes=int(memory_budget_mb * 2**20) if memory_budget_mb else None,
+        startup_models=tuple(load_model or ()),
+    )
+    config = ServerConfig(
+        model_repository,
+        host,
+        http_port,
+        None if grpc_port < 0 else grpc_port,
+        max_request_bytes,
+        control,
+    )
     try:
         asyncio.run(_serve(config))
     except InferpackError as error:
@@ -67,7 +101,10 @@ async def _serve(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    console.print(f"inferpack {__version__} listening on {server.url} (loading models...)")
+    grpc_note = f", gRPC on {server.grpc_address}" if server.grpc_port else ""
+    console.print(
+        f"inferpack {__version__} listening on {server.url}{grpc_note} (loading models...)"
+    )
     try:
         ready = await server.wait_started()
         _print_ready(server.url, server.engine, ready)

@@ -26,7 +26,9 @@ def gpu_server(tmp_path_factory: pytest.TempPathFactory) -> ServerThread:
     edit_model(repo, "resnet50", "resnet50-fp32", instances=cuda, max_batch_size=32)
     edit_model(repo, "resnet50", "resnet50-bf16", instances=cuda, precision="bf16")
     edit_model(repo, "resnet50", "resnet50-fp16", instances={"device": "auto"}, precision="fp16")
-    config = ServerConfig(repo, http_port=0, max_request_bytes=64 * 1024 * 1024)
+    config = ServerConfig(
+        str(repo), http_port=0, grpc_port=None, max_request_bytes=64 * 1024 * 1024
+    )
     thread = ServerThread(config).start()
     thread.repo = repo  # type: ignore[attr-defined]
     yield thread

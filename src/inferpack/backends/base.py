@@ -12,8 +12,14 @@ class Backend(Protocol):
     never from the event loop; it takes and returns whole batches keyed by tensor name."""
 
     device: str
-    memory_bytes: int
+
+    @property
+    def memory_bytes(self) -> int:
+        """Weights (parameters + buffers) plus the measured workspace."""
 
     def run(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]: ...
+
+    def warm_up(self, inputs: dict[str, Tensor]) -> None:
+        """Run one batch and add the device workspace it needed to ``memory_bytes``."""
 
     def close(self) -> None: ...

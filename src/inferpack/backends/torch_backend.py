@@ -70,7 +70,8 @@ class TorchBackend:
         self.module = module
         self.device = device
         self.dtype = _TORCH_DTYPE[config.precision]
-        self.memory_bytes = sum(
+        self.workspace_bytes = 0
+        self.weight_bytes = sum(
             t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers())
         )
         self._streams = threading.local()
@@ -108,6 +109,24 @@ class TorchBackend:
                     self.config.outputs, outputs, self._output_dtypes, strict=True
                 )
             }
+
+    def warm_up(self, inputs: dict[str, Tensor]) -> None:
+        """Peak device memory of one batch above the weights is the workspace (CUDA only:
+        on CPU activations are transient heap allocations, measured as RSS by benchmarks)."""
+        if not self.device.startswith("cuda"):
+            self.run(inputs)
+            return
+        torch.cuda.synchronize(self.device)
+        before = torch.cuda.memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        self.run(inputs)
+        torch.cuda.synchronize(self.device)
+        workspace = torch.cuda.max_memory_allocated(self.device) - before
+        self.workspace_bytes = max(self.workspace_bytes, workspace)
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.weight_bytes + self.workspace_bytes
 
     def close(self) -> None:
         self.module = torch.nn.Identity()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from inferpack.config.control import ControlConfig
 
 # 64 MiB covers a batch of 64 fp32 images at 368x368x3 (~104 MB would not): large enough for
 # real vision batches, small enough that one client cannot balloon the server's memory.
@@ -12,7 +14,10 @@ DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
-    model_repository: Path
+    model_repository: str  # a folder, or s3:// gs:// http(s):// (fetched into cache_dir)
     host: str = "127.0.0.1"
     http_port: int = 8000
+    grpc_port: int | None = 8001  # None: no gRPC endpoint
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    control: ControlConfig = field(default_factory=ControlConfig)
+    cache_dir: Path | None = None  # remote repositories; default: a temp folder

@@ -193,6 +193,36 @@ async def predictions(request: web.Request) -> web.Response:
     )
 
 
+async def _optional_json(request: web.Request) -> dict[str, Any]:
+    body = await _read_body(request)
+    if not body.strip():
+        return {}
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidInputError(f"malformed JSON in request body: {error}") from None
+    if not isinstance(payload, dict):
+        raise InvalidInputError("request body must be a JSON object")
+    return payload
+
+
+async def repository_index(request: web.Request) -> web.Response:
+    payload = await _optional_json(request)
+    return _json(await _engine(request).index(ready_only=bool(payload.get("ready", False))))
+
+
+async def repository_load(request: web.Request) -> web.Response:
+    await _optional_json(request)  # parameters (config overrides) are not supported yet
+    await _engine(request).load_model(request.match_info["model"])
+    return _json({})
+
+
+async def repository_unload(request: web.Request) -> web.Response:
+    await _optional_json(request)
+    await _engine(request).unload_model(request.match_info["model"])
+    return _json({})
+
+
 async def metrics(request: web.Request) -> web.Response:
     response = web.Response(body=_engine(request).metrics.render())
     response.headers["Content-Type"] = METRICS_CONTENT_TYPE
@@ -213,6 +243,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/predictions/{model}", predictions)
     app.router.add_post("/predictions/{model}/{version}", predictions)
     app.router.add_get("/metrics", metrics)
+    app.router.add_post("/v2/repository/index", repository_index)
+    app.router.add_post("/v2/repository/models/{model}/load", repository_load)
+    app.router.add_post("/v2/repository/models/{model}/unload", repository_unload)
 
 
 __all__ = ["ENGINE", "MAX_REQUEST_BYTES", "add_routes", "error_middleware"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from inferpack import __version__
+from inferpack.config.control import ControlConfig, ControlMode
 from inferpack.errors import (
     InferpackError,
     InvalidInputError,
@@ -14,15 +15,15 @@ from inferpack.errors import (
     PayloadTooLargeError,
     UnavailableError,
 )
-from inferpack.repository import LocalRepository
-from inferpack.runtime.manager import ModelEntry, ModelManager
+from inferpack.repository import Repository
+from inferpack.runtime.manager import ModelEntry, ModelManager, ModelState
 from inferpack.runtime.metrics import ServingMetrics
 from inferpack.runtime.served_model import ServedModel
 from inferpack.types import InferRequest, InferResponse
 
 SERVER_NAME = "inferpack"
 # Only extensions that are implemented (perf_analyzer and clients probe this list).
-EXTENSIONS = ("binary_tensor_data", "model_configuration")
+EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository")
 
 _REASONS: tuple[tuple[type[InferpackError], str], ...] = (
     (InvalidInputError, "invalid_input"),
@@ -39,16 +40,17 @@ def failure_reason(error: BaseException) -> str:
 
 
 class Engine:
-    def __init__(self, repository: LocalRepository) -> None:
+    def __init__(self, repository: Repository, control: ControlConfig | None = None) -> None:
         self.metrics = ServingMetrics()
-        self.manager = ModelManager(repository, self.metrics)
+        self.control = control or ControlConfig()
+        self.manager = ModelManager(repository, self.metrics, self.control)
         self.started = False
         self.startup_error = ""
 
     async def start(self) -> None:
         """Load every model of the repository; ``started`` turns true when all were tried."""
         try:
-            await self.manager.load_all()
+            await self.manager.start()
         except InferpackError as error:
             self.startup_error = error.message
             raise
@@ -84,24 +86,60 @@ class Engine:
     async def infer(self, request: InferRequest) -> InferResponse:
         name = request.model_name
         started = time.perf_counter()
-        inflight = None
         try:
-            model = self.manager.get(name, request.model_version)
-            self.metrics.requests.labels(name).inc()
-            inflight = self.metrics.inflight.labels(name)
-            inflight.inc()
-            outputs = await model.infer(request)
+            async with self.manager.use(name, request.model_version) as model:
+                self.metrics.requests.labels(name).inc()
+                inflight = self.metrics.inflight.labels(name)
+                inflight.inc()
+                try:
+                    outputs = await model.infer(request)
+                finally:
+                    inflight.dec()
         except BaseException as error:
             self.record_failure(name, error)
             raise
-        finally:
-            if inflight is not None:
-                inflight.dec()
         self.metrics.request_s.labels(name).observe(time.perf_counter() - started)
         wanted = request.requested_outputs
         if wanted is not None:
             outputs = {k: outputs[k] for k in wanted}
         return InferResponse(name, model.version, outputs, id=request.id)
+
+    async def index(self, ready_only: bool = False) -> list[dict[str, object]]:
+        """The repository index: every model with its state, reason and measured memory."""
+        await self.manager.refresh()
+        rows: list[dict[str, object]] = []
+        for name in sorted(self.manager.entries):
+            entry = self.manager.entries[name]
+            if ready_only and entry.state is not ModelState.READY:
+                continue
+            versions = sorted(entry.versions, key=int) or [""]
+            for version in versions:
+                row: dict[str, object] = {"name": name, "state": entry.state.value}
+                if version:
+                    row["version"] = version
+                    row["memory_bytes"] = entry.versions[version].memory_bytes
+                if entry.reason:
+                    row["reason"] = entry.reason
+                rows.append(row)
+        return rows
+
+    async def load_model(self, name: str) -> None:
+        """Repository extension: load (NotFound if absent, Unavailable if the load fails)."""
+        self._check_control()
+        entry = await self.manager.load(name)
+        if entry.state is not ModelState.READY:
+            raise UnavailableError(f"failed to load model {name!r}: {entry.reason}")
+
+    async def unload_model(self, name: str) -> None:
+        self._check_control()
+        await self.manager.unload(name)
+
+    def _check_control(self) -> None:
+        if self.control.mode is ControlMode.NONE:
+            raise UnavailableError(
+                "model load/unload is disabled: start the server with "
+                "--model-control-mode explicit or lru"
+            )
 
     def record_failure(self, model_name: str, error: BaseException) -> None:
         """Count a failed request; unknown model names are pooled to bound label cardinality."""

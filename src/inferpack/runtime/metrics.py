@@ -74,6 +74,19 @@ class ServingMetrics:
         self.loads = Counter(
             "inferpack_model_loads", "Model loads started", model, registry=self.registry
         )
+        self.load_s = Histogram(
+            "inferpack_model_load_duration_seconds",
+            "Time to load and warm a model",
+            model,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+            registry=self.registry,
+        )
+        self.evictions = Counter(
+            "inferpack_model_evictions",
+            "Models unloaded to stay within the memory budget",
+            model,
+            registry=self.registry,
+        )
 
     def _histogram(self, name: str, documentation: str) -> Histogram:
         return Histogram(

@@ -60,7 +60,6 @@ class ServedModel:
         self.config = source.config
         self.version = source.version
         self.backends = list(backends)
-        self.memory_bytes = sum({id(b): b.memory_bytes for b in self.backends}.values())
         self._metrics = metrics
         self._executors = [
             ThreadPoolExecutor(1, thread_name_prefix=f"{self.config.name}-v{self.version}-{i}")
@@ -70,16 +69,19 @@ class ServedModel:
             self.config.name, batch_policy(self.config), self._execute, len(self.backends)
         )
 
+    @property
+    def memory_bytes(self) -> int:
+        """Weights and workspace of each distinct loaded module (instances may share one)."""
+        return sum({id(b): b.memory_bytes for b in self.backends}.values())
+
     @classmethod
     def load(cls, source: ModelSource, metrics: ServingMetrics) -> ServedModel:
         """Blocking: load backends and warm each instance. Call from a worker thread."""
         model = cls(source, load_backends(source), metrics)
         if source.config.warmup:
             inputs = warmup_inputs(source.config)
-            for instance in range(len(model.backends)):
-                model._executors[instance].submit(
-                    model._run_batch, instance, [inputs], [1]
-                ).result()
+            for instance, backend in enumerate(model.backends):
+                model._executors[instance].submit(backend.warm_up, inputs).result()
         return model
 
     def start(self) -> None:

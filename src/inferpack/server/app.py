@@ -9,11 +9,13 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import grpc
 from aiohttp import web
 
 from inferpack.config import ServerConfig
+from inferpack.protocol.grpc_service import create_grpc_server
 from inferpack.protocol.rest import ENGINE, MAX_REQUEST_BYTES, add_routes, error_middleware
-from inferpack.repository import LocalRepository
+from inferpack.repository.remote import open_repository
 from inferpack.runtime import Engine
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ class RunningServer:
     engine: Engine
     host: str
     port: int
+    grpc_server: grpc.aio.Server | None = None
+    grpc_port: int | None = None
 
     @property
     def url(self) -> str:
@@ -61,16 +65,28 @@ class RunningServer:
                 await asyncio.sleep(0.02)
         return self.engine.ready()
 
+    @property
+    def grpc_address(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
     async def stop(self) -> None:
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(SHUTDOWN_TIMEOUT_S)
         await self.runner.cleanup()
 
 
 async def start_server(config: ServerConfig) -> RunningServer:
-    engine = Engine(LocalRepository(config.model_repository))
+    repository = open_repository(str(config.model_repository), config.cache_dir)
+    engine = Engine(repository, config.control)
     app = create_app(engine, config)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.http_port, backlog=1024)
     await site.start()
     host, port = runner.addresses[0][:2]
-    return RunningServer(runner, engine, str(host), int(port))
+    server = RunningServer(runner, engine, str(host), int(port))
+    if config.grpc_port is not None:
+        server.grpc_server = create_grpc_server(engine, config.max_request_bytes)
+        server.grpc_port = server.grpc_server.add_insecure_port(f"{config.host}:{config.grpc_port}")
+        await server.grpc_server.start()
+    return server

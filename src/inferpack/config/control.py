@@ -1,0 +1,24 @@
+"""How models get loaded and unloaded (``--model-control-mode``), and the memory budget."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ControlMode(StrEnum):
+    NONE = "none"  # load every model at start; no load/unload API
+    EXPLICIT = "explicit"  # load/unload only when asked (repository extension)
+    LRU = "lru"  # load on first request; evict least recently used idle models over budget
+
+
+# Requests that may wait for one model's load before more are refused with 429.
+DEFAULT_MAX_LOAD_WAITERS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ControlConfig:
+    mode: ControlMode = ControlMode.NONE
+    memory_budget_bytes: int | None = None
+    max_load_waiters: int = DEFAULT_MAX_LOAD_WAITERS
+    startup_models: tuple[str, ...] = ()  # explicit/lru: load these at start

@@ -1,0 +1,177 @@
+"""Model control: explicit load/unload over REST and gRPC, LRU loading under a budget."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from inferpack.config import ServerConfig
+from inferpack.config.control import ControlConfig, ControlMode
+from tests.helpers import ServerThread, edit_model
+from tests.integration.conftest import fetch_metrics, metric_value
+
+TINY = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16], "data": [0.5] * 16}]}
+BUDGET_BYTES = 7000
+SLEEP = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}]}
+
+
+def _repo(root: Path) -> Path:
+    from inferpack.repository.init import init_repository
+
+    init_repository(root, ["tiny-mlp", "sleep"], seed=0)
+    for index in range(3):
+        edit_model(root, "tiny-mlp", f"tiny-{index}", workload_options={"seed": index})
+    # Warm-up sleeps too, so loading this model takes >= 0.4 s: time for requests to pile up.
+    edit_model(root, "sleep", "slow-load", workload_options={"sleep_ms": 400})
+    edit_model(root, "sleep", "slow", workload_options={"sleep_ms": 300}, max_batch_size=1)
+    broken = edit_model(root, "tiny-mlp", "broken")
+    (broken / "1" / "model.safetensors").write_bytes(b"not safetensors at all")
+    return root
+
+
+def _start(root: Path, control: ControlConfig) -> ServerThread:
+    return ServerThread(
+        ServerConfig(str(_repo(root)), http_port=0, grpc_port=0, control=control)
+    ).start()
+
+
+@pytest.fixture(scope="module")
+def explicit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    thread = _start(tmp_path_factory.mktemp("explicit"), ControlConfig(ControlMode.EXPLICIT))
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture(scope="module")
+def lru(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    # A tiny model measures 2,704 bytes (676 fp32 weights): the budget holds two of them.
+    control = ControlConfig(ControlMode.LRU, memory_budget_bytes=BUDGET_BYTES, max_load_waiters=4)
+    thread = _start(tmp_path_factory.mktemp("lru"), control)
+    yield thread
+    thread.stop()
+
+
+async def _post(
+    session: aiohttp.ClientSession, url: str, body: object = None
+) -> tuple[int, object]:
+    async with session.post(url, json=body) as response:
+        return response.status, await response.json()
+
+
+async def _index(session: aiohttp.ClientSession, url: str) -> dict[str, dict]:
+    status, rows = await _post(session, f"{url}/v2/repository/index", {})
+    assert status == 200
+    return {row["name"]: row for row in rows}  # type: ignore[union-attr]
+
+
+async def test_explicit_load_infer_unload_over_rest(explicit: ServerThread) -> None:
+    url = explicit.url
+    async with aiohttp.ClientSession() as session:
+        index = await _index(session, url)
+        assert index["tiny-0"] == {"name": "tiny-0", "state": "UNAVAILABLE", "reason": "unloaded"}
+        status, body = await _post(session, f"{url}/v2/models/tiny-0/infer", TINY)
+        assert status == 503 and "unloaded" in body["error"]  # type: ignore[index]
+
+        assert (await _post(session, f"{url}/v2/repository/models/tiny-0/load"))[0] == 200
+        row = (await _index(session, url))["tiny-0"]
+        assert row["state"] == "READY" and row["version"] == "1" and row["memory_bytes"] > 0
+        assert (await _post(session, f"{url}/v2/models/tiny-0/infer", TINY))[0] == 200
+
+        assert (await _post(session, f"{url}/v2/repository/models/tiny-0/unload"))[0] == 200
+        assert (await _index(session, url))["tiny-0"]["state"] == "UNAVAILABLE"
+        assert (await _post(session, f"{url}/v2/models/tiny-0/infer", TINY))[0] == 503
+        status, body = await _post(session, f"{url}/v2/repository/models/nope/load")
+        assert status == 404 and "nope" in body["error"]  # type: ignore[index]
+
+
+def test_explicit_load_unload_over_grpc(explicit: ServerThread) -> None:
+    client = grpcclient.InferenceServerClient(explicit.grpc_address)
+    client.load_model("tiny-1")
+    assert client.is_model_ready("tiny-1")
+    data = np.full((1, 16), 0.5, np.float32)
+    item = grpcclient.InferInput("input", [1, 16], "FP32")
+    item.set_data_from_numpy(data)
+    assert client.infer("tiny-1", [item]).as_numpy("output").shape == (1, 4)
+    client.unload_model("tiny-1")
+    assert not client.is_model_ready("tiny-1")
+    with pytest.raises(InferenceServerException) as raised:
+        client.infer("tiny-1", [item])
+    assert raised.value.status() == "StatusCode.UNAVAILABLE"
+
+
+async def test_failed_load_is_503_with_reason_in_index(explicit: ServerThread) -> None:
+    async with aiohttp.ClientSession() as session:
+        status, body = await _post(session, f"{explicit.url}/v2/repository/models/broken/load")
+        assert status == 503
+        assert "failed to load model 'broken'" in body["error"]  # type: ignore[index]
+        row = (await _index(session, explicit.url))["broken"]
+    assert row["state"] == "UNAVAILABLE" and row["reason"]
+    client = grpcclient.InferenceServerClient(explicit.grpc_address)
+    with pytest.raises(InferenceServerException) as raised:
+        client.load_model("broken")
+    assert raised.value.status() == "StatusCode.UNAVAILABLE"
+
+
+async def test_unload_waits_for_in_flight_requests(explicit: ServerThread) -> None:
+    url = explicit.url
+    async with aiohttp.ClientSession() as session:
+        assert (await _post(session, f"{url}/v2/repository/models/slow/load"))[0] == 200
+        in_flight = [
+            asyncio.create_task(_post(session, f"{url}/v2/models/slow/infer", SLEEP))
+            for _ in range(3)
+        ]
+        await asyncio.sleep(0.1)  # requests are queued or running
+        unload = await _post(session, f"{url}/v2/repository/models/slow/unload")
+        results = await asyncio.gather(*in_flight)
+        after = await _post(session, f"{url}/v2/models/slow/infer", SLEEP)
+    assert unload[0] == 200
+    assert [status for status, _ in results] == [200, 200, 200]
+    assert after[0] == 503
+
+
+async def test_lru_concurrent_first_requests_cause_one_load(lru: ServerThread) -> None:
+    url = lru.url
+    async with aiohttp.ClientSession() as session:
+        results = await asyncio.gather(
+            *(_post(session, f"{url}/v2/models/slow-load/infer", SLEEP) for _ in range(4))
+        )
+        metrics = await fetch_metrics(session, url)
+    assert [status for status, _ in results] == [200] * 4
+    assert metric_value(metrics, "inferpack_model_loads_total", model="slow-load") == 1
+
+
+async def test_lru_bounds_requests_waiting_for_a_load(lru: ServerThread) -> None:
+    url = lru.url
+    async with aiohttp.ClientSession() as session:
+        await _post(session, f"{url}/v2/repository/models/slow-load/unload")
+        results = await asyncio.gather(
+            *(_post(session, f"{url}/v2/models/slow-load/infer", SLEEP) for _ in range(8))
+        )
+    statuses = sorted(status for status, _ in results)
+    assert statuses.count(429) >= 3 and 200 in statuses, statuses
+
+
+async def test_lru_evicts_least_recently_used_idle_model(lru: ServerThread) -> None:
+    url = lru.url
+    async with aiohttp.ClientSession() as session:
+        await _post(session, f"{url}/v2/repository/models/slow-load/unload")
+        for name in ("tiny-0", "tiny-1", "tiny-0", "tiny-2"):
+            status, _ = await _post(session, f"{url}/v2/models/{name}/infer", TINY)
+            assert status == 200
+        index = await _index(session, url)
+        metrics = await fetch_metrics(session, url)
+    assert index["tiny-0"]["state"] == "READY"
+    assert index["tiny-2"]["state"] == "READY"
+    assert index["tiny-1"]["state"] == "UNAVAILABLE"
+    assert "evicted" in index["tiny-1"]["reason"]
+    assert metric_value(metrics, "inferpack_model_evictions_total", model="tiny-1") == 1
+    loaded = sum(row.get("memory_bytes", 0) for row in index.values())
+    assert index["tiny-0"]["memory_bytes"] == 2704
+    assert loaded <= BUDGET_BYTES
