@@ -11,6 +11,7 @@ import platform
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -61,7 +62,7 @@ def percentiles_ms(latencies_s: list[float]) -> dict[str, float]:
 
 
 @contextmanager
-def served(repo: Path, port: int = 0) -> Iterator[str]:
+def served(repo: Path, port: int = 0, extra_args: list[str] | None = None) -> Iterator[str]:
     """Run ``inferpack serve`` in a subprocess (its own cores and GIL); yield its URL."""
     command = [
         sys.executable,
@@ -72,8 +73,11 @@ def served(repo: Path, port: int = 0) -> Iterator[str]:
         str(repo),
         "--http-port",
         str(port),
+        "--grpc-port",
+        "-1",
         "--log-level",
         "warning",
+        *(extra_args or []),
     ]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     try:
@@ -86,6 +90,8 @@ def served(repo: Path, port: int = 0) -> Iterator[str]:
                 break
         if not url:
             raise RuntimeError("server did not start")
+        # Keep reading the server's log so a full pipe never blocks it.
+        threading.Thread(target=process.stderr.read, daemon=True).start()
         yield url
     finally:
         process.terminate()
