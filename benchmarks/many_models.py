@@ -52,12 +52,14 @@ def cold_load_breakdown(root: Path, count: int = 50) -> dict[str, float]:
     from inferpack.repository import LocalRepository
     from inferpack.runtime.metrics import ServingMetrics
     from inferpack.runtime.served_model import ServedModel, warmup_inputs
+    from inferpack.runtime.workers import DevicePools
 
     repository = LocalRepository(root)
+    pools = DevicePools()
     phases: dict[str, list[float]] = {
         "config_and_sources": [],
         "build_and_weights": [],
-        "first_batch_on_new_thread": [],
+        "first_batch": [],
         "total": [],
     }
     for index in range(count):
@@ -67,13 +69,12 @@ def cold_load_breakdown(root: Path, count: int = 50) -> dict[str, float]:
         t1 = time.perf_counter()
         backends = load_backends(source)
         t2 = time.perf_counter()
-        model = ServedModel(source, backends, ServingMetrics())
+        model = ServedModel(source, backends, ServingMetrics(), pools)
         model._executors[0].submit(backends[0].warm_up, warmup_inputs(source.config)).result()
         t3 = time.perf_counter()
-        model._executors[0].shutdown()
         phases["config_and_sources"].append(t1 - t0)
         phases["build_and_weights"].append(t2 - t1)
-        phases["first_batch_on_new_thread"].append(t3 - t2)
+        phases["first_batch"].append(t3 - t2)
         phases["total"].append(t3 - t0)
     return {k: round(float(np.median(v)) * 1e3, 3) for k, v in phases.items()}
 
@@ -203,8 +204,18 @@ def lru_runs(root: Path, models: int, duration_s: float, per_model_bytes: int) -
 
 
 def resident_run(root: Path, models: int, duration_s: float) -> dict[str, object]:
+    """RSS with one model loaded (torch imported, pools started) vs with all resident."""
+    body, headers = binary_body("input", np.zeros((1, 3, 64, 64), np.float32))
+
+    async def touch_one(url: str) -> None:
+        async with aiohttp.ClientSession() as session:
+            url = f"{url}/v2/models/cnn-0000/infer"
+            async with session.post(url, data=body, headers=headers) as response:
+                assert response.status == 200
+
     with served(root, extra_args=["--model-control-mode", "lru"]) as url:
-        empty_mb = server_rss_mb(url)
+        asyncio.run(touch_one(url))
+        one_mb = server_rss_mb(url)
     started = time.perf_counter()
     with served(root) as url:
         load_all_s = time.perf_counter() - started
@@ -215,9 +226,9 @@ def resident_run(root: Path, models: int, duration_s: float) -> dict[str, object
     return {
         **measured,
         "start_and_load_all_s": round(load_all_s, 1),
-        "server_rss_empty_mb": round(empty_mb, 1),
+        "server_rss_one_model_mb": round(one_mb, 1),
         "server_rss_all_resident_mb": round(full_mb, 1),
-        "rss_per_model_kb": round((full_mb - empty_mb) * 1024 / models, 1),
+        "rss_per_model_kb": round((full_mb - one_mb) * 1024 / (models - 1), 1),
         "server_threads": threads,
     }
 

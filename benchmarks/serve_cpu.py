@@ -26,6 +26,7 @@ from inferpack.repository import LocalRepository
 from inferpack.repository.init import init_repository
 from inferpack.runtime.metrics import ServingMetrics
 from inferpack.runtime.served_model import ServedModel
+from inferpack.runtime.workers import DevicePools
 
 SMALL_CNN_BATCH = 8
 # This VM speeds up over the first seconds of load (frequency, caches): warm up before timing.
@@ -37,7 +38,7 @@ def in_process_items_per_s(
 ) -> dict[str, float]:
     """The same backend, called directly in a loop (no HTTP, no batcher)."""
     source = LocalRepository(repo).sources(name)[0]
-    model = ServedModel.load(source, ServingMetrics())
+    model = ServedModel.load(source, ServingMetrics(), DevicePools())
     backend = model.backends[0]
     inputs = {"input": batch}
     warm_until = time.perf_counter() + WARMUP_S

@@ -26,6 +26,7 @@ from inferpack.repository import LocalRepository
 from inferpack.repository.init import init_repository
 from inferpack.runtime.metrics import ServingMetrics
 from inferpack.runtime.served_model import ServedModel
+from inferpack.runtime.workers import DevicePools
 from tests.helpers import edit_model
 
 WARMUP_S = 3.0
@@ -57,7 +58,7 @@ def _repo() -> Path:
 
 def in_process(repo: Path, model: str, batch: np.ndarray, duration_s: float) -> dict[str, float]:
     source = LocalRepository(repo).sources(model)[0]
-    served_model = ServedModel.load(source, ServingMetrics())
+    served_model = ServedModel.load(source, ServingMetrics(), DevicePools())
     backend = served_model.backends[0]
     inputs = {"input": batch}
     until = time.perf_counter() + WARMUP_S

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -23,6 +24,7 @@ from inferpack.errors import InferpackError, NotFoundError, OverloadedError, Una
 from inferpack.repository import Repository
 from inferpack.runtime.metrics import ServingMetrics
 from inferpack.runtime.served_model import ServedModel
+from inferpack.runtime.workers import DevicePools
 
 log = logging.getLogger(__name__)
 NOT_LOADED = "unloaded"
@@ -61,6 +63,8 @@ class ModelManager:
         self.metrics = metrics
         self.control = control
         self.entries: dict[str, ModelEntry] = {}
+        self.pools = DevicePools()
+        self._loader = ThreadPoolExecutor(control.load_threads, thread_name_prefix="loader")
 
     async def start(self) -> None:
         """Discover the repository; load everything (none) or the startup models."""
@@ -96,12 +100,15 @@ class ModelManager:
         self.metrics.loads.labels(entry.name).inc()
         started = time.perf_counter()
         try:
-            sources = await asyncio.to_thread(self.repository.sources, entry.name)
+            loop = asyncio.get_running_loop()
+            sources = await loop.run_in_executor(self._loader, self.repository.sources, entry.name)
             if self.control.mode is ControlMode.LRU:
                 estimate = sum(source.artifact_path.stat().st_size for source in sources)
                 await self._make_room(estimate, keep=entry)
             for source in sources:
-                model = await asyncio.to_thread(ServedModel.load, source, self.metrics)
+                model = await loop.run_in_executor(
+                    self._loader, ServedModel.load, source, self.metrics, self.pools
+                )
                 model.start()
                 entry.versions[source.version] = model
         except Exception as error:  # a broken model must not take the server down
@@ -207,3 +214,5 @@ class ModelManager:
     async def close(self) -> None:
         for entry in self.entries.values():
             await self._close_versions(entry)
+        await asyncio.to_thread(self.pools.shutdown)
+        self._loader.shutdown(wait=False)

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from inferpack.errors import ModelExecutionError
 from inferpack.repository import ModelSource
 from inferpack.runtime.metrics import ServingMetrics
 from inferpack.runtime.validation import validate_request
+from inferpack.runtime.workers import DevicePools
 from inferpack.types import InferRequest, Tensor
 
 Outputs = dict[str, Tensor]
@@ -56,14 +57,20 @@ def warmup_inputs(config: ModelConfig) -> dict[str, Tensor]:
 
 
 class ServedModel:
-    def __init__(self, source: ModelSource, backends: Sequence[Backend], metrics: ServingMetrics):
+    def __init__(
+        self,
+        source: ModelSource,
+        backends: Sequence[Backend],
+        metrics: ServingMetrics,
+        pools: DevicePools,
+    ) -> None:
         self.config = source.config
         self.version = source.version
         self.backends = list(backends)
         self._metrics = metrics
-        self._executors = [
-            ThreadPoolExecutor(1, thread_name_prefix=f"{self.config.name}-v{self.version}-{i}")
-            for i in range(len(self.backends))
+        count = len(self.backends)
+        self._executors: list[Executor] = [
+            pools.executor(backend.device, at_least=count) for backend in self.backends
         ]
         self.batcher: DynamicBatcher[Outputs, Outputs] = DynamicBatcher(
             self.config.name, batch_policy(self.config), self._execute, len(self.backends)
@@ -75,9 +82,9 @@ class ServedModel:
         return sum({id(b): b.memory_bytes for b in self.backends}.values())
 
     @classmethod
-    def load(cls, source: ModelSource, metrics: ServingMetrics) -> ServedModel:
-        """Blocking: load backends and warm each instance. Call from a worker thread."""
-        model = cls(source, load_backends(source), metrics)
+    def load(cls, source: ModelSource, metrics: ServingMetrics, pools: DevicePools) -> ServedModel:
+        """Blocking: load backends and warm each instance. Call off the event loop."""
+        model = cls(source, load_backends(source), metrics, pools)
         if source.config.warmup:
             inputs = warmup_inputs(source.config)
             for instance, backend in enumerate(model.backends):
@@ -93,8 +100,6 @@ class ServedModel:
 
     async def close(self) -> None:
         await self.batcher.close()
-        for executor in self._executors:
-            executor.shutdown(wait=True)
         for backend in {id(b): b for b in self.backends}.values():
             backend.close()
 
