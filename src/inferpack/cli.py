@@ -145,6 +145,114 @@ def _example_curl(url: str, engine: object) -> str:
     return f"curl -s -X POST {url}/v2/models/tiny-mlp/infer -d '{body}'"
 
 
+def _csv(text: str, kind: type = str) -> tuple:  # type: ignore[type-arg]
+    return tuple(kind(item.strip()) for item in text.split(",") if item.strip())
+
+
+@app.command()
+def bench(
+    output: Annotated[Path, typer.Option(help="Result JSON to write.")],
+    model: Annotated[str | None, typer.Option(help="Model in --model-repository.")] = None,
+    model_repository: Annotated[Path | None, typer.Option(help="Repository folder.")] = None,
+    workload: Annotated[str | None, typer.Option(help="Reference workload, e.g. resnet50.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto")] = "auto",
+    precision: Annotated[str, typer.Option(help="Comma-separated: fp32,bf16,fp16")] = "fp32",
+    batch_size: Annotated[
+        str, typer.Option(help="Comma-separated batch sizes.")
+    ] = "1,2,4,8,16,32,64",
+    instances: Annotated[str, typer.Option(help="Comma-separated data-parallel copies.")] = "1",
+    duration_s: Annotated[float, typer.Option(help="Measured seconds per configuration.")] = 10.0,
+    warmup_s: Annotated[float, typer.Option(help="Warm-up seconds, excluded.")] = 2.0,
+    repeats: Annotated[int, typer.Option(help="Windows compared for noise.")] = 3,
+    instance_type: Annotated[str | None, typer.Option(help="Price from the catalogue.")] = None,
+    region: Annotated[str | None, typer.Option(help="Catalogue region.")] = None,
+    price_usd_per_hour: Annotated[float | None, typer.Option(help="Explicit price.")] = None,
+    profile: Annotated[bool, typer.Option(help="Time each top-level stage.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of weights and inputs.")] = 0,
+) -> None:
+    """Measure a model on this hardware: throughput, latency, utilisation, accuracy, cost."""
+    import json
+
+    from rich.progress import Progress
+
+    from inferpack.bench.runner import run_bench
+    from inferpack.bench.spec import BenchSpec
+
+    if (workload is None) == (model is None) or (model and model_repository is None):
+        console.print("[red]error:[/] give --workload W, or --model-repository DIR --model M")
+        raise typer.Exit(2)
+    spec = BenchSpec(
+        model=workload or str(model),
+        source="workload" if workload else "repository",
+        repository=str(model_repository) if model_repository else None,
+        device=device,
+        precisions=_csv(precision),
+        batch_sizes=_csv(batch_size, int),
+        instances=_csv(instances, int),
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        repeats=repeats,
+        instance_type=instance_type,
+        region=region,
+        price_usd_per_hour=price_usd_per_hour,
+        profile=profile,
+        seed=seed,
+    )
+    total = len(spec.precisions) * len(spec.batch_sizes) * len(spec.instances)
+    try:
+        with Progress(console=console) as bar:
+            task = bar.add_task(f"bench {spec.model}", total=total)
+
+            def advance(label: str) -> None:
+                bar.update(task, advance=1, description=f"bench {spec.model}: {label}")
+
+            document = run_bench(spec, advance)
+    except InferpackError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+    output.write_text(json.dumps(document, indent=1) + "\n")
+    _print_bench_table(document)
+    console.print(f"wrote {output}")
+
+
+def _print_bench_table(document: dict) -> None:  # type: ignore[type-arg]
+    from rich.table import Table
+
+    table = Table(title=f"{document['spec']['model']} on {document['spec']['device']}")
+    for column in ("precision", "batch", "inst", "items/s", "p50 ms", "p90 ms", "USD/1M"):
+        table.add_column(column, justify="right")
+    for r in document["results"]:
+        cost = r["cost"]["usd_per_million"] if r["cost"] else None
+        table.add_row(
+            r["precision"],
+            str(r["batch_size"]),
+            str(r["instances"]),
+            f"{r['items_per_s']:,.1f}",
+            f"{r['latency_ms']['p50']:.3f}",
+            f"{r['latency_ms']['p90']:.3f}",
+            f"{cost:.4f}" if cost else "-",
+        )
+    console.print(table)
+    for warning in document["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}")
+
+
+@app.command()
+def report(
+    results: Annotated[list[Path], typer.Argument(help="Bench result JSON files.")],
+    output: Annotated[Path, typer.Option(help="HTML file to write.")] = Path("report.html"),
+) -> None:
+    """One self-contained HTML page with plots and tables from bench results."""
+    from inferpack.report import write_report
+
+    try:
+        write_report(results, output)
+    except InferpackError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+    console.print(f"wrote {output}")
+
+
 @repo_app.command("init")
 def repo_init(
     directory: Annotated[Path, typer.Argument(help="Folder to write the repository into.")],

@@ -1,0 +1,252 @@
+"""The report page: one self-contained HTML document (inline CSS, PNGs as data URIs).
+
+Every piece of text from a result file goes through ``html.escape``; nothing is fetched.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import struct
+from collections.abc import Callable, Mapping, Sequence
+
+from inferpack import __version__
+from inferpack.report.plots import Document, Plot, Result, describe, field, number, results_of
+
+MISSING = "\u2013"  # en dash
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5rem auto; max-width: 1400px;
+       padding: 0 1rem; color: #1d2330; }
+h1 { font-size: 1.6rem; } h2 { font-size: 1.3rem; margin-top: 2.2rem; }
+h3 { font-size: 1.05rem; margin-top: 1.4rem; }
+.meta { color: #4a5263; margin: 0.2rem 0; }
+.table-wrap { overflow-x: auto; }
+table { border-collapse: collapse; margin: 0.5rem 0; font-size: 13px; }
+th, td { border: 1px solid #d5d9e2; padding: 0.2rem 0.45rem; white-space: nowrap; }
+th { background: #eef1f6; text-align: left; vertical-align: bottom; }
+thead th { white-space: normal; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.noisy td { background: #fff3cd; }
+ul.warnings li { margin: 0.15rem 0; }
+ul.warnings li.noisy { background: #fff3cd; border-left: 4px solid #e0a800; padding-left: 0.4rem; }
+figure { margin: 1.2rem 0; } figcaption { color: #4a5263; }
+img { max-width: 100%; height: auto; border: 1px solid #e3e6ec; }
+footer { margin-top: 2.5rem; color: #6b7385; font-size: 12px; }
+"""
+
+Getter = Callable[[Result], str | None]
+# (header, cell text or None when missing, dropped when every row is missing)
+Column = tuple[str, Getter, bool]
+
+
+def sig3(value: float | None) -> str | None:
+    """Three significant digits; whole numbers with thousands separators from 100 up."""
+    if value is None:
+        return None
+    if abs(value) >= 99.95:
+        return f"{value:,.0f}"
+    return f"{value:#.3g}"
+
+
+def thousands(value: float | None) -> str | None:
+    if value is None:
+        return None
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}"
+
+
+def _fmt(template: str, scale: float = 1.0) -> Callable[[float | None], str | None]:
+    return lambda value: None if value is None else template.format(value * scale)
+
+
+integer = _fmt("{:,.0f}")
+percent = _fmt("{:.1f}")
+fraction_percent = _fmt("{:.1f} %", 100.0)
+six_places = _fmt("{:.6f}")
+
+
+def _num(fmt: Callable[[float | None], str | None], *path: str) -> Getter:
+    return lambda result: fmt(field(result, *path))
+
+
+def _noisy(result: Result) -> str | None:
+    noisy = result.get("noisy")
+    return None if noisy is None else ("yes" if noisy else "no")
+
+
+RESULT_COLUMNS: list[Column] = [
+    ("precision", lambda r: str(r.get("precision") or MISSING), False),
+    ("batch", _num(integer, "batch_size"), False),
+    ("instances", _num(integer, "instances"), False),
+    ("items/s", _num(thousands, "items_per_s"), False),
+    ("p50 ms", _num(sig3, "latency_ms", "p50"), False),
+    ("p90 ms", _num(sig3, "latency_ms", "p90"), False),
+    ("p95 ms", _num(sig3, "latency_ms", "p95"), False),
+    ("p99 ms", _num(sig3, "latency_ms", "p99"), False),
+    ("spread %", _num(percent, "throughput_spread_pct"), False),
+    ("noisy", _noisy, False),
+    ("CPU %", _num(percent, "utilisation", "cpu_percent_mean"), True),
+    ("GPU %", _num(percent, "utilisation", "gpu_percent_mean"), True),
+    ("peak mem MB", _num(thousands, "peak_device_memory_mb"), True),
+    ("max abs err", _num(sig3, "accuracy", "max_abs_error"), True),
+    ("rel L2", _num(sig3, "accuracy", "relative_l2"), True),
+    ("cosine", _num(six_places, "accuracy", "cosine_similarity"), True),
+    ("top-1 agree", _num(fraction_percent, "accuracy", "top1_agreement"), True),
+    ("top-5 agree", _num(fraction_percent, "accuracy", "top5_agreement"), True),
+    ("keypoint agree", _num(fraction_percent, "accuracy", "keypoint_agreement"), True),
+    ("USD / 1M", _num(sig3, "cost", "usd_per_million"), True),
+    ("inf / 0.0001 USD", _num(thousands, "cost", "inferences_per_0_0001_usd"), True),
+]
+SUMMARY_COLUMNS: list[Column] = [*RESULT_COLUMNS[:6], *RESULT_COLUMNS[-2:]]
+CONDITIONS = (
+    ("condition_a", "A: best at batch 1"),
+    ("condition_b", "B: best throughput"),
+)
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _cell(text: str | None, header: str) -> str:
+    css = "" if header in ("precision", "noisy") else ' class="num"'
+    return f"<td{css}>{_e(MISSING if text is None else text)}</td>"
+
+
+def _table(
+    columns: Sequence[Column], rows: Sequence[Result], css: str, labels: Sequence[str] = ()
+) -> str:
+    """A table of ``rows`` (row headers ``labels`` when given); optional columns that are
+    empty in every row are left out."""
+    kept = [c for c in columns if not c[2] or any(c[1](r) is not None for r in rows)]
+    lead = "<th></th>" if labels else ""
+    head = lead + "".join(f"<th>{_e(c[0])}</th>" for c in kept)
+    body = []
+    for index, row in enumerate(rows):
+        noisy = ' class="noisy"' if row.get("noisy") is True else ""
+        first = f'<th scope="row">{_e(labels[index])}</th>' if labels else ""
+        cells = "".join(_cell(getter(row), header) for header, getter, _ in kept)
+        body.append(f"<tr{noisy}>{first}{cells}</tr>")
+    return (
+        f'<div class="table-wrap"><table class="{css}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
+
+
+def _summary(document: Document) -> str:
+    summary = document.get("summary")
+    summary = summary if isinstance(summary, Mapping) else {}
+    rows = [summary.get(key) for key, _ in CONDITIONS]
+    found: list[Result] = [row if isinstance(row, Mapping) else {} for row in rows]
+    return _table(SUMMARY_COLUMNS, found, "summary", [label for _, label in CONDITIONS])
+
+
+def _environment(document: Document) -> str:
+    env = document.get("environment")
+    env = env if isinstance(env, Mapping) else {}
+    gpu = env.get("gpu")
+    parts = [f"CPU: {env.get('cpu') or MISSING} ({env.get('cores') or MISSING} cores)"]
+    if isinstance(gpu, Mapping):
+        memory = thousands(number(gpu.get("memory_mb"))) or MISSING
+        driver = gpu.get("driver") or MISSING
+        parts.append(f"GPU: {gpu.get('name') or MISSING} (driver {driver}, {memory} MB)")
+    else:
+        parts.append("GPU: none")
+    for label, key in (("torch", "torch"), ("Python", "python"), ("inferpack", "inferpack")):
+        parts.append(f"{label} {env.get(key) or MISSING}")
+    parts.append(f"git {env.get('git_sha') or MISSING}")
+    if env.get("platform"):
+        parts.append(str(env["platform"]))
+    return f'<p class="meta environment">{_e(" · ".join(parts))}</p>'
+
+
+def _spec(document: Document) -> str:
+    spec = document.get("spec")
+    spec = spec if isinstance(spec, Mapping) else {}
+    parts = [f"source: {spec.get('source') or MISSING}"]
+    for key in ("precisions", "batch_sizes", "instances"):
+        values = spec.get(key)
+        if isinstance(values, list):
+            parts.append(f"{key.replace('_', ' ')}: {', '.join(str(v) for v in values)}")
+    window = number(spec.get("duration_s"))
+    if window is not None:
+        warmup = number(spec.get("warmup_s")) or 0.0
+        repeats = spec.get("repeats") or 1
+        parts.append(f"{repeats} x {window:g} s windows after {warmup:g} s warm-up")
+    if spec.get("instance_type"):
+        region = spec.get("region") or "any region"
+        parts.append(f"instance type: {spec['instance_type']} ({region})")
+    price = number(spec.get("price_usd_per_hour"))
+    if price is not None:
+        parts.append(f"price: {price:g} USD/h")
+    return f'<p class="meta spec">{_e(" · ".join(parts))}</p>'
+
+
+def _warnings(document: Document) -> str:
+    warnings = [str(w) for w in document.get("warnings") or []]
+    if not warnings:
+        return ""
+    items = []
+    for warning in warnings:
+        css = ' class="noisy"' if warning.lower().startswith("noisy") else ""
+        items.append(f"<li{css}>{_e(warning)}</li>")
+    return f'<h3>Warnings</h3><ul class="warnings">{"".join(items)}</ul>'
+
+
+def _document(index: int, document: Document) -> str:
+    rows = results_of(document)
+    return "\n".join(
+        [
+            f'<section class="document" id="document-{index}">',
+            f"<h2>{_e(describe(document))}</h2>",
+            _environment(document),
+            _spec(document),
+            _warnings(document),
+            "<h3>Summary</h3>",
+            _summary(document),
+            f"<h3>All results ({len(rows)})</h3>",
+            _table(RESULT_COLUMNS, rows, "results"),
+            "</section>",
+        ]
+    )
+
+
+def _png_size(png: bytes) -> tuple[int, int] | None:
+    if not png.startswith(PNG_SIGNATURE) or len(png) < 24:
+        return None
+    width, height = struct.unpack(">II", png[16:24])
+    return int(width), int(height)
+
+
+def _figure(plot: Plot) -> str:
+    data = base64.b64encode(plot.png).decode("ascii")
+    size = _png_size(plot.png)
+    dims = f' width="{size[0]}" height="{size[1]}"' if size else ""
+    return (
+        f'<figure id="plot-{_e(plot.key)}">'
+        f'<img src="data:image/png;base64,{data}" alt="{_e(plot.alt)}"{dims}>'
+        f"<figcaption>{_e(plot.title)}</figcaption></figure>"
+    )
+
+
+def _plots(plots: Sequence[Plot]) -> str:
+    figures = [_figure(p) for p in plots] or ["<p>No results to plot.</p>"]
+    return '<section class="plots">\n<h2>Plots</h2>\n' + "\n".join(figures) + "\n</section>"
+
+
+def render_page(documents: Sequence[Document], plots: Sequence[Plot]) -> str:
+    subjects = ", ".join(dict.fromkeys(describe(d) for d in documents)) or "no results"
+    count = len(documents)
+    body = [
+        f"<h1>inferpack bench report: {_e(subjects)}</h1>",
+        *(_document(i, d) for i, d in enumerate(documents)),
+        _plots(plots),
+        f"<footer>Rendered by inferpack {_e(__version__)} from {count} result "
+        f"document{'s' if count != 1 else ''}.</footer>",
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>inferpack report: {_e(subjects)}</title>\n<style>{CSS}</style>\n</head>\n"
+        "<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
+    )
