@@ -167,6 +167,9 @@ def bench(
     instance_type: Annotated[str | None, typer.Option(help="Price from the catalogue.")] = None,
     region: Annotated[str | None, typer.Option(help="Catalogue region.")] = None,
     price_usd_per_hour: Annotated[float | None, typer.Option(help="Explicit price.")] = None,
+    catalog: Annotated[
+        Path | None, typer.Option(help="YAML/JSON entries overriding catalogue prices.")
+    ] = None,
     profile: Annotated[bool, typer.Option(help="Time each top-level stage.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of weights and inputs.")] = 0,
 ) -> None:
@@ -195,6 +198,7 @@ def bench(
         instance_type=instance_type,
         region=region,
         price_usd_per_hour=price_usd_per_hour,
+        catalog_path=str(catalog) if catalog else None,
         profile=profile,
         seed=seed,
     )
@@ -251,6 +255,38 @@ def report(
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from None
     console.print(f"wrote {output}")
+
+
+@app.command("catalog")
+def catalog_list(
+    catalog: Annotated[Path | None, typer.Option(help="Override file to apply.")] = None,
+) -> None:
+    """List the instance price catalogue (price, basis, region, date, shape)."""
+    from rich.table import Table
+
+    from inferpack.bench.catalog import Catalog
+
+    try:
+        entries = list(Catalog.load(catalog))
+    except InferpackError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    table = Table(title="instance catalogue")
+    for column in ("name", "region", "basis", "USD/h", "date", "vCPU", "GiB", "accelerator"):
+        table.add_column(column)
+    for item in entries:
+        accelerator = f"{item.accelerator_count} x {item.accelerator}" if item.accelerator else "-"
+        table.add_row(
+            item.name,
+            item.region,
+            item.basis,
+            f"{item.price_usd_per_hour:g}",
+            str(item.price_date),
+            str(item.vcpu),
+            f"{item.memory_gib:g}",
+            accelerator,
+        )
+    Console().print(table)
 
 
 @repo_app.command("init")

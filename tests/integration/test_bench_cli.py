@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.test_report_browser import CHROMIUM, HARNESS, _dump_dom, _seen
+
 # Short windows: CI checks that the whole pipeline works, not the numbers.
 FAST = ["--duration-s", "0.9", "--warmup-s", "0.2", "--repeats", "3", "--device", "cpu"]
 
@@ -91,6 +93,57 @@ def test_report_from_bench_results(results: dict[str, Path], tmp_path: Path) -> 
     page = output.read_text()
     assert "tiny-mlp" in page and "small-cnn" in page
     assert page.count("data:image/png;base64,") >= 4
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/test installs it)")
+def test_bench_report_images_decode_in_chromium(
+    results: dict[str, Path], tmp_path: Path, static_site: str
+) -> None:
+    """The acceptance check: the report of real CPU bench runs, opened in a browser."""
+    done = _inferpack(
+        "report",
+        str(results["tiny-mlp"]),
+        str(results["small-cnn"]),
+        "--output",
+        str(tmp_path / "report.html"),
+    )
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "harness.html").write_text(HARNESS)
+    seen = _seen(_dump_dom(f"{static_site}/harness.html", tmp_path / "chromium-profile"))
+    assert seen["sections"] == 2 and seen["fetched"] == []
+    assert len(seen["images"]) >= 4  # throughput, latency, cost, utilisation (+ profile)
+    for image in seen["images"]:
+        assert image["complete"] and image["width"] > 0, image
+
+
+def test_catalog_override_prices_a_bench_run(tmp_path: Path) -> None:
+    override = tmp_path / "prices.yaml"
+    override.write_text(
+        "instances:\n"
+        "  - {name: c7i.2xlarge, region: us-east-1, price_usd_per_hour: 0.2,\n"
+        "     price_date: '2026-12-01', source: negotiated rate}\n"
+    )
+    listed = _inferpack("catalog", "--catalog", str(override))
+    assert listed.returncode == 0 and "negotiated" not in listed.stderr
+    assert "0.2 " in listed.stdout
+    output = tmp_path / "priced.json"
+    done = _inferpack(
+        "bench",
+        "--workload",
+        "tiny-mlp",
+        *FAST,
+        "--batch-size",
+        "1",
+        "--instance-type",
+        "c7i.2xlarge",
+        "--catalog",
+        str(override),
+        "--output",
+        str(output),
+    )
+    assert done.returncode == 0, done.stderr
+    cost = json.loads(output.read_text())["results"][0]["cost"]
+    assert cost["price_usd_per_hour"] == 0.2
 
 
 def test_bench_refuses_ambiguous_model_choice(tmp_path: Path) -> None:

@@ -15,10 +15,6 @@ import json
 import re
 import shutil
 import subprocess
-import threading
-from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -57,26 +53,6 @@ document.getElementById("report").addEventListener("load", (event) => {
 """
 
 
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[str]:
-    """tmp_path over HTTP on 127.0.0.1 (an ephemeral port); yields the base URL."""
-    handler = partial(_QuietHandler, directory=str(tmp_path))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, name="report-http", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
 def _dump_dom(url: str, profile: Path) -> str:
     assert CHROMIUM is not None
     command = [
@@ -112,14 +88,14 @@ def _seen(dom: str) -> dict[str, Any]:
     return seen
 
 
-def test_every_chart_decodes_in_chromium(tmp_path: Path, served: str) -> None:
+def test_every_chart_decodes_in_chromium(tmp_path: Path, static_site: str) -> None:
     rich, bare = tmp_path / "gpu.json", tmp_path / "cpu.json"
     rich.write_text(json.dumps(make_document()))
     bare.write_text(json.dumps(make_document("bert-base", "cpu", rich=False)))
     write_report([rich, bare], tmp_path / "report.html")
     (tmp_path / "harness.html").write_text(HARNESS)
 
-    seen = _seen(_dump_dom(f"{served}/harness.html", tmp_path / "chromium-profile"))
+    seen = _seen(_dump_dom(f"{static_site}/harness.html", tmp_path / "chromium-profile"))
 
     assert seen["title"] == "inferpack report: resnet50 on cuda:0, bert-base on cpu"
     assert seen["sections"] == 2

@@ -16,9 +16,13 @@ def _topk(logits: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-logits, axis=1)[:, :k]
 
 
-def classification_agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
-    """top-1: same argmax; top-5: same set of the five highest classes."""
+def classification_agreement(
+    reference: np.ndarray, candidate: np.ndarray
+) -> dict[str, float | None]:
+    """top-1: same argmax; top-5 (five classes or more): same set of the five highest."""
     top1 = float(np.mean(reference.argmax(1) == candidate.argmax(1)))
+    if reference.shape[1] < 5:
+        return {"top1_agreement": top1, "top5_agreement": None}
     ref5, cand5 = _topk(reference, 5), _topk(candidate, 5)
     same5 = [set(a) == set(b) for a, b in zip(ref5, cand5, strict=True)]
     return {"top1_agreement": top1, "top5_agreement": float(np.mean(same5))}
@@ -45,7 +49,7 @@ def compare(reference: Mapping[str, Tensor], candidate: Mapping[str, Tensor]) ->
         "keypoint_agreement": None,
     }
     logits = reference.get("logits")
-    if logits is not None and logits.ndim == 2 and logits.shape[1] >= 5:
+    if logits is not None and logits.ndim == 2 and logits.shape[1] >= 2:
         result.update(classification_agreement(np.asarray(logits), np.asarray(candidate["logits"])))
     heatmaps = reference.get("heatmaps")
     if heatmaps is not None and heatmaps.ndim == 4:

@@ -189,7 +189,9 @@ def _add_cost(spec: BenchSpec, results: list[dict[str, Any]], warnings: list[str
     if price is None and spec.instance_type:
         from inferpack.bench.catalog import Catalog
 
-        price = Catalog.load().get(spec.instance_type, spec.region).price_usd_per_hour
+        override = Path(spec.catalog_path) if spec.catalog_path else None
+        catalog = Catalog.load(override)
+        price = catalog.get(spec.instance_type, spec.region).price_usd_per_hour
     for result in results:
         result["cost"] = cost_figures(result["items_per_s"], price) if price else None
     if price is None:

@@ -24,6 +24,7 @@ class BenchSpec:
     instance_type: str | None = None
     region: str | None = None
     price_usd_per_hour: float | None = None
+    catalog_path: str | None = None  # user catalogue overriding the packaged prices
     profile: bool = False
     seed: int = 0
 
