@@ -10,7 +10,7 @@ import contextlib
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -239,6 +239,101 @@ def _print_bench_table(document: dict) -> None:  # type: ignore[type-arg]
     console.print(table)
     for warning in document["warnings"]:
         console.print(f"[yellow]warning:[/] {warning}")
+
+
+@app.command()
+def loadtest(
+    url: Annotated[str, typer.Option(help="http://host:port or grpc://host:port")],
+    output: Annotated[Path, typer.Option(help="Result JSON to write.")],
+    model: Annotated[str | None, typer.Option(help="One model.")] = None,
+    models: Annotated[str | None, typer.Option(help="Comma-separated models.")] = None,
+    models_from_repository: Annotated[
+        Path | None, typer.Option(help="Every model of a repository folder.")
+    ] = None,
+    concurrency: Annotated[str | None, typer.Option(help="Closed loop levels: 1,8,32")] = None,
+    rate_rps: Annotated[str | None, typer.Option(help="Open loop levels: 100,200")] = None,
+    distribution: Annotated[str, typer.Option(help="sequential, uniform or zipf:S")] = "sequential",
+    binary: Annotated[bool, typer.Option(help="HTTP: binary tensors (else JSON).")] = True,
+    batch_size: Annotated[int, typer.Option(help="Rows per request.")] = 1,
+    duration_s: Annotated[
+        float, typer.Option(help="Measured seconds per level (3 windows).")
+    ] = 10.0,
+    warmup_s: Annotated[float, typer.Option(help="Warm-up seconds, not measured.")] = 2.0,
+    max_windows: Annotated[int, typer.Option(help="Windows before a level stops unstable.")] = 10,
+    workers: Annotated[int, typer.Option(help="Client processes.")] = 1,
+    max_requests: Annotated[int, typer.Option(help="Requests per level at most.")] = 1_000_000,
+    seed: Annotated[int, typer.Option(help="Seed of inputs, model choice and arrivals.")] = 0,
+) -> None:
+    """Drive a KServe v2 server (REST or gRPC) closed- or open-loop and measure it."""
+    import json
+
+    from inferpack.loadtest.runner import run_loadtest
+    from inferpack.loadtest.spec import LoadSpec
+
+    names = _model_list(model, models, models_from_repository)
+    if (concurrency is None) == (rate_rps is None):
+        console.print("[red]error:[/] give --concurrency LEVELS or --rate-rps LEVELS")
+        raise typer.Exit(2)
+    transport = "grpc" if url.startswith("grpc://") else ("http-binary" if binary else "http-json")
+    spec = LoadSpec(
+        url=url.rstrip("/"),
+        models=names,
+        transport=transport,
+        mode="closed" if concurrency else "open",
+        levels=_csv(concurrency or rate_rps or "", float),
+        distribution=distribution,
+        batch_size=batch_size,
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        max_windows=max_windows,
+        workers=workers,
+        max_requests=max_requests,
+        seed=seed,
+    )
+    try:
+        document = _run_with_live_display(spec, run_loadtest)
+    except InferpackError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+    output.write_text(json.dumps(document, indent=1) + "\n")
+    for warning in document["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}")
+    console.print(f"wrote {output}")
+
+
+def _model_list(model: str | None, models: str | None, repository: Path | None) -> tuple[str, ...]:
+    given = [x for x in (model, models, repository) if x]
+    if len(given) != 1:
+        console.print("[red]error:[/] give one of --model, --models, --models-from-repository")
+        raise typer.Exit(2)
+    if repository:
+        from inferpack.repository import LocalRepository
+
+        return tuple(LocalRepository(repository).model_names())
+    return _csv(model or models or "")
+
+
+def _run_with_live_display(spec: Any, run: Any) -> dict:  # type: ignore[type-arg]
+    from rich.live import Live
+    from rich.table import Table
+
+    table = Table(title=f"loadtest {spec.url} ({spec.transport}, {spec.mode} loop)")
+    for column in ("level", "window", "req/s", "p99 ms", "requests"):
+        table.add_column(column, justify="right")
+
+    with Live(table, console=console, refresh_per_second=4):
+
+        def progress(row: dict) -> None:  # type: ignore[type-arg]
+            table.add_row(
+                f"{row['level']:g}",
+                str(row["window"]),
+                f"{row['throughput_rps']:,.1f}",
+                f"{row['latency_p99_ms']:.2f}",
+                str(row["requests"]),
+            )
+
+        document: dict = run(spec, progress)  # type: ignore[type-arg]
+    return document
 
 
 @app.command()

@@ -1,0 +1,67 @@
+"""Which model each request goes to, and when open-loop requests are sent.
+
+sequential: round robin (each worker starts at its own offset); uniform: independent
+draws; zipf:S: model of rank k (1-based, in the order given) with probability
+proportional to k^-S. Draws come in pre-computed chunks so choosing costs nothing on
+the hot path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from inferpack.errors import InvalidInputError
+
+_CHUNK = 65536
+
+
+def zipf_probabilities(count: int, exponent: float) -> np.ndarray:
+    weights = np.arange(1, count + 1, dtype=np.float64) ** -exponent
+    probabilities: np.ndarray = weights / weights.sum()
+    return probabilities
+
+
+def parse_distribution(text: str) -> tuple[str, float]:
+    name, _, value = text.partition(":")
+    if name in {"sequential", "uniform"} and not value:
+        return name, 0.0
+    if name == "zipf":
+        try:
+            exponent = float(value)
+        except ValueError:
+            exponent = -1.0
+        if exponent > 0:
+            return name, exponent
+    raise InvalidInputError(f"distribution {text!r}: use sequential, uniform or zipf:S with S > 0")
+
+
+class ModelChooser:
+    def __init__(self, distribution: str, count: int, seed: int, offset: int = 0) -> None:
+        self.kind, exponent = parse_distribution(distribution)
+        self.count = count
+        self._rng = np.random.default_rng(seed)
+        self._p = zipf_probabilities(count, exponent) if self.kind == "zipf" else None
+        self._next = offset % count
+        self._chunk: list[int] = []
+
+    def __call__(self) -> int:
+        if self.kind == "sequential":
+            index = self._next
+            self._next = (index + 1) % self.count
+            return index
+        if not self._chunk:
+            drawn = self._rng.choice(self.count, size=_CHUNK, p=self._p)
+            self._chunk = drawn.tolist()[::-1]
+        return self._chunk.pop()
+
+
+def poisson_send_times_s(rate_rps: float, duration_s: float, seed: int) -> np.ndarray:
+    """Offsets (s) of a Poisson process at ``rate_rps`` over ``duration_s``."""
+    rng = np.random.default_rng(seed)
+    expected = int(rate_rps * duration_s * 1.2) + 16
+    gaps = rng.exponential(1.0 / rate_rps, size=expected)
+    times = np.cumsum(gaps)
+    while times[-1] < duration_s:
+        more = np.cumsum(rng.exponential(1.0 / rate_rps, size=expected)) + times[-1]
+        times = np.concatenate([times, more])
+    return times[times < duration_s]

@@ -1,0 +1,153 @@
+"""Request bodies prepared before the clock starts: one per model, per transport.
+
+Model metadata (input names, datatypes, shapes) comes from the server itself (REST
+``GET /v2/models/{m}`` or gRPC ModelMetadata); a leading -1 is the batch dim and takes
+``batch_size``, other -1 dims take 1. Inputs are random but seeded.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from inferpack.datatypes import numpy_dtype, tensor_to_bytes
+from inferpack.errors import InvalidInputError, NotFoundError
+
+METADATA_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Payload:
+    """Everything one request to one model needs on the wire."""
+
+    model: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _metadata_http(base_url: str, model: str) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(
+            f"{base_url}/v2/models/{model}", timeout=METADATA_TIMEOUT_S
+        ) as r:
+            data: dict[str, Any] = json.loads(r.read())
+            return data
+    except urllib.error.HTTPError as error:
+        raise NotFoundError(f"{base_url}: model {model!r}: HTTP {error.code}") from None
+    except urllib.error.URLError as error:
+        raise InvalidInputError(f"{base_url}: cannot reach the server: {error.reason}") from None
+
+
+def _metadata_grpc(target: str, model: str) -> dict[str, Any]:
+    import grpc
+
+    from inferpack.protocol.proto import inference_pb2 as pb
+
+    with grpc.insecure_channel(target) as channel:
+        call = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelMetadata",
+            request_serializer=pb.ModelMetadataRequest.SerializeToString,
+            response_deserializer=pb.ModelMetadataResponse.FromString,
+        )
+        try:
+            reply = call(pb.ModelMetadataRequest(name=model), timeout=METADATA_TIMEOUT_S)
+        except grpc.RpcError as error:
+            raise NotFoundError(f"{target}: model {model!r}: {error.code().name}") from None
+    return {
+        "inputs": [
+            {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in reply.inputs
+        ]
+    }
+
+
+def _tensor(datatype: str, shape: list[int], rng: np.random.Generator) -> np.ndarray:
+    if datatype == "BYTES":
+        flat = np.empty(int(np.prod(shape)), dtype=np.object_)
+        flat[:] = [b"x"] * flat.size
+        return flat.reshape(shape)
+    dtype = numpy_dtype(datatype)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    return rng.integers(0, 100, size=shape).astype(dtype)
+
+
+def _inputs(
+    metadata: dict[str, Any], batch_size: int, seed: int
+) -> list[tuple[str, str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    tensors = []
+    for spec in metadata["inputs"]:
+        dims = [int(d) for d in spec["shape"]]
+        if dims and dims[0] == -1:
+            dims[0] = batch_size
+        dims = [1 if d < 0 else d for d in dims]
+        tensors.append((spec["name"], spec["datatype"], _tensor(spec["datatype"], dims, rng)))
+    return tensors
+
+
+def _http_json(model: str, tensors: list[tuple[str, str, np.ndarray]]) -> Payload:
+    inputs = []
+    for name, datatype, array in tensors:
+        flat = array.reshape(-1)
+        data = [x.decode() for x in flat] if datatype == "BYTES" else flat.tolist()
+        inputs.append(
+            {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
+        )
+    body = json.dumps({"inputs": inputs}).encode()
+    return Payload(model, body, (("Content-Type", "application/json"),))
+
+
+def _http_binary(model: str, tensors: list[tuple[str, str, np.ndarray]]) -> Payload:
+    raws = [tensor_to_bytes(array) for _, _, array in tensors]
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": name,
+                    "datatype": datatype,
+                    "shape": list(array.shape),
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+                for (name, datatype, array), raw in zip(tensors, raws, strict=True)
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    headers = (
+        ("Inference-Header-Content-Length", str(len(header))),
+        ("Content-Type", "application/octet-stream"),
+    )
+    return Payload(model, header + b"".join(raws), headers)
+
+
+def _grpc(model: str, tensors: list[tuple[str, str, np.ndarray]]) -> Payload:
+    from inferpack.protocol.proto import inference_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=model)
+    for name, datatype, array in tensors:
+        request.inputs.add(name=name, datatype=datatype, shape=list(array.shape))
+        request.raw_input_contents.append(tensor_to_bytes(array))
+    return Payload(model, request.SerializeToString())
+
+
+def build_payloads(
+    url: str, transport: str, models: tuple[str, ...], batch_size: int, seed: int
+) -> list[Payload]:
+    """One prepared request per model, in the order of ``models``."""
+    payloads = []
+    for index, model in enumerate(models):
+        if transport == "grpc":
+            metadata = _metadata_grpc(url.removeprefix("grpc://"), model)
+        else:
+            metadata = _metadata_http(url, model)
+        tensors = _inputs(metadata, batch_size, seed + index)
+        encode = {"http-json": _http_json, "http-binary": _http_binary, "grpc": _grpc}[transport]
+        payloads.append(encode(model, tensors))
+    return payloads

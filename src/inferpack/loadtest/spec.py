@@ -1,0 +1,37 @@
+"""What a load test does: where, which models, how much load, for how long at most."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+SCHEMA = "inferpack.loadtest/1"
+TRANSPORTS = ("http-json", "http-binary", "grpc")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSpec:
+    url: str  # http://host:port or grpc://host:port
+    models: tuple[str, ...]
+    transport: str = "http-binary"
+    mode: str = "closed"  # closed: concurrency levels; open: Poisson rate levels
+    levels: tuple[float, ...] = (1,)
+    distribution: str = "sequential"  # sequential | uniform | zipf:S
+    batch_size: int = 1
+    duration_s: float = 10.0  # measured time per level when stable: 3 windows
+    warmup_s: float = 2.0
+    max_windows: int = 10  # a level stops unstable after this many windows
+    stability_pct: float = 10.0
+    workers: int = 1  # client processes
+    max_requests: int = 1_000_000  # per level, all workers together
+    seed: int = 0
+
+    @property
+    def window_s(self) -> float:
+        return self.duration_s / 3
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["window_s"] = self.window_s
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}

@@ -1,0 +1,131 @@
+"""loadtest against a real inferpack server: known answers, Zipf, the three transports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from inferpack.config import ServerConfig
+from inferpack.loadtest.choice import zipf_probabilities
+from inferpack.loadtest.runner import run_loadtest
+from inferpack.loadtest.spec import LoadSpec
+from tests.helpers import ServerThread, edit_model
+
+ZIPF_MODELS = 100
+# Short windows keep the suite fast; the known answers hold within their tolerances.
+QUICK = {"duration_s": 3.0, "warmup_s": 1.0, "max_windows": 4}
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    from inferpack.repository.init import init_repository
+
+    root = tmp_path_factory.mktemp("loadtest-repo")
+    init_repository(root, ["sleep", "tiny-mlp"], seed=0)
+    # Known-answer model: 20 ms per request, one at a time.
+    edit_model(
+        root,
+        "sleep",
+        "sleep20",
+        workload_options={"sleep_ms": 20},
+        max_batch_size=1,
+        instances={"count": 1, "device": "cpu"},
+    )
+    for index in range(ZIPF_MODELS):
+        edit_model(root, "tiny-mlp", f"m{index:03d}")
+    thread = ServerThread(ServerConfig(str(root), http_port=0, grpc_port=0)).start()
+    yield thread
+    thread.stop()
+
+
+def test_closed_loop_known_answer(target: ServerThread) -> None:
+    spec = LoadSpec(target.url, ("sleep20",), levels=(4,), **QUICK)
+    [level] = run_loadtest(spec)["levels"]
+    assert level["throughput_rps"] == pytest.approx(50, rel=0.15)
+    assert level["latency_ms"]["p50"] == pytest.approx(80, rel=0.15)
+    assert level["errors"] == {} and level["send_lateness_ms"] is None
+
+
+def test_open_loop_known_answer(target: ServerThread) -> None:
+    spec = LoadSpec(target.url, ("sleep20",), mode="open", levels=(20,), **QUICK)
+    [level] = run_loadtest(spec)["levels"]
+    assert level["rate_rps"] == 20
+    assert level["throughput_rps"] == pytest.approx(20, rel=0.15)
+    assert 19 <= level["latency_ms"]["p50"] <= 30
+    assert level["send_lateness_ms"]["p50"] < 5  # the generator kept its schedule
+
+
+def test_zipf_requests_follow_the_distribution(target: ServerThread) -> None:
+    models = tuple(f"m{index:03d}" for index in range(ZIPF_MODELS))
+    spec = LoadSpec(
+        target.url,
+        models,
+        levels=(8,),
+        distribution="zipf:1.1",
+        workers=2,
+        duration_s=3.0,
+        warmup_s=0.5,
+        max_windows=3,
+    )
+    [level] = run_loadtest(spec)["levels"]
+    counts = [level["per_model_requests"].get(model, 0) for model in models]
+    total = sum(counts)
+    assert total > 1000
+    expected = zipf_probabilities(ZIPF_MODELS, 1.1)
+    top = sum(counts[:5]) / total
+    assert top == pytest.approx(expected[:5].sum(), rel=0.1)
+    assert counts[0] > counts[4] > counts[49]
+    assert sum(counts[50:]) / total == pytest.approx(expected[50:].sum(), rel=0.2)
+
+
+@pytest.mark.parametrize("transport", ["http-json", "http-binary", "grpc"])
+def test_every_transport_against_inferpack(
+    target: ServerThread, transport: str, tmp_path: Path
+) -> None:
+    url = f"grpc://{target.grpc_address}" if transport == "grpc" else target.url
+    output = tmp_path / "lt.json"
+    args = [
+        "loadtest",
+        "--url",
+        url,
+        "--model",
+        "m000",
+        "--concurrency",
+        "2",
+        "--duration-s",
+        "1.5",
+        "--warmup-s",
+        "0.5",
+        "--max-windows",
+        "3",
+        "--output",
+        str(output),
+    ]
+    if transport == "http-json":
+        args.append("--no-binary")
+    done = subprocess.run(
+        [sys.executable, "-c", "from inferpack.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads(output.read_text())
+    assert document["schema"] == "inferpack.loadtest/1"
+    assert document["spec"]["transport"] == transport
+    [level] = document["levels"]
+    assert level["errors"] == {} and level["requests"] > 50
+    assert level["latency_ms"]["p50"] > 0
+
+
+def test_unknown_model_is_a_clear_error(target: ServerThread) -> None:
+    from inferpack.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match="nope"):
+        run_loadtest(LoadSpec(target.url, ("nope",), levels=(1,), **QUICK))
