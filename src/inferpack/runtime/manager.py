@@ -28,6 +28,8 @@ from inferpack.runtime.workers import DevicePools
 
 log = logging.getLogger(__name__)
 NOT_LOADED = "unloaded"
+LRU_LOAD_ATTEMPTS = 3
+EVICTED = "evicted (least recently used)"
 
 
 class ModelState(StrEnum):
@@ -159,13 +161,19 @@ class ModelManager:
                 return
             victim = min(idle, key=lambda e: e.last_used_s)
             self.metrics.evictions.labels(victim.name).inc()
-            await self.unload(victim.name, reason="evicted (least recently used)")
+            await self.unload(victim.name, reason=EVICTED)
 
     @asynccontextmanager
     async def use(self, name: str, version: str | None) -> AsyncIterator[ServedModel]:
         """The model to serve one request, counted in flight (never evicted meanwhile)."""
         entry = self.entry(name)
-        if entry.state is not ModelState.READY and self.control.mode is ControlMode.LRU:
+        # Under LRU another load may evict this model between its load and our turn to run:
+        # load again (a bounded number of times) rather than fail the request.
+        for attempt in range(LRU_LOAD_ATTEMPTS):
+            if entry.state is ModelState.READY or self.control.mode is not ControlMode.LRU:
+                break
+            if attempt and entry.reason != EVICTED:
+                break  # the load itself failed: answer with its reason
             await self._load_for_request(entry)
         model = self._version(entry, version)
         entry.inflight += 1
