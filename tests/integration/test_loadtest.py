@@ -15,6 +15,7 @@ from inferpack.loadtest.choice import zipf_probabilities
 from inferpack.loadtest.runner import run_loadtest
 from inferpack.loadtest.spec import LoadSpec
 from tests.helpers import ServerThread, edit_model
+from tests.integration.test_report_browser import CHROMIUM, HARNESS, _dump_dom, _seen
 
 ZIPF_MODELS = 100
 # Short windows keep the suite fast; the known answers hold within their tolerances.
@@ -129,3 +130,52 @@ def test_unknown_model_is_a_clear_error(target: ServerThread) -> None:
 
     with pytest.raises(NotFoundError, match="nope"):
         run_loadtest(LoadSpec(target.url, ("nope",), levels=(1,), **QUICK))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/test installs it)")
+def test_sweep_feeds_the_report_curve(
+    target: ServerThread, tmp_path: Path, static_site: str
+) -> None:
+    closed = run_loadtest(
+        LoadSpec(target.url, ("m000",), levels=(1, 4), duration_s=1.5, warmup_s=0.5, max_windows=3)
+    )
+    opened = run_loadtest(
+        LoadSpec(
+            target.url,
+            ("m000",),
+            mode="open",
+            levels=(50, 100),
+            duration_s=1.5,
+            warmup_s=0.5,
+            max_windows=3,
+        )
+    )
+    paths = []
+    for name, document in (("closed", closed), ("open", opened)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(document))
+        paths.append(str(path))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from inferpack.cli import main; main()",
+            "report",
+            *paths,
+            "--output",
+            str(tmp_path / "report.html"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "report.html").read_text()
+    assert "Throughput-latency curve" in page and "achieved vs target" in page
+    assert page.count("<tr") >= 1 + 2 + 1 + 2  # two level tables with their headers
+    (tmp_path / "harness.html").write_text(HARNESS)
+    seen = _seen(_dump_dom(f"{static_site}/harness.html", tmp_path / "chromium-profile"))
+    assert len(seen["images"]) == 2 and seen["fetched"] == []
+    for image in seen["images"]:
+        assert image["complete"] and image["width"] > 0, image

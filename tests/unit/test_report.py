@@ -237,7 +237,8 @@ def test_write_report_reads_result_files(tmp_path: Path) -> None:
     ("content", "message"),
     [
         ("{not json", "not valid JSON"),
-        ("[1, 2]", "not a bench result"),
+        ("[1, 2]", "not a result document"),
+        ('{"schema": "inferpack.bench/1"}', "no 'results' list"),
         ('{"schema": "inferpack.bench/9", "results": []}', "not supported"),
     ],
 )

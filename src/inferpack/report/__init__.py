@@ -15,11 +15,15 @@ from typing import Any
 
 from inferpack.errors import InvalidInputError
 from inferpack.report.html import render_page
+from inferpack.report.loadtest import SCHEMA as LOADTEST_SCHEMA
+from inferpack.report.loadtest import describe as describe_loadtest
+from inferpack.report.loadtest import is_loadtest, loadtest_plots, loadtest_section
 from inferpack.report.plots import build_plots
 
 SCHEMA = "inferpack.bench/1"
+SCHEMAS = (SCHEMA, LOADTEST_SCHEMA)
 
-__all__ = ["SCHEMA", "load_result", "render_report", "write_report"]
+__all__ = ["SCHEMA", "SCHEMAS", "load_result", "render_report", "write_report"]
 
 
 def load_result(path: Path) -> dict[str, Any]:
@@ -30,17 +34,25 @@ def load_result(path: Path) -> dict[str, Any]:
         raise InvalidInputError(f"{path}: cannot read: {error.strerror or error}") from error
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidInputError(f"{path}: not valid JSON: {error}") from error
-    if not isinstance(document, dict) or not isinstance(document.get("results"), list):
-        raise InvalidInputError(f"{path}: not a bench result (no 'results' list)")
+    if not isinstance(document, dict):
+        raise InvalidInputError(f"{path}: not a result document (a JSON object expected)")
     schema = document.get("schema")
-    if schema is not None and schema != SCHEMA:
-        raise InvalidInputError(f"{path}: schema {schema!r} is not supported (expected {SCHEMA})")
+    if schema is not None and schema not in SCHEMAS:
+        raise InvalidInputError(f"{path}: schema {schema!r} is not supported (expected {SCHEMAS})")
+    rows = "levels" if schema == LOADTEST_SCHEMA else "results"
+    if not isinstance(document.get(rows), list):
+        raise InvalidInputError(f"{path}: not a {schema or SCHEMA} document (no {rows!r} list)")
     return document
 
 
 def render_report(documents: Sequence[Mapping[str, Any]]) -> str:
     """The report page for already-loaded result documents, as an HTML string."""
-    return render_page(documents, build_plots(documents))
+    bench = [d for d in documents if not is_loadtest(d)]
+    loads = [d for d in documents if is_loadtest(d)]
+    plots = [*build_plots(bench), *loadtest_plots(loads)] if bench else loadtest_plots(loads)
+    sections = [loadtest_section(i, d) for i, d in enumerate(loads)]
+    subjects = [describe_loadtest(d) for d in loads]
+    return render_page(bench, plots, sections, subjects)
 
 
 def write_report(result_paths: Sequence[Path], output: Path) -> Path:

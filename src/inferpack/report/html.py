@@ -235,12 +235,20 @@ def _plots(plots: Sequence[Plot]) -> str:
     return '<section class="plots">\n<h2>Plots</h2>\n' + "\n".join(figures) + "\n</section>"
 
 
-def render_page(documents: Sequence[Document], plots: Sequence[Plot]) -> str:
-    subjects = ", ".join(dict.fromkeys(describe(d) for d in documents)) or "no results"
-    count = len(documents)
+def render_page(
+    documents: Sequence[Document],
+    plots: Sequence[Plot],
+    extra_sections: Sequence[str] = (),
+    extra_subjects: Sequence[str] = (),
+) -> str:
+    """The page: bench documents, then ``extra_sections`` (e.g. load tests), then plots."""
+    named = [*(describe(d) for d in documents), *extra_subjects]
+    subjects = ", ".join(dict.fromkeys(named)) or "no results"
+    count = len(documents) + len(extra_sections)
     body = [
-        f"<h1>inferpack bench report: {_e(subjects)}</h1>",
+        f"<h1>inferpack report: {_e(subjects)}</h1>",
         *(_document(i, d) for i, d in enumerate(documents)),
+        *extra_sections,
         _plots(plots),
         f"<footer>Rendered by inferpack {_e(__version__)} from {count} result "
         f"document{'s' if count != 1 else ''}.</footer>",
