@@ -105,3 +105,35 @@ def test_every_chart_decodes_in_chromium(tmp_path: Path, static_site: str) -> No
     for image in images:
         assert image["complete"] and image["width"] > 0 and image["height"] > 0, image
         assert image["alt"]
+
+
+def test_mixed_bench_and_loadtest_report_decodes_in_chromium(
+    tmp_path: Path, static_site: str
+) -> None:
+    from tests.unit.test_report_loadtest import make_loadtest
+
+    paths = []
+    for name, document in (
+        ("bench.json", make_document()),
+        ("closed.json", make_loadtest()),
+        ("open.json", make_loadtest("open", "<b>bold</b>")),
+    ):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(json.dumps(document))
+    write_report(paths, tmp_path / "report.html")
+    (tmp_path / "harness.html").write_text(HARNESS)
+
+    seen = _seen(_dump_dom(f"{static_site}/harness.html", tmp_path / "chromium-profile"))
+
+    assert seen["title"] == (
+        "inferpack report: resnet50 on cuda:0, loadtest 2 models over http-binary, closed loop, "
+        "loadtest 2 models over http-binary, open loop"
+    )
+    assert seen["sections"] == 3
+    assert seen["fetched"] == []
+    images = seen["images"]
+    assert len(images) == len(ALL_PLOTS) + 2  # the bench charts, the curve, achieved vs target
+    for image in images:
+        assert image["complete"] and image["width"] > 0 and image["height"] > 0, image
+        assert image["alt"]
+    assert any("throughput in requests per second" in image["alt"] for image in images)

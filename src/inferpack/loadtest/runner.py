@@ -114,7 +114,7 @@ def _run_level(
         process.start()
         processes.append(process)
     try:
-        windows, pooled = _collect(spec, level, len(shares), reports, progress)
+        windows, pooled = _collect(spec, level, processes, reports, progress)
     finally:
         stop.set()
         for process in processes:
@@ -125,18 +125,25 @@ def _run_level(
 
 
 def _collect(
-    spec: LoadSpec, level: float, workers: int, reports: Any, progress: Progress | None
+    spec: LoadSpec, level: float, processes: list[Any], reports: Any, progress: Progress | None
 ) -> tuple[list[dict[str, Any]], list[list[tuple[float, str, int, float]]]]:
+    workers = len(processes)
     arrived: dict[int, list[tuple[float, str, int, float]]] = {}
     counts: Counter[int] = Counter()
     windows: list[dict[str, Any]] = []
     records_by_window: list[list[tuple[float, str, int, float]]] = []
-    timeout_s = STARTUP_S + spec.warmup_s + spec.window_s + 60
+    deadline = time.monotonic() + STARTUP_S + spec.warmup_s + spec.window_s + 60
     while len(windows) < spec.max_windows:
         try:
-            window, records = reports.get(timeout=timeout_s)
+            window, records = reports.get(timeout=1.0)
         except queue_module.Empty:
-            raise InvalidInputError("load generator workers stopped reporting") from None
+            dead = [p.exitcode for p in processes if not p.is_alive()]
+            if dead or time.monotonic() > deadline:
+                raise InvalidInputError(
+                    f"load generator workers stopped reporting (exit codes {dead})"
+                ) from None
+            continue
+        deadline = time.monotonic() + spec.window_s + 60
         arrived.setdefault(window, []).extend(records)
         counts[window] += 1
         while counts[len(windows)] == workers:

@@ -20,6 +20,8 @@ from inferpack.loadtest.transports import open_transport
 # Open loop: requests in flight at most per worker, so an overloaded server cannot make
 # the generator grow without bound; sends beyond it wait (and show up as lateness).
 MAX_IN_FLIGHT = 4096
+# Open loop: how long before a scheduled send the worker stops sleeping and yields instead.
+SPIN_S = 0.002
 
 
 @dataclass
@@ -75,9 +77,7 @@ async def _main(job: WorkerJob, reports: Any, stop: Any) -> None:
         for offset in times:
             if done.is_set() or samples.sent >= job.max_requests:
                 break
-            delay = job.start_at + offset - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await _sleep_until(job.start_at + offset)
             while len(in_flight) >= MAX_IN_FLIGHT:
                 await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
             lateness = time.monotonic() - (job.start_at + offset)
@@ -98,6 +98,16 @@ async def _main(job: WorkerJob, reports: Any, stop: Any) -> None:
         task.cancel()
     await asyncio.gather(*load, return_exceptions=True)
     await transport.close()
+
+
+async def _sleep_until(due: float) -> None:
+    """Sleep until ``due`` (monotonic s) within ~0.1 ms: epoll timeouts round up to whole
+    milliseconds, so sleep to just before and yield to the loop for the rest."""
+    early = due - time.monotonic() - SPIN_S
+    if early > 0:
+        await asyncio.sleep(early)
+    while time.monotonic() < due:
+        await asyncio.sleep(0)
 
 
 async def _report_windows(

@@ -1,6 +1,8 @@
 """The report page: one self-contained HTML document (inline CSS, PNGs as data URIs).
 
-Every piece of text from a result file goes through ``html.escape``; nothing is fetched.
+The bench sections live here, with the table and formatting helpers that the load-test
+sections (``loadtest.py``) share. Every piece of text from a result file goes through
+``html.escape``; nothing is fetched.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ th, td { border: 1px solid #d5d9e2; padding: 0.2rem 0.45rem; white-space: nowrap
 th { background: #eef1f6; text-align: left; vertical-align: bottom; }
 thead th { white-space: normal; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.noisy td { background: #fff3cd; }
+tr.noisy td, tr.unstable td { background: #fff3cd; }
 ul.warnings li { margin: 0.15rem 0; }
-ul.warnings li.noisy { background: #fff3cd; border-left: 4px solid #e0a800; padding-left: 0.4rem; }
+ul.warnings li.noisy, ul.warnings li.unstable {
+  background: #fff3cd; border-left: 4px solid #e0a800; padding-left: 0.4rem; }
 figure { margin: 1.2rem 0; } figcaption { color: #4a5263; }
 img { max-width: 100%; height: auto; border: 1px solid #e3e6ec; }
 footer { margin-top: 2.5rem; color: #6b7385; font-size: 12px; }
@@ -56,18 +59,19 @@ def thousands(value: float | None) -> str | None:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}"
 
 
-def _fmt(template: str, scale: float = 1.0) -> Callable[[float | None], str | None]:
+def fmt(template: str, scale: float = 1.0) -> Callable[[float | None], str | None]:
     return lambda value: None if value is None else template.format(value * scale)
 
 
-integer = _fmt("{:,.0f}")
-percent = _fmt("{:.1f}")
-fraction_percent = _fmt("{:.1f} %", 100.0)
-six_places = _fmt("{:.6f}")
+integer = fmt("{:,.0f}")
+percent = fmt("{:.1f}")
+fraction_percent = fmt("{:.1f} %", 100.0)
+six_places = fmt("{:.6f}")
 
 
-def _num(fmt: Callable[[float | None], str | None], *path: str) -> Getter:
-    return lambda result: fmt(field(result, *path))
+def num(formatter: Callable[[float | None], str | None], *path: str) -> Getter:
+    """A column getter: the number at ``path`` in a row, through ``formatter``."""
+    return lambda result: formatter(field(result, *path))
 
 
 def _noisy(result: Result) -> str | None:
@@ -77,26 +81,26 @@ def _noisy(result: Result) -> str | None:
 
 RESULT_COLUMNS: list[Column] = [
     ("precision", lambda r: str(r.get("precision") or MISSING), False),
-    ("batch", _num(integer, "batch_size"), False),
-    ("instances", _num(integer, "instances"), False),
-    ("items/s", _num(thousands, "items_per_s"), False),
-    ("p50 ms", _num(sig3, "latency_ms", "p50"), False),
-    ("p90 ms", _num(sig3, "latency_ms", "p90"), False),
-    ("p95 ms", _num(sig3, "latency_ms", "p95"), False),
-    ("p99 ms", _num(sig3, "latency_ms", "p99"), False),
-    ("spread %", _num(percent, "throughput_spread_pct"), False),
+    ("batch", num(integer, "batch_size"), False),
+    ("instances", num(integer, "instances"), False),
+    ("items/s", num(thousands, "items_per_s"), False),
+    ("p50 ms", num(sig3, "latency_ms", "p50"), False),
+    ("p90 ms", num(sig3, "latency_ms", "p90"), False),
+    ("p95 ms", num(sig3, "latency_ms", "p95"), False),
+    ("p99 ms", num(sig3, "latency_ms", "p99"), False),
+    ("spread %", num(percent, "throughput_spread_pct"), False),
     ("noisy", _noisy, False),
-    ("CPU %", _num(percent, "utilisation", "cpu_percent_mean"), True),
-    ("GPU %", _num(percent, "utilisation", "gpu_percent_mean"), True),
-    ("peak mem MB", _num(thousands, "peak_device_memory_mb"), True),
-    ("max abs err", _num(sig3, "accuracy", "max_abs_error"), True),
-    ("rel L2", _num(sig3, "accuracy", "relative_l2"), True),
-    ("cosine", _num(six_places, "accuracy", "cosine_similarity"), True),
-    ("top-1 agree", _num(fraction_percent, "accuracy", "top1_agreement"), True),
-    ("top-5 agree", _num(fraction_percent, "accuracy", "top5_agreement"), True),
-    ("keypoint agree", _num(fraction_percent, "accuracy", "keypoint_agreement"), True),
-    ("USD / 1M", _num(sig3, "cost", "usd_per_million"), True),
-    ("inf / 0.0001 USD", _num(thousands, "cost", "inferences_per_0_0001_usd"), True),
+    ("CPU %", num(percent, "utilisation", "cpu_percent_mean"), True),
+    ("GPU %", num(percent, "utilisation", "gpu_percent_mean"), True),
+    ("peak mem MB", num(thousands, "peak_device_memory_mb"), True),
+    ("max abs err", num(sig3, "accuracy", "max_abs_error"), True),
+    ("rel L2", num(sig3, "accuracy", "relative_l2"), True),
+    ("cosine", num(six_places, "accuracy", "cosine_similarity"), True),
+    ("top-1 agree", num(fraction_percent, "accuracy", "top1_agreement"), True),
+    ("top-5 agree", num(fraction_percent, "accuracy", "top5_agreement"), True),
+    ("keypoint agree", num(fraction_percent, "accuracy", "keypoint_agreement"), True),
+    ("USD / 1M", num(sig3, "cost", "usd_per_million"), True),
+    ("inf / 0.0001 USD", num(thousands, "cost", "inferences_per_0_0001_usd"), True),
 ]
 SUMMARY_COLUMNS: list[Column] = [*RESULT_COLUMNS[:6], *RESULT_COLUMNS[-2:]]
 CONDITIONS = (
@@ -109,25 +113,37 @@ def _e(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
+TEXT_HEADERS = frozenset({"precision", "noisy", "stable", "errors"})  # left-aligned columns
+
+
+def _noisy_row(row: Result) -> str | None:
+    return "noisy" if row.get("noisy") is True else None
+
+
 def _cell(text: str | None, header: str) -> str:
-    css = "" if header in ("precision", "noisy") else ' class="num"'
+    css = "" if header in TEXT_HEADERS else ' class="num"'
     return f"<td{css}>{_e(MISSING if text is None else text)}</td>"
 
 
-def _table(
-    columns: Sequence[Column], rows: Sequence[Result], css: str, labels: Sequence[str] = ()
+def table(
+    columns: Sequence[Column],
+    rows: Sequence[Result],
+    css: str,
+    labels: Sequence[str] = (),
+    row_class: Callable[[Result], str | None] = _noisy_row,
 ) -> str:
     """A table of ``rows`` (row headers ``labels`` when given); optional columns that are
-    empty in every row are left out."""
+    empty in every row are left out; ``row_class`` names a row's CSS class (highlight)."""
     kept = [c for c in columns if not c[2] or any(c[1](r) is not None for r in rows)]
     lead = "<th></th>" if labels else ""
     head = lead + "".join(f"<th>{_e(c[0])}</th>" for c in kept)
     body = []
     for index, row in enumerate(rows):
-        noisy = ' class="noisy"' if row.get("noisy") is True else ""
+        css_class = row_class(row)
+        marked = f' class="{_e(css_class)}"' if css_class else ""
         first = f'<th scope="row">{_e(labels[index])}</th>' if labels else ""
         cells = "".join(_cell(getter(row), header) for header, getter, _ in kept)
-        body.append(f"<tr{noisy}>{first}{cells}</tr>")
+        body.append(f"<tr{marked}>{first}{cells}</tr>")
     return (
         f'<div class="table-wrap"><table class="{css}"><thead><tr>{head}</tr></thead>'
         f"<tbody>{''.join(body)}</tbody></table></div>"
@@ -139,7 +155,7 @@ def _summary(document: Document) -> str:
     summary = summary if isinstance(summary, Mapping) else {}
     rows = [summary.get(key) for key, _ in CONDITIONS]
     found: list[Result] = [row if isinstance(row, Mapping) else {} for row in rows]
-    return _table(SUMMARY_COLUMNS, found, "summary", [label for _, label in CONDITIONS])
+    return table(SUMMARY_COLUMNS, found, "summary", [label for _, label in CONDITIONS])
 
 
 def _environment(document: Document) -> str:
@@ -194,7 +210,8 @@ def _warnings(document: Document) -> str:
     return f'<h3>Warnings</h3><ul class="warnings">{"".join(items)}</ul>'
 
 
-def _document(index: int, document: Document) -> str:
+def bench_section(index: int, document: Document) -> str:
+    """The section of one bench document: environment, spec, warnings, summary, results."""
     rows = results_of(document)
     return "\n".join(
         [
@@ -206,7 +223,7 @@ def _document(index: int, document: Document) -> str:
             "<h3>Summary</h3>",
             _summary(document),
             f"<h3>All results ({len(rows)})</h3>",
-            _table(RESULT_COLUMNS, rows, "results"),
+            table(RESULT_COLUMNS, rows, "results"),
             "</section>",
         ]
     )
@@ -235,26 +252,20 @@ def _plots(plots: Sequence[Plot]) -> str:
     return '<section class="plots">\n<h2>Plots</h2>\n' + "\n".join(figures) + "\n</section>"
 
 
-def render_page(
-    documents: Sequence[Document],
-    plots: Sequence[Plot],
-    extra_sections: Sequence[str] = (),
-    extra_subjects: Sequence[str] = (),
-) -> str:
-    """The page: bench documents, then ``extra_sections`` (e.g. load tests), then plots."""
-    named = [*(describe(d) for d in documents), *extra_subjects]
-    subjects = ", ".join(dict.fromkeys(named)) or "no results"
-    count = len(documents) + len(extra_sections)
+def render_page(sections: Sequence[str], subjects: Sequence[str], plots: Sequence[Plot]) -> str:
+    """The page: one rendered section per result document (the title lists ``subjects``),
+    then the plots."""
+    named = ", ".join(dict.fromkeys(subjects)) or "no results"
+    count = len(sections)
     body = [
-        f"<h1>inferpack report: {_e(subjects)}</h1>",
-        *(_document(i, d) for i, d in enumerate(documents)),
-        *extra_sections,
+        f"<h1>inferpack report: {_e(named)}</h1>",
+        *sections,
         _plots(plots),
         f"<footer>Rendered by inferpack {_e(__version__)} from {count} result "
         f"document{'s' if count != 1 else ''}.</footer>",
     ]
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>inferpack report: {_e(subjects)}</title>\n<style>{CSS}</style>\n</head>\n"
+        f"<title>inferpack report: {_e(named)}</title>\n<style>{CSS}</style>\n</head>\n"
         "<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
     )

@@ -1,144 +1,194 @@
-"""The loadtest part of the report: levels table and the throughput-latency curve.
+"""Load-test sections of the report: ``inferpack loadtest`` documents (``inferpack.loadtest/1``).
 
-Reads ``inferpack.loadtest/1`` documents (see ``inferpack loadtest``); rendering only.
+One section per document: what was run (spec line, method, load generator), the warnings
+(unstable levels highlighted) and a table with one row per concurrency or target rate.
+The charts these documents share are in ``loadtest_plots.py``. Rendering only; missing
+fields and nulls show as a dash, and every text from a document is escaped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import html
+from collections.abc import Mapping
 from typing import Any
 
-from inferpack.report.html import Column, _e, _fmt, _num, _table, integer, sig3, thousands
-from inferpack.report.plots import Plot, _finish, _new_axes, field
+from inferpack.report.html import (
+    MISSING,
+    Column,
+    fmt,
+    integer,
+    num,
+    sig3,
+    table,
+    thousands,
+)
+from inferpack.report.plots import Document, Result, field, number
 
 SCHEMA = "inferpack.loadtest/1"
-Document = Mapping[str, Any]
+MODELS_SHOWN = 5  # the spec line names this many models, then counts the rest
+
+__all__ = ["SCHEMA", "describe", "is_loadtest", "level_label", "levels_of", "loadtest_section"]
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: object, default: str = MISSING) -> str:
+    return default if value is None or value == "" else str(value)
+
+
+def _seconds(value: object) -> str:
+    seconds = number(value)
+    return MISSING if seconds is None else f"{seconds:g} s"
 
 
 def is_loadtest(document: Document) -> bool:
     return document.get("schema") == SCHEMA
 
 
+def levels_of(document: Document) -> list[Result]:
+    levels = document.get("levels")
+    return [lv for lv in levels if isinstance(lv, Mapping)] if isinstance(levels, list) else []
+
+
+def _models(spec: Mapping[str, Any]) -> list[str]:
+    models = spec.get("models")
+    return [str(model) for model in models] if isinstance(models, list) else []
+
+
 def describe(document: Document) -> str:
-    spec = document.get("spec") or {}
-    models = spec.get("models") or []
+    """A short name: ``loadtest tiny-mlp over http-binary, closed loop``."""
+    spec = _mapping(document.get("spec"))
+    models = _models(spec)
     shown = models[0] if len(models) == 1 else f"{len(models)} models"
-    return f"loadtest {shown} at {spec.get('url', '?')} ({spec.get('transport', '?')})"
+    name = f"loadtest {shown} over {_text(spec.get('transport'), 'unknown transport')}"
+    mode = spec.get("mode")
+    return f"{name}, {mode} loop" if mode else name
 
 
-def _level(level: Mapping[str, Any]) -> str | None:
-    if level.get("concurrency") is not None:
-        return f"c={level['concurrency']}"
+def level_label(level: Result) -> str | None:
+    """``c=8`` for a closed-loop level, ``50/s`` for an open-loop one."""
+    concurrency = field(level, "concurrency")
+    if concurrency is not None:
+        return f"c={concurrency:g}"
     rate = field(level, "rate_rps")
-    return None if rate is None else f"{rate:g} req/s"
+    return None if rate is None else f"{rate:g}/s"
 
 
-def _errors(level: Mapping[str, Any]) -> str | None:
-    errors = level.get("errors") or {}
-    return ", ".join(f"{k}: {v}" for k, v in errors.items()) or "none"
+def _stable(level: Result) -> str | None:
+    stable = level.get("stable")
+    return None if not isinstance(stable, bool) else ("yes" if stable else "no")
+
+
+def _windows(level: Result) -> str | None:
+    windows = level.get("windows")
+    return str(len(windows)) if isinstance(windows, list) else None
+
+
+def _errors(level: Result) -> str | None:
+    errors = level.get("errors")
+    if not isinstance(errors, Mapping):
+        return None
+    found = [(str(code), count) for code, count in errors.items() if number(count)]
+    return ", ".join(f"{code}: {count}" for code, count in found) or "none"
+
+
+def _unstable_row(level: Result) -> str | None:
+    return "unstable" if level.get("stable") is False else None
 
 
 LEVEL_COLUMNS: list[Column] = [
-    ("level", _level, False),
-    ("stable", lambda r: "yes" if r.get("stable") else "no", False),
-    ("requests", _num(integer, "requests"), False),
-    ("req/s", _num(thousands, "throughput_rps"), False),
-    ("items/s", _num(thousands, "items_per_s"), False),
-    ("p50 ms", _num(sig3, "latency_ms", "p50"), False),
-    ("p90 ms", _num(sig3, "latency_ms", "p90"), False),
-    ("p95 ms", _num(sig3, "latency_ms", "p95"), False),
-    ("p99 ms", _num(sig3, "latency_ms", "p99"), False),
-    ("max ms", _num(sig3, "latency_ms", "max"), False),
+    ("concurrency", num(integer, "concurrency"), True),
+    ("target req/s", num(fmt("{:,g}"), "rate_rps"), True),
+    ("stable", _stable, False),
+    ("windows", _windows, True),
+    ("requests", num(integer, "requests"), False),
+    ("req/s", num(thousands, "throughput_rps"), False),
+    ("items/s", num(thousands, "items_per_s"), False),
+    ("p50 ms", num(sig3, "latency_ms", "p50"), False),
+    ("p90 ms", num(sig3, "latency_ms", "p90"), False),
+    ("p95 ms", num(sig3, "latency_ms", "p95"), False),
+    ("p99 ms", num(sig3, "latency_ms", "p99"), False),
+    ("max ms", num(sig3, "latency_ms", "max"), False),
     ("errors", _errors, False),
-    ("lateness p99 ms", _num(sig3, "send_lateness_ms", "p99"), True),
-    ("late %", _num(_fmt("{:.1f}", 100.0), "late_fraction"), True),
+    ("lateness p99 ms", num(sig3, "send_lateness_ms", "p99"), True),
+    ("late %", num(fmt("{:.1f}", 100.0), "late_fraction"), True),
 ]
 
 
+def _spec_line(spec: Mapping[str, Any]) -> str:
+    models = _models(spec)
+    named = ", ".join(models[:MODELS_SHOWN])
+    if len(models) > MODELS_SHOWN:
+        named += f" (+{len(models) - MODELS_SHOWN} more)"
+    levels = spec.get("levels")
+    parts = [
+        f"url: {_text(spec.get('url'))}",
+        f"transport: {_text(spec.get('transport'))}",
+        f"mode: {_text(spec.get('mode'))} loop",
+        f"distribution: {_text(spec.get('distribution'))}",
+        f"models ({len(models)}): {named or MISSING}",
+        f"batch size: {_text(spec.get('batch_size'))}",
+        f"workers: {_text(spec.get('workers'))}",
+    ]
+    if isinstance(levels, list):
+        parts.append(f"levels: {', '.join(str(level) for level in levels)}")
+    parts.append(
+        f"{_seconds(spec.get('duration_s'))} per level in windows of "
+        f"{_seconds(spec.get('window_s'))} (at most {_text(spec.get('max_windows'))}) "
+        f"after {_seconds(spec.get('warmup_s'))} warm-up"
+    )
+    if spec.get("seed") is not None:
+        parts.append(f"seed {spec['seed']}")
+    return f'<p class="meta spec">{_e(" · ".join(parts))}</p>'
+
+
+def _environment(document: Document) -> str:
+    env = _mapping(document.get("environment"))
+    parts = [
+        f"load generator: CPU {_text(env.get('cpu'))} ({_text(env.get('cores'))} cores)",
+        f"Python {_text(env.get('python'))}",
+        f"inferpack {_text(env.get('inferpack'))}",
+        f"git {_text(env.get('git_sha'))}",
+    ]
+    if env.get("platform"):
+        parts.append(str(env["platform"]))
+    return f'<p class="meta environment">{_e(" · ".join(parts))}</p>'
+
+
+def _warnings(document: Document) -> str:
+    warnings = document.get("warnings")
+    if not isinstance(warnings, list) or not warnings:
+        return ""
+    items = []
+    for warning in map(str, warnings):
+        unstable = "not stable" in warning.lower() or "unstable" in warning.lower()
+        css = ' class="unstable"' if unstable else ""
+        items.append(f"<li{css}>{_e(warning)}</li>")
+    return f'<h3>Warnings</h3><ul class="warnings">{"".join(items)}</ul>'
+
+
 def loadtest_section(index: int, document: Document) -> str:
-    spec = document.get("spec") or {}
-    levels = [lv for lv in document.get("levels") or [] if isinstance(lv, Mapping)]
-    facts = (
-        f"{spec.get('mode', '?')} loop · distribution {spec.get('distribution', '?')} · "
-        f"{len(spec.get('models') or [])} model(s) · batch {spec.get('batch_size', '?')} · "
-        f"{spec.get('workers', '?')} worker process(es) · windows of "
-        f"{field(spec, 'window_s') or 0:.3g} s after {spec.get('warmup_s', '?')} s warm-up"
+    """The section of one load-test document: spec, method, warnings, levels table."""
+    levels = levels_of(document)
+    method = document.get("method")
+    unstable = sum(level.get("stable") is False for level in levels)
+    note = f"; {unstable} unstable, highlighted" if unstable else ""
+    return "\n".join(
+        [
+            f'<section class="document loadtest" id="loadtest-{index}">',
+            f"<h2>{_e(describe(document))}</h2>",
+            _environment(document),
+            _spec_line(_mapping(document.get("spec"))),
+            f'<p class="meta method">Method: {_e(method)}</p>' if method else "",
+            _warnings(document),
+            f"<h3>Levels ({len(levels)}{note})</h3>",
+            table(LEVEL_COLUMNS, levels, "levels", row_class=_unstable_row),
+            "</section>",
+        ]
     )
-    warnings = "".join(f'<li class="noisy">{_e(w)}</li>' for w in document.get("warnings") or [])
-    marked = [{**level, "noisy": not level.get("stable")} for level in levels]
-    return (
-        f'<section class="document" id="loadtest-{index}">\n<h2>{_e(describe(document))}</h2>\n'
-        f'<p class="meta">{_e(facts)}</p>\n<p class="meta">{_e(document.get("method", ""))}</p>\n'
-        + (f"<h3>Warnings</h3><ul>{warnings}</ul>\n" if warnings else "")
-        + f"<h3>Levels ({len(levels)})</h3>\n{_table(LEVEL_COLUMNS, marked, 'results')}\n"
-        "</section>"
-    )
-
-
-def _curve(documents: Sequence[Document]) -> Plot | None:
-    ax = _new_axes()
-    drawn = False
-    for document in documents:
-        levels = [lv for lv in document.get("levels") or [] if isinstance(lv, Mapping)]
-        points = sorted(
-            ((x, lv) for lv in levels if (x := field(lv, "throughput_rps")) is not None),
-            key=lambda p: p[0],
-        )
-        for key, style in (("p50", "-o"), ("p99", "--s")):
-            curve = [(x, y) for x, lv in points if (y := field(lv, "latency_ms", key)) is not None]
-            if curve:
-                ax.plot(
-                    [x for x, _ in curve],
-                    [y for _, y in curve],
-                    style,
-                    label=f"{describe(document)} {key}",
-                )
-                drawn = True
-        for x, lv in points:
-            y = field(lv, "latency_ms", "p99")
-            if y is not None:
-                ax.annotate(
-                    _level(lv) or "",
-                    (x, y),
-                    textcoords="offset points",
-                    xytext=(4, 4),
-                    fontsize="x-small",
-                )
-    if not drawn:
-        return None
-    ax.set_xlabel("throughput (requests/s)")
-    ax.set_ylabel("latency (ms)")
-    subject = ", ".join(describe(d) for d in documents)
-    png = _finish(ax, "Throughput-latency curve", subject)
-    return Plot(
-        "curve", "Throughput-latency curve", f"latency p50 and p99 vs throughput: {subject}", png
-    )
-
-
-def _rates(documents: Sequence[Document]) -> Plot | None:
-    ax = _new_axes()
-    drawn = False
-    for document in documents:
-        levels = [lv for lv in document.get("levels") or [] if isinstance(lv, Mapping)]
-        found = [(field(lv, "rate_rps"), field(lv, "throughput_rps")) for lv in levels]
-        pairs = sorted((a, b) for a, b in found if a is not None and b is not None)
-        if pairs:
-            ax.plot([a for a, _ in pairs], [b for _, b in pairs], "-o", label=describe(document))
-            drawn = True
-    if not drawn:
-        return None
-    limit = ax.get_xlim()[1]
-    ax.plot([0, limit], [0, limit], ":", color="grey", label="achieved = target")
-    ax.set_xlabel("target rate (requests/s)")
-    ax.set_ylabel("achieved (requests/s)")
-    subject = ", ".join(describe(d) for d in documents)
-    png = _finish(ax, "Open loop: achieved vs target rate", subject)
-    return Plot(
-        "rates", "Open loop: achieved vs target rate", f"achieved vs target: {subject}", png
-    )
-
-
-def loadtest_plots(documents: Sequence[Document]) -> list[Plot]:
-    if not documents:
-        return []
-    return [p for p in (_curve(documents), _rates(documents)) if p is not None]

@@ -32,7 +32,7 @@ LEGEND_INSIDE_MAX = 6
 
 @dataclass(frozen=True, slots=True)
 class Plot:
-    key: str  # "throughput", "latency", "cost", "utilisation", "profile"
+    key: str  # "throughput", "latency", "cost", "utilisation", "profile", "curve", "rates"
     title: str
     alt: str
     png: bytes
@@ -100,7 +100,8 @@ def _pairs(results: Iterable[Result], x: Keys, y: Keys) -> list[tuple[float, flo
     return [(a, b, r) for a, b, r in found if a is not None and b is not None]
 
 
-def _new_axes(height_in: float = HEIGHT_IN) -> Axes:
+def new_axes(height_in: float = HEIGHT_IN) -> Axes:
+    """One empty chart (its own Figure on an Agg canvas); MissingExtraError without matplotlib."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -111,7 +112,8 @@ def _new_axes(height_in: float = HEIGHT_IN) -> Axes:
     return figure.add_subplot()
 
 
-def _finish(ax: Axes, title: str, subject: str) -> bytes:
+def finish(ax: Axes, title: str, subject: str) -> bytes:
+    """Title, legend and grid on ``ax``; its figure as PNG bytes."""
     ax.figure.suptitle(textwrap.fill(f"{title}: {subject}", 90), fontsize="medium")
     handles, _ = ax.get_legend_handles_labels()
     if len(handles) > LEGEND_INSIDE_MAX:
@@ -144,7 +146,7 @@ def _line_chart(series: list[_Series], lines: Sequence[tuple[Keys, str, str]]) -
             pairs = [(x, y) for x, y, _ in _pairs(one.results, BATCH, path) if x > 0]
             if not pairs:
                 continue
-            ax = ax or _new_axes()
+            ax = ax or new_axes()
             xs, ys = zip(*pairs, strict=True)
             ax.plot(xs, ys, marker="o", linestyle=style, color=f"C{index % 10}", label=label)
             label, styles[name] = "_nolegend_", style
@@ -166,7 +168,7 @@ def _throughput(series: list[_Series], subject: str) -> Plot | None:
     ax.set_ylim(bottom=0)
     title = "Throughput vs batch size"
     alt = f"Line chart of throughput in items per second against batch size for {subject}"
-    return Plot("throughput", title, alt, _finish(ax, title, subject))
+    return Plot("throughput", title, alt, finish(ax, title, subject))
 
 
 def _latency(series: list[_Series], subject: str) -> Plot | None:
@@ -178,7 +180,7 @@ def _latency(series: list[_Series], subject: str) -> Plot | None:
     ax.set_ylim(bottom=0)
     title = "Latency p50 and p90 vs batch size"
     alt = f"Line chart of p50 (solid) and p90 (dashed) batch latency in ms for {subject}"
-    return Plot("latency", title, alt, _finish(ax, title, subject))
+    return Plot("latency", title, alt, finish(ax, title, subject))
 
 
 def _utilisation(series: list[_Series], subject: str) -> Plot | None:
@@ -193,7 +195,7 @@ def _utilisation(series: list[_Series], subject: str) -> Plot | None:
     ax.set_ylim(0, max(105.0, ax.get_ylim()[1]))
     title = "Utilisation vs batch size"
     alt = f"Line chart of mean CPU (solid) and GPU (dashed) utilisation in percent for {subject}"
-    return Plot("utilisation", title, alt, _finish(ax, title, subject))
+    return Plot("utilisation", title, alt, finish(ax, title, subject))
 
 
 def _cost(series: list[_Series], subject: str) -> Plot | None:
@@ -202,7 +204,7 @@ def _cost(series: list[_Series], subject: str) -> Plot | None:
         points = _pairs(one.results, ("latency_ms", "p90"), ("cost", "usd_per_million"))
         if not points:
             continue
-        ax = ax or _new_axes()
+        ax = ax or new_axes()
         xs, ys, _ = zip(*points, strict=True)
         ax.scatter(xs, ys, color=f"C{index % 10}", label=one.label)
         for x, y, row in points:
@@ -214,7 +216,7 @@ def _cost(series: list[_Series], subject: str) -> Plot | None:
     ax.set_ylabel("cost (USD per 1M inferences)")
     title = "Cost vs p90 latency (labels: batch size)"
     alt = f"Scatter of USD per million inferences against p90 latency in ms for {subject}"
-    return Plot("cost", title, alt, _finish(ax, title, subject))
+    return Plot("cost", title, alt, finish(ax, title, subject))
 
 
 def _stage_times(result: Result) -> dict[str, float]:
@@ -237,7 +239,7 @@ def _profile(series: list[_Series], subject: str) -> Plot | None:
     if not profiled:
         return None
     stages = list(dict.fromkeys(stage for _, times in profiled for stage in times))
-    ax = _new_axes(height_in=max(2.5, 1.6 + 0.4 * len(profiled)))
+    ax = new_axes(height_in=max(2.5, 1.6 + 0.4 * len(profiled)))
     rows = list(range(len(profiled)))
     left = [0.0] * len(profiled)
     for index, stage in enumerate(stages):
@@ -251,7 +253,7 @@ def _profile(series: list[_Series], subject: str) -> Plot | None:
     ax.set_xlabel("time per stage (ms, mean per call)")
     title = "Time per model stage"
     alt = f"Stacked horizontal bars of milliseconds per model stage for {subject}"
-    return Plot("profile", title, alt, _finish(ax, title, subject))
+    return Plot("profile", title, alt, finish(ax, title, subject))
 
 
 def build_plots(documents: Sequence[Document]) -> list[Plot]:
