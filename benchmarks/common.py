@@ -200,3 +200,33 @@ def write_result(name: str, result: dict[str, object]) -> Path:
     }
     out.write_text(json.dumps(result, indent=2) + "\n")
     return out
+
+
+def in_process(
+    repo: Path, model: str, batch: np.ndarray, duration_s: float, warmup_s: float
+) -> dict[str, float]:
+    """The served model's backend called directly in a loop: no HTTP, no batcher. Each call
+    ends with the output copy to the host, so device work is finished when it returns."""
+    from inferpack.repository import LocalRepository
+    from inferpack.runtime.metrics import ServingMetrics
+    from inferpack.runtime.served_model import ServedModel
+    from inferpack.runtime.workers import DevicePools
+
+    source = LocalRepository(repo).sources(model)[0]
+    backend = ServedModel.load(source, ServingMetrics(), DevicePools()).backends[0]
+    inputs = {"input": batch}
+    until = time.perf_counter() + warmup_s
+    while time.perf_counter() < until:
+        backend.run(inputs)
+    latencies = []
+    until = time.perf_counter() + duration_s
+    while time.perf_counter() < until:
+        started = time.perf_counter()
+        backend.run(inputs)
+        latencies.append(time.perf_counter() - started)
+    p50 = float(np.median(latencies))
+    return {
+        "batch": len(batch),
+        "latency_p50_ms": round(p50 * 1e3, 3),
+        "items_per_s": round(len(batch) / p50, 1),
+    }

@@ -15,46 +15,17 @@ import argparse
 import asyncio
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from benchmarks.common import binary_body, closed_loop, served, write_result
-from inferpack.repository import LocalRepository
+from benchmarks.common import binary_body, closed_loop, in_process, served, write_result
 from inferpack.repository.init import init_repository
-from inferpack.runtime.metrics import ServingMetrics
-from inferpack.runtime.served_model import ServedModel
-from inferpack.runtime.workers import DevicePools
 
 SMALL_CNN_BATCH = 8
 # This VM speeds up over the first seconds of load (frequency, caches): warm up before timing.
 WARMUP_S = 3.0
-
-
-def in_process_items_per_s(
-    repo: Path, name: str, batch: np.ndarray, duration_s: float
-) -> dict[str, float]:
-    """The same backend, called directly in a loop (no HTTP, no batcher)."""
-    source = LocalRepository(repo).sources(name)[0]
-    model = ServedModel.load(source, ServingMetrics(), DevicePools())
-    backend = model.backends[0]
-    inputs = {"input": batch}
-    warm_until = time.perf_counter() + WARMUP_S
-    while time.perf_counter() < warm_until:
-        backend.run(inputs)
-    latencies = []
-    end = time.perf_counter() + duration_s
-    while time.perf_counter() < end:
-        started = time.perf_counter()
-        backend.run(inputs)
-        latencies.append(time.perf_counter() - started)
-    median = float(np.median(latencies))
-    return {
-        "items_per_s": round(len(batch) / median, 1),
-        "batch_latency_p50_ms": round(median * 1e3, 3),
-    }
 
 
 def _set_small_cnn_policy(repo: Path) -> None:
@@ -95,10 +66,10 @@ def main() -> None:
             .standard_normal((SMALL_CNN_BATCH, 3, 64, 64))
             .astype(np.float32)
         )
-        before = in_process_items_per_s(repo, "small-cnn", batch, args.duration_s)
+        before = in_process(repo, "small-cnn", batch, args.duration_s, WARMUP_S)
         with served(repo) as url:
             measured = asyncio.run(_measure(url, args.duration_s))
-        after = in_process_items_per_s(repo, "small-cnn", batch, args.duration_s)
+        after = in_process(repo, "small-cnn", batch, args.duration_s, WARMUP_S)
     finally:
         shutil.rmtree(repo)
     served_cnn = measured["small_cnn"]

@@ -16,17 +16,12 @@ import argparse
 import asyncio
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import binary_body, closed_loop, served, write_result
-from inferpack.repository import LocalRepository
+from benchmarks.common import binary_body, closed_loop, in_process, served, write_result
 from inferpack.repository.init import init_repository
-from inferpack.runtime.metrics import ServingMetrics
-from inferpack.runtime.served_model import ServedModel
-from inferpack.runtime.workers import DevicePools
 from tests.helpers import edit_model
 
 WARMUP_S = 3.0
@@ -54,28 +49,6 @@ def _repo() -> Path:
     )
     shutil.rmtree(repo / "resnet50")
     return repo
-
-
-def in_process(repo: Path, model: str, batch: np.ndarray, duration_s: float) -> dict[str, float]:
-    source = LocalRepository(repo).sources(model)[0]
-    served_model = ServedModel.load(source, ServingMetrics(), DevicePools())
-    backend = served_model.backends[0]
-    inputs = {"input": batch}
-    until = time.perf_counter() + WARMUP_S
-    while time.perf_counter() < until:
-        backend.run(inputs)
-    latencies = []
-    until = time.perf_counter() + duration_s
-    while time.perf_counter() < until:
-        started = time.perf_counter()
-        backend.run(inputs)  # ends with a device-to-host copy, so the GPU work is finished
-        latencies.append(time.perf_counter() - started)
-    p50 = float(np.median(latencies))
-    return {
-        "batch": len(batch),
-        "latency_p50_ms": round(p50 * 1e3, 3),
-        "items_per_s": round(len(batch) / p50, 1),
-    }
 
 
 async def served_runs(url: str, duration_s: float) -> dict[str, object]:
@@ -125,8 +98,8 @@ def main() -> None:
         one = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
         big = rng.standard_normal((BIG_BATCH, 3, 224, 224)).astype(np.float32)
         local = {
-            "fp32_batch1": in_process(repo, "r50-fp32", one, args.duration_s),
-            "bf16_batch32": in_process(repo, "r50-bf16", big, args.duration_s),
+            "fp32_batch1": in_process(repo, "r50-fp32", one, args.duration_s, WARMUP_S),
+            "bf16_batch32": in_process(repo, "r50-bf16", big, args.duration_s, WARMUP_S),
         }
         with served(repo) as url:
             remote = asyncio.run(served_runs(url, args.duration_s))
