@@ -72,3 +72,28 @@ def test_unknown_model_raises_with_message(client: httpclient.InferenceServerCli
     infer_input.set_data_from_numpy(np.zeros((1, 16), dtype=np.float32))
     with pytest.raises(InferenceServerException, match="unknown model 'nope'"):
         client.infer("nope", [infer_input])
+
+
+def test_statistics_extension_counts_requests_and_batches(
+    client: httpclient.InferenceServerClient,
+) -> None:
+    assert "statistics" in client.get_server_metadata()["extensions"]
+    before = client.get_inference_statistics("small-cnn")["model_stats"][0]
+    data = np.zeros((2, 3, 64, 64), dtype=np.float32)
+    for _ in range(3):
+        infer_input = httpclient.InferInput("input", list(data.shape), "FP32")
+        infer_input.set_data_from_numpy(data)
+        client.infer("small-cnn", [infer_input])
+    after = client.get_inference_statistics("small-cnn", "1")["model_stats"][0]
+    assert after["name"] == "small-cnn" and after["version"] == "1"
+    assert after["inference_count"] - before["inference_count"] == 6  # rows
+    assert after["execution_count"] - before["execution_count"] == 3
+    stats, old = after["inference_stats"], before["inference_stats"]
+    assert stats["success"]["count"] - old["success"]["count"] == 3
+    assert stats["queue"]["count"] - old["queue"]["count"] == 3
+    assert stats["compute_infer"]["ns"] > old["compute_infer"]["ns"]
+    assert any(b["batch_size"] == 2 for b in after["batch_stats"])
+    everything = client.get_inference_statistics()["model_stats"]
+    assert {"small-cnn", "tiny-mlp"} <= {s["name"] for s in everything}
+    with pytest.raises(InferenceServerException, match="no loaded version '7'"):
+        client.get_inference_statistics("small-cnn", "7")

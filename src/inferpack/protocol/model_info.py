@@ -6,6 +6,8 @@ from typing import Any
 
 from inferpack.config.model_config import ModelConfig, TensorSpec
 from inferpack.runtime.manager import ModelEntry
+from inferpack.runtime.served_model import ServedModel
+from inferpack.runtime.statistics import Duration
 
 # Triton's model-configuration names for our platforms (clients such as perf_analyzer
 # read `backend` / `platform` only to display them).
@@ -60,3 +62,45 @@ def triton_model_config(config: ModelConfig) -> dict[str, Any]:
             "default_queue_policy": {"max_queue_size": batching.max_queue_size},
         }
     return result
+
+
+def _duration(value: Duration) -> dict[str, int]:
+    return {"count": value.count, "ns": value.ns}
+
+
+def triton_statistics(models: list[ServedModel]) -> dict[str, Any]:
+    """Triton's statistics extension body (what perf_analyzer reads for the server split).
+    Input and output copies are timed inside compute_infer, so those two stay zero."""
+    zero = {"count": 0, "ns": 0}
+    stats = []
+    for model in models:
+        s = model.statistics
+        stats.append(
+            {
+                "name": model.config.name,
+                "version": model.version,
+                "last_inference": s.last_inference_ms,
+                "inference_count": s.inference_count,
+                "execution_count": s.execution_count,
+                "inference_stats": {
+                    "success": _duration(s.success),
+                    "fail": _duration(s.fail),
+                    "queue": _duration(s.queue),
+                    "compute_input": zero,
+                    "compute_infer": _duration(s.compute_infer),
+                    "compute_output": zero,
+                    "cache_hit": zero,
+                    "cache_miss": zero,
+                },
+                "batch_stats": [
+                    {
+                        "batch_size": size,
+                        "compute_input": zero,
+                        "compute_infer": _duration(value),
+                        "compute_output": zero,
+                    }
+                    for size, value in sorted(s.batches.items())
+                ],
+            }
+        )
+    return {"model_stats": stats}

@@ -17,10 +17,11 @@ from aiohttp import web
 from inferpack.errors import (
     InferpackError,
     InvalidInputError,
+    NotFoundError,
     OverloadedError,
     PayloadTooLargeError,
 )
-from inferpack.protocol.model_info import model_metadata, triton_model_config
+from inferpack.protocol.model_info import model_metadata, triton_model_config, triton_statistics
 from inferpack.protocol.status import http_status
 from inferpack.protocol.torchserve import decode_prediction, encode_prediction
 from inferpack.protocol.v2_codec import HEADER_LENGTH, decode_infer_request, encode_infer_response
@@ -120,6 +121,17 @@ async def model_metadata_handler(request: web.Request) -> web.Response:
 async def model_config_handler(request: web.Request) -> web.Response:
     name, version = _model_args(request)
     return _json(triton_model_config(_engine(request).model(name, version).config))
+
+
+async def model_statistics(request: web.Request) -> web.Response:
+    name = request.match_info.get("model")
+    version = request.match_info.get("version")
+    models = _engine(request).loaded_models(name)
+    if version is not None:
+        models = [m for m in models if m.version == version]
+        if not models:
+            raise NotFoundError(f"model {name!r} has no loaded version {version!r}")
+    return _json(triton_statistics(models))
 
 
 async def model_ready(request: web.Request) -> web.Response:
@@ -235,7 +247,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v2/health/live", live)
     app.router.add_get("/v2/health/ready", ready)
     app.router.add_get("/v2", server_metadata)
+    app.router.add_get("/v2/models/stats", model_statistics)  # before /v2/models/{model}
     for prefix in (model, versioned):
+        app.router.add_get(f"{prefix}/stats", model_statistics)
         app.router.add_get(prefix, model_metadata_handler)
         app.router.add_get(f"{prefix}/ready", model_ready)
         app.router.add_get(f"{prefix}/config", model_config_handler)

@@ -23,7 +23,7 @@ from inferpack.types import InferRequest, InferResponse
 
 SERVER_NAME = "inferpack"
 # Only extensions that are implemented (perf_analyzer and clients probe this list).
-EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository")
+EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository", "statistics")
 
 _REASONS: tuple[tuple[type[InferpackError], str], ...] = (
     (InvalidInputError, "invalid_input"),
@@ -86,6 +86,7 @@ class Engine:
     async def infer(self, request: InferRequest) -> InferResponse:
         name = request.model_name
         started = time.perf_counter()
+        model: ServedModel | None = None
         try:
             async with self.manager.use(name, request.model_version) as model:
                 self.metrics.requests.labels(name).inc()
@@ -97,12 +98,23 @@ class Engine:
                     inflight.dec()
         except BaseException as error:
             self.record_failure(name, error)
+            if model is not None:
+                model.statistics.record_request(False, time.perf_counter() - started)
             raise
-        self.metrics.request_s.labels(name).observe(time.perf_counter() - started)
+        elapsed_s = time.perf_counter() - started
+        self.metrics.request_s.labels(name).observe(elapsed_s)
+        model.statistics.record_request(True, elapsed_s)
         wanted = request.requested_outputs
         if wanted is not None:
             outputs = {k: outputs[k] for k in wanted}
         return InferResponse(name, model.version, outputs, id=request.id)
+
+    def loaded_models(self, name: str | None = None) -> list[ServedModel]:
+        """Loaded model versions (all models, or one name: NotFound if unknown)."""
+        entries = [self.manager.entry(name)] if name else list(self.manager.entries.values())
+        return [
+            m for e in entries for _, m in sorted(e.versions.items(), key=lambda kv: int(kv[0]))
+        ]
 
     async def index(self, ready_only: bool = False) -> list[dict[str, object]]:
         """The repository index: every model with its state, reason and measured memory."""

@@ -17,6 +17,7 @@ from inferpack.datatypes import numpy_dtype
 from inferpack.errors import ModelExecutionError
 from inferpack.repository import ModelSource
 from inferpack.runtime.metrics import ServingMetrics
+from inferpack.runtime.statistics import ModelStatistics
 from inferpack.runtime.validation import validate_request
 from inferpack.runtime.workers import DevicePools
 from inferpack.types import InferRequest, Tensor
@@ -68,6 +69,7 @@ class ServedModel:
         self.version = source.version
         self.backends = list(backends)
         self._metrics = metrics
+        self.statistics = ModelStatistics()
         count = len(self.backends)
         self._executors: list[Executor] = [
             pools.executor(backend.device, at_least=count) for backend in self.backends
@@ -114,9 +116,12 @@ class ServedModel:
             self._executors[instance], self._run_batch, instance, payloads, rows
         )
         name = self.config.name
-        self._metrics.record_batch(name, sum(rows), time.perf_counter() - started)
-        for item in items:
-            self._metrics.queue_s.labels(name).observe(item.dispatched_at - item.enqueued_at)
+        compute_s = time.perf_counter() - started
+        waits = [item.dispatched_at - item.enqueued_at for item in items]
+        self._metrics.record_batch(name, sum(rows), compute_s)
+        self.statistics.record_batch(sum(rows), compute_s, waits)
+        for wait in waits:
+            self._metrics.queue_s.labels(name).observe(wait)
         return results
 
     def _run_batch(self, instance: int, payloads: list[Outputs], rows: list[int]) -> list[Outputs]:
