@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,18 @@ class ModelSource:
     config: ModelConfig
     version: str
     artifact_path: Path
+
+
+def version_numbers(names: Iterable[str]) -> list[str]:
+    """The numeric folder names among ``names``, oldest first (numeric order)."""
+    return [str(n) for n in sorted(int(name) for name in names if name.isdigit())]
+
+
+def versions_to_serve(config: ModelConfig, versions: list[str], where: str) -> list[str]:
+    """Apply the version policy; a model without any version folder is a ConfigError."""
+    if not versions:
+        raise ConfigError([f"{where}: no version folder (e.g. 1/{config.artifact})"])
+    return versions[-1:] if config.version_policy == "latest" else versions
 
 
 class LocalRepository:
@@ -46,20 +59,13 @@ class LocalRepository:
 
     def versions(self, name: str) -> list[str]:
         """Version folders, oldest first (numeric order)."""
-        folder = self.root / name
-        numbers = sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
-        return [str(n) for n in numbers]
+        return version_numbers(p.name for p in (self.root / name).iterdir() if p.is_dir())
 
     def sources(self, name: str) -> list[ModelSource]:
         """The versions to serve under the model's version policy, each with its artifact."""
         config = self.config(name)
-        versions = self.versions(name)
-        if not versions:
-            raise ConfigError([f"{self.root / name}: no version folder (e.g. 1/{config.artifact})"])
-        if config.version_policy == "latest":
-            versions = versions[-1:]
         sources = []
-        for version in versions:
+        for version in versions_to_serve(config, self.versions(name), str(self.root / name)):
             path = self.root / name / version / config.artifact
             if not path.is_file():
                 raise ConfigError([f"{path}: artifact missing (model.yaml artifact field)"])

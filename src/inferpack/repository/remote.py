@@ -20,7 +20,13 @@ import yaml
 
 from inferpack.config.model_config import ModelConfig, parse_model_config
 from inferpack.errors import ConfigError, MissingExtraError, NotFoundError
-from inferpack.repository.local import CONFIG_FILE, LocalRepository, ModelSource
+from inferpack.repository.local import (
+    CONFIG_FILE,
+    LocalRepository,
+    ModelSource,
+    version_numbers,
+    versions_to_serve,
+)
 
 # Fields of fsspec's info() that change with the content, most specific first.
 FINGERPRINT_KEYS = ("ChecksumSHA256", "md5Hash", "crc32c", "ETag", "etag", "checksum")
@@ -98,24 +104,17 @@ class RemoteRepository:
             entries = self._fs.ls(self._remote(name), detail=True)
         except FileNotFoundError:
             raise NotFoundError(f"model {name!r} is not in repository {self.root}") from None
-        folders = [
+        return version_numbers(
             PurePosixPath(str(e["name"]).rstrip("/")).name
             for e in entries
             if e.get("type") == "directory"
-        ]
-        numbers = sorted(int(n) for n in folders if n.isdigit())
-        return [str(n) for n in numbers]
+        )
 
     def sources(self, name: str) -> list[ModelSource]:
         """The versions to serve under the version policy, each fetched into the cache."""
         config = self.config(name)
-        versions = self.versions(name)
-        if not versions:
-            raise ConfigError([f"{self.root}/{name}: no version folder (e.g. 1/{config.artifact})"])
-        if config.version_policy == "latest":
-            versions = versions[-1:]
         sources = []
-        for version in versions:
+        for version in versions_to_serve(config, self.versions(name), f"{self.root}/{name}"):
             local = self.cache_dir / name / version / config.artifact
             self._fetch(name, version, config.artifact, local)
             sources.append(ModelSource(config, version, local))
