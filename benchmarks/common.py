@@ -62,40 +62,51 @@ def percentiles_ms(latencies_s: list[float]) -> dict[str, float]:
 
 
 @contextmanager
-def served(repo: Path, port: int = 0, extra_args: list[str] | None = None) -> Iterator[str]:
-    """Run ``inferpack serve`` in a subprocess (its own cores and GIL); yield its URL."""
-    command = [
+def started(command: list[str], ready: str) -> Iterator[list[str]]:
+    """Run ``command`` until it prints a line containing ``ready``; yield the lines printed
+    so far; keep draining its output (a full pipe would block it); terminate it at exit."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if ready in line:
+                break
+        else:
+            raise RuntimeError(f"{command[:4]} exited before printing {ready!r}")
+        threading.Thread(target=process.stdout.read, daemon=True).start()
+        yield lines
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+def serve_command(repo: Path, *args: str) -> list[str]:
+    return [
         sys.executable,
         "-c",
         "from inferpack.cli import main; main()",
         "serve",
         "--model-repository",
         str(repo),
-        "--http-port",
-        str(port),
-        "--grpc-port",
-        "-1",
         "--log-level",
         "warning",
-        *(extra_args or []),
+        *args,
     ]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-    try:
-        assert process.stderr is not None
-        url = ""
-        for line in process.stderr:
-            found = re.search(r"listening on (\S+)", line)
-            url = found.group(1) if found else url
-            if "ready on" in line:
-                break
-        if not url:
-            raise RuntimeError("server did not start")
-        # Keep reading the server's log so a full pipe never blocks it.
-        threading.Thread(target=process.stderr.read, daemon=True).start()
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=60)
+
+
+@contextmanager
+def served(repo: Path, port: int = 0, extra_args: list[str] | None = None) -> Iterator[str]:
+    """Run ``inferpack serve`` in a subprocess (its own cores and GIL); yield its URL."""
+    command = serve_command(
+        repo, "--http-port", str(port), "--grpc-port", "-1", *(extra_args or [])
+    )
+    with started(command, "ready on") as lines:
+        found = re.search(r"listening on (\S+)", "".join(lines))
+        if not found:
+            raise RuntimeError("server did not print its URL")
+        yield found.group(1)
 
 
 def binary_body(name: str, array: np.ndarray) -> tuple[bytes, dict[str, str]]:

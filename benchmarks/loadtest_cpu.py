@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import socket
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import write_result
+from benchmarks.common import serve_command, started, write_result
 from inferpack.loadtest.runner import run_loadtest
 from inferpack.loadtest.spec import LoadSpec
 from inferpack.repository.init import init_repository
@@ -30,15 +29,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _start(command: list[str], ready: str) -> subprocess.Popen[str]:
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    for line in process.stdout:
-        if ready in line:
-            return process
-    raise RuntimeError(f"{command} did not start")
 
 
 def _summary(document: dict) -> list[dict]:  # type: ignore[type-arg]
@@ -60,11 +50,9 @@ def main() -> None:
     args = parser.parse_args()
     timing = {"duration_s": args.duration_s, "warmup_s": 1.0, "max_windows": 6}
     http_port, grpc_port = _free_port(), _free_port()
-    trivial = _start(
-        [sys.executable, "-m", "benchmarks.trivial_server", str(http_port), str(grpc_port)], "ready"
-    )
+    trivial = [sys.executable, "-m", "benchmarks.trivial_server", str(http_port), str(grpc_port)]
     ceiling = {}
-    try:
+    with started(trivial, "ready"):
         for workers in (1, 2):
             for transport, url in (
                 ("http-binary", f"http://127.0.0.1:{http_port}"),
@@ -74,30 +62,12 @@ def main() -> None:
                     url, ("m",), transport=transport, levels=(64,), workers=workers, **timing
                 )
                 ceiling[f"{transport}_workers{workers}"] = _summary(run_loadtest(spec))[0]
-    finally:
-        trivial.terminate()
     repo = Path(tempfile.mkdtemp(prefix="inferpack-lt-"))
     init_repository(repo, ["tiny-mlp"], seed=0)
     http_port, grpc_port = _free_port(), _free_port()
-    server = _start(
-        [
-            sys.executable,
-            "-c",
-            "from inferpack.cli import main; main()",
-            "serve",
-            "--model-repository",
-            str(repo),
-            "--http-port",
-            str(http_port),
-            "--grpc-port",
-            str(grpc_port),
-            "--log-level",
-            "warning",
-        ],
-        "ready on",
-    )
+    server = serve_command(repo, "--http-port", str(http_port), "--grpc-port", str(grpc_port))
     served, documents = {}, []
-    try:
+    with started(server, "ready on"):
         for transport, url in (
             ("http-json", f"http://127.0.0.1:{http_port}"),
             ("http-binary", f"http://127.0.0.1:{http_port}"),
@@ -108,8 +78,6 @@ def main() -> None:
             )
             documents.append(document)
             served[transport] = _summary(document)
-    finally:
-        server.terminate()
     results = Path(__file__).parent / "results"
     for document in documents:
         name = f"loadtest_tiny_mlp_{document['spec']['transport']}.json"
