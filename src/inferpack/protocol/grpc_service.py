@@ -1,7 +1,7 @@
 """The KServe v2 ``inference.GRPCInferenceService`` on grpc.aio, over the same Engine.
 
 Each RPC decodes, calls the Engine and encodes; errors from the one error tree are mapped
-once, below, to gRPC status codes with their message.
+once (by the error tree, :mod:`inferpack.errors`) to gRPC status codes with their message.
 """
 
 from __future__ import annotations
@@ -12,15 +12,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from inferpack.errors import (
-    InferpackError,
-    InvalidInputError,
-    ModelExecutionError,
-    NotFoundError,
-    OverloadedError,
-    PayloadTooLargeError,
-    UnavailableError,
-)
+from inferpack.errors import InferpackError, grpc_code_name
 from inferpack.protocol.grpc_codec import decode_model_infer, encode_model_infer
 from inferpack.protocol.model_info import model_metadata
 from inferpack.protocol.proto import inference_pb2 as pb
@@ -30,20 +22,10 @@ from inferpack.runtime import Engine
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-_GRPC_STATUS: tuple[tuple[type[InferpackError], grpc.StatusCode], ...] = (
-    (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotFoundError, grpc.StatusCode.NOT_FOUND),
-    (UnavailableError, grpc.StatusCode.UNAVAILABLE),
-    (OverloadedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (PayloadTooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (ModelExecutionError, grpc.StatusCode.INTERNAL),
-)
-
 
 def grpc_status(error: BaseException) -> grpc.StatusCode:
-    return next(
-        (code for kind, code in _GRPC_STATUS if isinstance(error, kind)), grpc.StatusCode.INTERNAL
-    )
+    """The error tree's gRPC code (see :mod:`inferpack.errors`) as a grpc.StatusCode."""
+    return grpc.StatusCode[grpc_code_name(error)]
 
 
 async def _guard(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:

@@ -1,7 +1,7 @@
 """KServe v2 REST (with the binary tensor extension) and TorchServe-style routes on aiohttp.
 
 Handlers decode the wire format, call the Engine, encode the result; errors raised
-anywhere become ``{"error": ...}`` with the status from :mod:`inferpack.protocol.status`.
+anywhere become ``{"error": ...}`` with the status the error tree gives (:mod:`inferpack.errors`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from inferpack.errors import (
     NotFoundError,
     OverloadedError,
     PayloadTooLargeError,
+    http_status,
 )
 from inferpack.protocol.model_info import model_metadata, triton_model_config, triton_statistics
-from inferpack.protocol.status import http_status
 from inferpack.protocol.torchserve import decode_prediction, encode_prediction
 from inferpack.protocol.v2_codec import HEADER_LENGTH, decode_infer_request, encode_infer_response
 from inferpack.runtime import Engine

@@ -6,15 +6,7 @@ import time
 
 from inferpack import __version__
 from inferpack.config.control import ControlConfig, ControlMode
-from inferpack.errors import (
-    InferpackError,
-    InvalidInputError,
-    ModelExecutionError,
-    NotFoundError,
-    OverloadedError,
-    PayloadTooLargeError,
-    UnavailableError,
-)
+from inferpack.errors import InferpackError, UnavailableError, failure_reason
 from inferpack.repository import Repository
 from inferpack.runtime.manager import ModelEntry, ModelManager, ModelState
 from inferpack.runtime.metrics import ServingMetrics
@@ -24,19 +16,6 @@ from inferpack.types import InferRequest, InferResponse
 SERVER_NAME = "inferpack"
 # Only extensions that are implemented (perf_analyzer and clients probe this list).
 EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository", "statistics")
-
-_REASONS: tuple[tuple[type[InferpackError], str], ...] = (
-    (InvalidInputError, "invalid_input"),
-    (NotFoundError, "not_found"),
-    (UnavailableError, "unavailable"),
-    (OverloadedError, "overloaded"),
-    (PayloadTooLargeError, "too_large"),
-    (ModelExecutionError, "model_error"),
-)
-
-
-def failure_reason(error: BaseException) -> str:
-    return next((reason for kind, reason in _REASONS if isinstance(error, kind)), "internal")
 
 
 class Engine:
