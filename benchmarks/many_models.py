@@ -121,7 +121,8 @@ async def scrape(url: str) -> str:
 
 
 def metric_total(text: str, name: str) -> float:
-    return sum(float(v) for v in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", text, re.MULTILINE))
+    pattern = rf"^{name}(?:\{{[^}}]*\}})? (\S+)$"  # labelled or not
+    return sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
 
 
 def histogram_quantile(text: str, name: str, q: float) -> float:

@@ -18,7 +18,7 @@ from rich.console import Console
 from inferpack import __version__
 from inferpack.config import ServerConfig
 from inferpack.config.control import ControlConfig, ControlMode
-from inferpack.config.server_config import DEFAULT_MAX_REQUEST_BYTES
+from inferpack.config.server_config import DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_REQUEST_BYTES
 from inferpack.errors import InferpackError
 
 app = typer.Typer(
@@ -27,6 +27,8 @@ app = typer.Typer(
 repo_app = typer.Typer(help="Create and inspect model repositories.", no_args_is_help=True)
 app.add_typer(repo_app, name="repo")
 console = Console(stderr=True)
+# The repository API token may come from the environment (kept out of the process list).
+REPOSITORY_API_TOKEN_ENV = "INFERPACK_REPOSITORY_API_TOKEN"
 
 
 @app.command()
@@ -61,10 +63,31 @@ def serve(
     max_request_bytes: Annotated[
         int, typer.Option(help="Largest request body accepted (413 above).")
     ] = DEFAULT_MAX_REQUEST_BYTES,
+    max_inflight_bytes: Annotated[
+        int,
+        typer.Option(min=1, help="Request bytes being decoded, queued or run at once (429 above)."),
+    ] = DEFAULT_MAX_INFLIGHT_BYTES,
     cache_dir: Annotated[
         Path | None, typer.Option(help="Where remote artifacts are cached.")
     ] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    cpu_threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="CPU threads model compute may use in all: worker threads x torch intra-op "
+            "threads (default: the CPUs this process may run on).",
+        ),
+    ] = None,
+    repository_api_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar=REPOSITORY_API_TOKEN_ENV,
+            show_default=False,
+            help="Bearer token the repository API (load, unload, index) requires. "
+            "Without one the API is open on a loopback --host and refused on any other.",
+        ),
+    ] = None,
 ) -> None:
     """Serve a model repository over KServe v2 REST and TorchServe-style /predictions."""
     logging.basicConfig(
@@ -77,14 +100,18 @@ def serve(
         mode=model_control_mode,
         memory_budget_bytes=int(memory_budget_mb * 2**20) if memory_budget_mb else None,
         startup_models=tuple(load_model or ()),
+        cpu_threads=cpu_threads,
     )
     config = ServerConfig(
         model_repository,
-        host,
-        http_port,
-        None if grpc_port < 0 else grpc_port,
-        max_request_bytes,
-        control,
+        host=host,
+        http_port=http_port,
+        grpc_port=None if grpc_port < 0 else grpc_port,
+        max_request_bytes=max_request_bytes,
+        max_inflight_bytes=max_inflight_bytes,
+        control=control,
+        cache_dir=cache_dir,
+        repository_api_token=repository_api_token or None,
     )
     try:
         asyncio.run(_serve(config))

@@ -8,7 +8,8 @@ Inside inferpack a BYTES tensor is a numpy object array of ``bytes``.
 from __future__ import annotations
 
 import struct
-from typing import Final
+from collections.abc import Sequence
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -57,11 +58,41 @@ def datatype_of(array: npt.NDArray[np.generic]) -> str:
         raise InvalidInputError(f"numpy dtype {array.dtype} has no v2 datatype") from None
 
 
+# numpy below 2.0 holds at most 32 dims; no model input has more.
+MAX_RANK: Final = 32
+# Far more elements than any body under the request limit can carry, yet small enough that
+# numpy can describe the shape (sizes are int64 bytes) even for zero-size tensors.
+MAX_ELEMENTS: Final = 2**40
+
+
 def element_count(shape: tuple[int, ...]) -> int:
+    """Product of the dims (a Python int: it never overflows)."""
     count = 1
     for dim in shape:
         count *= dim
     return count
+
+
+def checked_shape(dims: Any, name: str) -> tuple[int, ...]:
+    """``dims`` as a shape numpy can hold, or InvalidInputError naming the problem.
+
+    Accepts any sequence of non-negative ints (JSON lists, protobuf repeated fields) of at
+    most MAX_RANK dims whose non-zero dims multiply to at most MAX_ELEMENTS.
+    """
+    if isinstance(dims, str | bytes) or not isinstance(dims, Sequence):
+        raise InvalidInputError(f"input {name!r}: shape must be a list of non-negative integers")
+    shape = tuple(dims)
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise InvalidInputError(f"input {name!r}: shape must be a list of non-negative integers")
+    if len(shape) > MAX_RANK:
+        raise InvalidInputError(
+            f"input {name!r}: shape has {len(shape)} dims, more than the {MAX_RANK} supported"
+        )
+    if element_count(tuple(d for d in shape if d)) > MAX_ELEMENTS:
+        raise InvalidInputError(
+            f"input {name!r}: shape {list(shape)} has more than {MAX_ELEMENTS} elements"
+        )
+    return shape
 
 
 def serialize_bytes_tensor(array: npt.NDArray[np.generic]) -> bytes:

@@ -7,6 +7,8 @@ no other table exists.
 InferpackError                      500 / INTERNAL           internal
 ├── InvalidInputError               400 / INVALID_ARGUMENT   bad request body, tensor or name
 ├── NotFoundError                   404 / NOT_FOUND          unknown model or version
+├── UnauthenticatedError            401 / UNAUTHENTICATED    repository API: token missing or wrong
+├── PermissionDeniedError           403 / PERMISSION_DENIED  repository API: off on this address
 ├── UnavailableError                503 / UNAVAILABLE        loading, failed to load, shutting down
 │   ├── ConfigError                 503 / UNAVAILABLE        every problem of a model.yaml at once
 │   └── MissingExtraError           503 / UNAVAILABLE        an optional engine is not installed
@@ -43,6 +45,18 @@ class NotFoundError(InferpackError):
     """The model or version named in the request is not known to this server."""
 
     http_status, grpc_code, reason = 404, "NOT_FOUND", "not_found"
+
+
+class UnauthenticatedError(InferpackError):
+    """The request lacks the credentials an endpoint requires (or they are wrong)."""
+
+    http_status, grpc_code, reason = 401, "UNAUTHENTICATED", "unauthenticated"
+
+
+class PermissionDeniedError(InferpackError):
+    """The endpoint is closed to this request whatever its credentials."""
+
+    http_status, grpc_code, reason = 403, "PERMISSION_DENIED", "permission_denied"
 
 
 class UnavailableError(InferpackError):

@@ -15,7 +15,7 @@ import pytest
 def metric_value(text: str, name: str, **labels: str) -> float:
     """The value of one Prometheus sample (0 when absent)."""
     wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    pattern = re.compile(rf"^{re.escape(name)}\{{([^}}]*)\}} (\S+)$", re.MULTILINE)
+    pattern = re.compile(rf"^{re.escape(name)}(?:\{{([^}}]*)\}})? (\S+)$", re.MULTILINE)
     for found_labels, value in pattern.findall(text):
         parts = sorted(p for p in found_labels.split(",") if p)
         if ",".join(parts) == wanted:

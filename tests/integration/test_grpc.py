@@ -81,7 +81,12 @@ def test_health_and_metadata(client: grpcclient.InferenceServerClient) -> None:
             "StatusCode.INVALID_ARGUMENT",
             "does not match model shape",
         ),
-        ("nope", np.zeros((1, 16), np.float32), "StatusCode.NOT_FOUND", "unknown model 'nope'"),
+        (
+            "nope",
+            np.zeros((1, 16), np.float32),
+            "StatusCode.NOT_FOUND",
+            "unknown model: 'nope' is not found",
+        ),
         (
             "tiny-mlp",
             np.zeros((1, 16), np.float64),

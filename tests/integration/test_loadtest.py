@@ -125,6 +125,33 @@ def test_every_transport_against_inferpack(
     assert level["latency_ms"]["p50"] > 0
 
 
+def test_max_requests_ends_each_level_and_the_run_goes_on(
+    target: ServerThread, tmp_path: Path
+) -> None:
+    """sleep20 answers 50 req/s: 60 requests run out in the second 0.5 s window."""
+    output = tmp_path / "lt.json"
+    args = ["loadtest", "--url", target.url, "--model", "sleep20", "--concurrency", "1,2",
+            "--duration-s", "1.5", "--warmup-s", "0.5", "--max-windows", "3",
+            "--max-requests", "60", "--output", str(output)]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", "from inferpack.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads(output.read_text())
+    assert [level["concurrency"] for level in document["levels"]] == [1, 2]
+    for level in document["levels"]:
+        assert level["ended_by"] == "max_requests"
+        assert len(level["windows"]) < 3  # ended before max_windows
+        assert 0 < level["requests"] <= 60 and level["errors"] == {}
+        # The window cut short by the budget is left out of the throughput.
+        assert level["throughput_rps"] == pytest.approx(50, rel=0.3)
+    assert sum("--max-requests 60" in warning for warning in document["warnings"]) == 2
+
+
 def test_unknown_model_is_a_clear_error(target: ServerThread) -> None:
     from inferpack.errors import NotFoundError
 

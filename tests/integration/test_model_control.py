@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -14,7 +16,7 @@ from tritonclient.utils import InferenceServerException
 
 from inferpack.config import ServerConfig
 from inferpack.config.control import ControlConfig, ControlMode
-from tests.helpers import ServerThread, edit_model
+from tests.helpers import ServerThread, edit_model, reference_outputs
 from tests.integration.conftest import fetch_metrics, metric_value
 
 TINY = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16], "data": [0.5] * 16}]}
@@ -65,10 +67,10 @@ async def _post(
         return response.status, await response.json()
 
 
-async def _index(session: aiohttp.ClientSession, url: str) -> dict[str, dict]:
+async def _index(session: aiohttp.ClientSession, url: str) -> dict[str, dict[str, Any]]:
     status, rows = await _post(session, f"{url}/v2/repository/index", {})
-    assert status == 200
-    return {row["name"]: row for row in rows}  # type: ignore[union-attr]
+    assert status == 200 and isinstance(rows, list)
+    return {row["name"]: row for row in rows}
 
 
 async def test_explicit_load_infer_unload_over_rest(explicit: ServerThread) -> None:
@@ -171,7 +173,69 @@ async def test_lru_evicts_least_recently_used_idle_model(lru: ServerThread) -> N
     assert index["tiny-2"]["state"] == "READY"
     assert index["tiny-1"]["state"] == "UNAVAILABLE"
     assert "evicted" in index["tiny-1"]["reason"]
-    assert metric_value(metrics, "inferpack_model_evictions_total", model="tiny-1") == 1
+    assert metric_value(metrics, "inferpack_model_evictions_total") == 1
+    assert 'model="tiny-1"' not in metrics  # an evicted model's series are gone
     loaded = sum(row.get("memory_bytes", 0) for row in index.values())
     assert index["tiny-0"]["memory_bytes"] == 2704
     assert loaded <= BUDGET_BYTES
+
+
+async def test_lru_metadata_and_config_come_from_the_repository_without_loading(
+    lru: ServerThread,
+) -> None:
+    url = lru.url
+    async with aiohttp.ClientSession() as session:
+        await _post(session, f"{url}/v2/repository/models/tiny-1/unload")
+        async with session.get(f"{url}/v2/models/tiny-1") as response:
+            assert response.status == 200, await response.text()
+            metadata = await response.json()
+        async with session.get(f"{url}/v2/models/tiny-1/versions/1/config") as response:
+            assert response.status == 200, await response.text()
+            config = await response.json()
+        async with session.get(f"{url}/v2/models/tiny-1/versions/7") as response:
+            missing = response.status
+        index = await _index(session, url)
+    assert metadata["versions"] == ["1"]
+    assert metadata["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 16]}]
+    assert config["max_batch_size"] == 64 and config["input"][0]["dims"] == [16]
+    assert missing == 404
+    assert index["tiny-1"]["state"] == "UNAVAILABLE"  # reading metadata loads nothing
+    client = grpcclient.InferenceServerClient(lru.grpc_address)
+    grpc_metadata = client.get_model_metadata("tiny-1", as_json=True)
+    assert grpc_metadata["versions"] == ["1"]
+    assert grpc_metadata["outputs"] == [
+        {"name": "output", "datatype": "FP32", "shape": ["-1", "4"]}
+    ]
+
+
+async def test_lru_predictions_and_raw_binary_load_their_model(lru: ServerThread) -> None:
+    url, repo = lru.url, Path(lru.config.model_repository)
+    row = np.linspace(-1, 1, 16, dtype=np.float32)[None, :]
+    expected = reference_outputs(repo, "tiny-2", row)[0]
+    raw = {"Inference-Header-Content-Length": "0", "Content-Type": "application/octet-stream"}
+    async with aiohttp.ClientSession() as session:
+        await _post(session, f"{url}/v2/repository/models/tiny-2/unload")
+        async with session.post(f"{url}/predictions/tiny-2", json=row[0].tolist()) as response:
+            assert response.status == 200, await response.text()
+            predicted = await response.json()
+        await _post(session, f"{url}/v2/repository/models/tiny-2/unload")
+        infer_url = f"{url}/v2/models/tiny-2/infer"
+        async with session.post(infer_url, data=row.tobytes(), headers=raw) as response:
+            assert response.status == 200, await response.text()
+            length = int(response.headers["Inference-Header-Content-Length"])
+            body = await response.read()
+    assert json.loads(body[:length])["outputs"][0]["shape"] == [1, 4]
+    np.testing.assert_allclose(predicted, expected[0], rtol=1e-5, atol=1e-6)
+    got = np.frombuffer(body[length:], dtype=np.float32).reshape(1, 4)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+async def test_lru_request_for_a_broken_model_is_503_with_the_load_reason(
+    lru: ServerThread,
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        status, body = await _post(session, f"{lru.url}/v2/models/broken/infer", TINY)
+    assert status == 503
+    message = body["error"]  # type: ignore[index]
+    assert message.startswith("model 'broken' failed to load: ")
+    assert "deserializing header" in message  # the load's own reason

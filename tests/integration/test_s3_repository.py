@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import stat
+import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +20,10 @@ import pytest
 from inferpack.config import ServerConfig
 from inferpack.errors import ConfigError, NotFoundError
 from inferpack.repository import LocalRepository
+from inferpack.repository.cache import namespace
 from inferpack.repository.remote import RemoteRepository, open_repository
-from tests.helpers import ServerThread, reference_outputs
+from tests.helpers import ServerThread, edit_model, reference_outputs
+from tests.integration.cli_server import serve
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
@@ -111,7 +118,7 @@ def test_sources_fetch_the_artifact_into_the_cache(
     downloads = _spy_downloads(repository, monkeypatch)
     [source] = repository.sources("tiny-mlp")
     assert source.version == "1"
-    assert source.artifact_path == cache / "tiny-mlp" / "1" / ARTIFACT
+    assert source.artifact_path == cache / namespace(repository.root) / "tiny-mlp" / "1" / ARTIFACT
     original = (s3.repo / "tiny-mlp" / "1" / ARTIFACT).read_bytes()
     assert source.artifact_path.read_bytes() == original
     meta = json.loads(source.artifact_path.with_name(f"{ARTIFACT}.meta.json").read_text())
@@ -176,7 +183,7 @@ def test_a_size_mismatch_is_a_config_error(
     monkeypatch.setattr(repository._fs, "info", lying_info)
     with pytest.raises(ConfigError, match=rf"s3://{BUCKET}/{PREFIX}/tiny-mlp/1/{ARTIFACT}"):
         repository.sources("tiny-mlp")
-    assert not (tmp_path / "cache" / "tiny-mlp" / "1" / ARTIFACT).exists()
+    assert list((repository.cache.dir / "tiny-mlp" / "1").iterdir()) == []
 
 
 def test_unknown_model_and_missing_artifact(s3: S3, tmp_path: Path) -> None:
@@ -199,7 +206,9 @@ def test_a_missing_repository_is_a_config_error(s3: S3, tmp_path: Path) -> None:
         s3.repository(tmp_path / "cache", "repos/absent").model_names()
 
 
-def test_open_repository_picks_the_implementation(s3: S3, tmp_path: Path) -> None:
+def test_open_repository_picks_the_implementation(
+    s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert isinstance(open_repository(str(tmp_path)), LocalRepository)
     local = open_repository(f"file://{tmp_path}")
     assert isinstance(local, LocalRepository)
@@ -207,9 +216,11 @@ def test_open_repository_picks_the_implementation(s3: S3, tmp_path: Path) -> Non
     remote = open_repository(f"s3://{BUCKET}/{PREFIX}", tmp_path / "cache")
     assert isinstance(remote, RemoteRepository)
     assert remote.cache_dir == tmp_path / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     default = open_repository(f"s3://{BUCKET}/{PREFIX}")
     assert isinstance(default, RemoteRepository)
-    assert default.cache_dir.name == "inferpack-cache"
+    assert default.cache_dir == tmp_path / "xdg" / "inferpack"  # per user, not a shared /tmp
+    assert stat.S_IMODE(default.cache.dir.stat().st_mode) == 0o700
 
 
 async def test_serve_and_infer_from_s3(
@@ -244,6 +255,83 @@ async def test_serve_and_infer_from_s3(
         [output] = payload["outputs"]
         got = np.asarray(output["data"], dtype=np.float32).reshape(output["shape"])
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
-        assert (tmp_path / "cache" / "tiny-mlp" / "1" / ARTIFACT).is_file()
+        folder = tmp_path / "cache" / namespace(f"s3://{BUCKET}/{PREFIX}")
+        assert (folder / "tiny-mlp" / "1" / ARTIFACT).is_file()
     finally:
         thread.stop()
+
+
+def _spy_listings(repository: RemoteRepository, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every listing of the store's models."""
+    calls: list[str] = []
+    glob = repository._fs.glob
+
+    def spy(pattern: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(pattern)
+        return glob(pattern, *args, **kwargs)
+
+    monkeypatch.setattr(repository._fs, "glob", spy)
+    return calls
+
+
+def test_model_listing_is_reused_for_its_ttl(
+    s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = "repos/listing"
+    s3.upload(s3.repo, prefix)
+    now = [100.0]
+    repository = RemoteRepository(
+        f"s3://{BUCKET}/{prefix}",
+        tmp_path / "cache",
+        s3.storage_options,
+        listing_ttl_s=5.0,
+        clock=lambda: now[0],
+    )
+    listings = _spy_listings(repository, monkeypatch)
+    with ThreadPoolExecutor(4) as pool:  # concurrent index calls share one listing
+        assert list(pool.map(lambda _: repository.model_names(), range(8))) == [["tiny-mlp"]] * 8
+    assert len(listings) == 1
+
+    config = (s3.repo / "tiny-mlp" / "model.yaml").read_text().replace("tiny-mlp", "added")
+    s3.client.put_object(Bucket=BUCKET, Key=f"{prefix}/added/model.yaml", Body=config.encode())
+    now[0] += 4.9
+    assert repository.model_names() == ["tiny-mlp"]  # within the TTL: the cached listing
+    now[0] += 0.1
+    assert repository.model_names() == ["added", "tiny-mlp"]
+    assert len(listings) == 2
+
+
+def test_serve_s3_from_the_cli_with_cache_dir_lru_and_budget(
+    s3: S3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--cache-dir is where artifacts land; --model-control-mode lru with
+    --memory-budget-mb holds one tiny model (2,704 bytes measured) of two."""
+    origin = tmp_path / "origin"
+    shutil.copytree(s3.repo, origin)
+    edit_model(origin, "tiny-mlp", "tiny-a")
+    edit_model(origin, "tiny-mlp", "tiny-b")
+    shutil.rmtree(origin / "tiny-mlp")
+    prefix = "repos/cli"
+    s3.upload(origin, prefix)
+    url = f"s3://{BUCKET}/{prefix}"
+    cache = tmp_path / "cli-cache"
+    args = ("--model-repository", url, "--http-port", "0", "--grpc-port", "-1",
+            "--model-control-mode", "lru", "--memory-budget-mb", "0.004",
+            "--cache-dir", str(cache), "--log-level", "warning")  # fmt: skip
+    env = {**os.environ, "AWS_ENDPOINT_URL": s3.endpoint}
+    body = json.dumps(
+        {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16], "data": [1.0] * 16}]}
+    ).encode()
+    with serve(tmp_path / "serve.log", *args, env=env) as server:
+        for name in ("tiny-a", "tiny-b"):
+            request = urllib.request.Request(f"{server.url}/v2/models/{name}/infer", data=body)
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert response.status == 200
+        index_request = urllib.request.Request(f"{server.url}/v2/repository/index", data=b"{}")
+        with urllib.request.urlopen(index_request, timeout=30) as response:
+            index = {row["name"]: row for row in json.loads(response.read())}
+    assert index["tiny-b"]["state"] == "READY"
+    assert index["tiny-a"]["state"] == "UNAVAILABLE" and "evicted" in index["tiny-a"]["reason"]
+    for name in ("tiny-a", "tiny-b"):
+        assert (cache / namespace(url) / name / "1" / ARTIFACT).is_file()
+    assert " INFO " not in server.output()  # --log-level warning

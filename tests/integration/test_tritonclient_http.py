@@ -70,7 +70,7 @@ def test_health_metadata_and_config(client: httpclient.InferenceServerClient) ->
 def test_unknown_model_raises_with_message(client: httpclient.InferenceServerClient) -> None:
     infer_input = httpclient.InferInput("input", [1, 16], "FP32")
     infer_input.set_data_from_numpy(np.zeros((1, 16), dtype=np.float32))
-    with pytest.raises(InferenceServerException, match="unknown model 'nope'"):
+    with pytest.raises(InferenceServerException, match="unknown model: 'nope' is not found"):
         client.infer("nope", [infer_input])
 
 

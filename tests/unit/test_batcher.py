@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Hashable
+from typing import Any
 
 import pytest
 
 from inferpack.batching import BatchPolicy, DynamicBatcher, QueuedItem
-from inferpack.errors import OverloadedError, UnavailableError
+from inferpack.errors import (
+    DeadlineExceededError,
+    InvalidInputError,
+    OverloadedError,
+    UnavailableError,
+)
 
 Items = list[QueuedItem[int, int]]
 
@@ -32,12 +38,12 @@ class FakeModel:
         return [item.payload * 10 for item in items]
 
 
-def make(model: FakeModel, instances: int = 1, **policy: object) -> DynamicBatcher[int, int]:
+def make(model: FakeModel, instances: int = 1, **policy: Any) -> DynamicBatcher[int, int]:
     batcher: DynamicBatcher[int, int] = DynamicBatcher(
         "m",
         BatchPolicy(**policy),
         model,
-        instances,  # type: ignore[arg-type]
+        instances,
     )
     batcher.start()
     return batcher
@@ -65,7 +71,7 @@ async def test_delay_counts_from_first_arrival_and_partial_batch_leaves() -> Non
     first = batcher.submit(1, rows=1)
     started = loop.time()
     second = batcher.submit(2, rows=1)
-    assert await asyncio.gather(first, second) == [10, 20]
+    assert list(await asyncio.gather(first, second)) == [10, 20]
     assert loop.time() - started >= 0.04
     assert model.batches == [[1, 2]]
     await batcher.close()
@@ -207,3 +213,143 @@ async def test_close_finishes_queued_work_then_refuses() -> None:
     model.release.set()
     await closing
     assert [f.result() for f in futures] == [10, 20]
+
+
+# Guards against a hang (a failure, not a timing assumption): every wait below ends on an
+# event or a future long before this.
+HANG_GUARD_S = 5.0
+
+
+async def test_cancelled_execution_fails_its_batch_and_frees_the_instance() -> None:
+    calls: list[list[int]] = []
+
+    async def cancelled_once(instance: int, items: Items) -> list[int]:
+        calls.append([item.payload for item in items])
+        if len(calls) == 1:
+            raise asyncio.CancelledError  # as run_in_executor does when its pool shuts down
+        return [item.payload * 10 for item in items]
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        "m", BatchPolicy(max_batch_rows=2, max_queue_delay_s=60.0), cancelled_once, 1
+    )
+    batcher.start()
+    first = await _submit_all(batcher, [1, 2])
+    async with asyncio.timeout(HANG_GUARD_S):
+        results = await asyncio.gather(*first, return_exceptions=True)
+        assert [type(r) for r in results] == [UnavailableError, UnavailableError]
+        assert "interrupted (CancelledError)" in str(results[0])
+        assert await asyncio.gather(*await _submit_all(batcher, [3, 4])) == [30, 40]
+        await batcher.close()
+    assert calls == [[1, 2], [3, 4]]
+
+
+async def test_cancelled_close_answers_queued_and_running_requests() -> None:
+    model = FakeModel(hold=True)
+    batcher = make(model, max_batch_rows=1)
+    running, queued = await _submit_all(batcher, [1, 2])
+    closing = asyncio.create_task(batcher.close())
+    await model.started.wait()
+    closing.cancel()
+    async with asyncio.timeout(HANG_GUARD_S):
+        results = await asyncio.gather(running, queued, return_exceptions=True)
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+    assert [type(r) for r in results] == [UnavailableError, UnavailableError]
+    assert model.batches == [[1]]
+
+
+class ExplodingKey:
+    """A batch key whose comparison raises: stands in for any bug inside the scheduler."""
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("key comparison failed")
+
+
+async def test_failed_scheduler_fails_queued_requests_and_refuses_new_ones() -> None:
+    model = FakeModel(hold=True)
+    batcher = make(model, max_batch_rows=4, max_queue_delay_s=60.0)
+    running = batcher.submit(0, rows=4)
+    await model.started.wait()
+    queued = [batcher.submit(1, rows=1, key=ExplodingKey()), batcher.submit(2, rows=1)]
+    model.release.set()  # the free instance makes the scheduler compare keys: it fails
+    async with asyncio.timeout(HANG_GUARD_S):
+        results = await asyncio.gather(*queued, return_exceptions=True)
+        assert await running == 0
+        await batcher.close()
+    assert [type(r) for r in results] == [UnavailableError, UnavailableError]
+    assert "scheduler failed" in str(results[0]) and "key comparison failed" in str(results[0])
+    with pytest.raises(UnavailableError, match="not accepting requests"):
+        batcher.submit(3, rows=1)
+    assert model.batches == [[0]]
+
+
+@pytest.mark.parametrize("rows", [0, 5])
+async def test_request_that_cannot_fit_a_batch_is_refused_at_submit(rows: int) -> None:
+    model = FakeModel()
+    batcher = make(model, max_batch_rows=4)
+    with pytest.raises(InvalidInputError, match=f"request of {rows} rows .* 1..4 rows"):
+        batcher.submit(1, rows=rows)
+    assert batcher.queued == 0
+    assert await batcher.submit(2, rows=4) == 20
+    await batcher.close()
+
+
+async def test_close_dispatches_queued_requests_without_waiting_for_the_delay() -> None:
+    model = FakeModel()
+    batcher = make(model, max_batch_rows=8, max_queue_delay_s=3600.0)
+    futures = await _submit_all(batcher, [1, 2])
+    async with asyncio.timeout(HANG_GUARD_S):
+        await batcher.close()
+    assert [f.result() for f in futures] == [10, 20]
+    assert model.batches == [[1, 2]]
+    assert batcher.queued == batcher.running == 0
+
+
+async def test_close_waits_for_running_batches_and_skips_cancelled_requests() -> None:
+    model = FakeModel(hold=True)
+    batcher = make(model, max_batch_rows=1, max_queue_delay_s=3600.0)
+    running, cancelled = await _submit_all(batcher, [1, 2])
+    await model.started.wait()
+    cancelled.cancel()
+    closing = asyncio.create_task(batcher.close())
+    model.release.set()
+    async with asyncio.timeout(HANG_GUARD_S):
+        await closing
+    assert running.result() == 10  # raises InvalidStateError had close() not waited
+    assert model.batches == [[1]]
+
+
+async def test_request_past_its_deadline_is_answered_and_never_run() -> None:
+    model = FakeModel()
+    batcher = make(model, max_batch_rows=4)
+    loop = asyncio.get_running_loop()
+    late = batcher.submit(1, rows=1, deadline_s=loop.time())
+    async with asyncio.timeout(HANG_GUARD_S):
+        with pytest.raises(DeadlineExceededError, match="deadline passed"):
+            await late
+        assert await batcher.submit(2, rows=1, deadline_s=loop.time() + 3600.0) == 20
+    assert model.batches == [[2]]
+    await batcher.close()
+
+
+async def test_deadline_is_answered_while_every_instance_is_busy() -> None:
+    model = FakeModel(hold=True)
+    batcher = make(model, max_batch_rows=4, max_queue_delay_s=3600.0)
+    loop = asyncio.get_running_loop()
+    blocker = batcher.submit(0, rows=4)
+    await model.started.wait()
+    deadline_s = loop.time() + 0.01
+    expiring = batcher.submit(1, rows=1, deadline_s=deadline_s)
+    patient = batcher.submit(2, rows=1)
+    async with asyncio.timeout(HANG_GUARD_S):
+        with pytest.raises(DeadlineExceededError):
+            await expiring  # no batch forms meanwhile: only the deadline can wake the scheduler
+        assert loop.time() >= deadline_s
+        assert not blocker.done() and not patient.done()
+        model.release.set()
+        await batcher.close()
+    assert [blocker.result(), patient.result()] == [0, 20]
+    assert model.batches == [[0], [2]]

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
+model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 
 from inferpack.protocol.proto import inference_pb2  # noqa: E402
 
@@ -20,7 +21,11 @@ def _fields(descriptor: Any, prefix: str = "") -> dict[str, tuple[int, int, bool
 
 
 def test_every_message_field_matches_triton() -> None:
-    theirs = service_pb2.DESCRIPTOR.message_types_by_name
+    # grpc_service.proto imports model_config.proto (same package); ours holds both.
+    theirs = {
+        **model_config_pb2.DESCRIPTOR.message_types_by_name,
+        **service_pb2.DESCRIPTOR.message_types_by_name,
+    }
     for name, ours in inference_pb2.DESCRIPTOR.message_types_by_name.items():
         assert name in theirs, name
         mine, triton = _fields(ours), _fields(theirs[name])
@@ -48,3 +53,28 @@ def test_a_request_decodes_with_tritons_classes() -> None:
     assert decoded.inputs[0].shape == [1, 2]
     assert decoded.inputs[0].parameters["binary_data_size"].int64_param == 8
     assert decoded.raw_input_contents == [b"\x00" * 8]
+
+
+def _enums(descriptor: Any) -> dict[str, dict[str, int]]:
+    found = {e.full_name: {v.name: v.number for v in e.values} for e in descriptor.enum_types}
+    for nested in descriptor.nested_types:
+        found.update(_enums(nested))
+    return found
+
+
+def test_every_enum_value_matches_triton() -> None:
+    mine: dict[str, dict[str, int]] = {
+        e.full_name: {v.name: v.number for v in e.values}
+        for e in inference_pb2.DESCRIPTOR.enum_types_by_name.values()
+    }
+    for message in inference_pb2.DESCRIPTOR.message_types_by_name.values():
+        mine.update(_enums(message))
+    theirs = {
+        e.full_name: {v.name: v.number for v in e.values}
+        for e in model_config_pb2.DESCRIPTOR.enum_types_by_name.values()
+    }
+    for message in model_config_pb2.DESCRIPTOR.message_types_by_name.values():
+        theirs.update(_enums(message))
+    assert "inference.DataType" in mine
+    for name, values in mine.items():
+        assert {k: theirs[name].get(k) for k in values} == values, name

@@ -1,12 +1,19 @@
 from __future__ import annotations
 
 import json
+import re
+import tracemalloc
 
 import numpy as np
 import pytest
 
+from inferpack.datatypes import numpy_dtype
 from inferpack.errors import InvalidInputError
-from inferpack.protocol.v2_codec import decode_infer_request, encode_infer_response
+from inferpack.protocol.v2_codec import (
+    decode_infer_request,
+    encode_infer_response,
+    raw_input_shape,
+)
 from inferpack.types import InferResponse
 
 
@@ -122,3 +129,268 @@ def test_all_json_response_has_no_header_length() -> None:
         "shape": [2],
         "data": ["a", "b"],
     }
+
+
+# --- malformed input never escapes as anything but InvalidInputError -------------------
+
+
+def _decode_json(payload: object) -> dict[str, np.ndarray]:
+    request, _ = decode_infer_request(json.dumps(payload).encode(), None, "m", None)
+    return request.inputs
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "must be a JSON object"),
+        (b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", re.escape("inputs[0] must be")),
+        (b'{"other": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nests too deep"),
+        (b'{"id": NaN, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nests too deep"),
+        (
+            b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": '
+            + b"[" * 5000
+            + b"1"
+            + b"]" * 5000
+            + b"}]}",
+            "nests too deep",
+        ),
+        (
+            b'{"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": '
+            + b"[" * 100
+            + b'"a"'
+            + b"]" * 100
+            + b"}]}",
+            "nests deeper than 32",
+        ),
+        (b'{"inputs": [{"name": "\xff\xfe"}]}', "malformed JSON"),
+        (b'{"inputs": [5]}', re.escape("inputs[0] must be a JSON object")),
+        (b'{"inputs": 5}', "'inputs' must be a non-empty list"),
+    ],
+)
+def test_hostile_bodies_are_invalid_input(body: bytes, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        decode_infer_request(body, None, "m", None)
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ([1] * 33, "more than the 32 supported"),
+        ([0, 2**62], "more than"),
+        ([2**40, 2**40], "more than"),
+        ([True], "non-negative integers"),
+        ("12", "non-negative integers"),
+    ],
+)
+def test_shapes_numpy_cannot_hold_are_refused(shape: object, message: str) -> None:
+    binary = {"name": "x", "datatype": "FP32", "shape": shape}
+    binary["parameters"] = {"binary_data_size": 0}
+    for item in (binary, {"name": "x", "datatype": "FP32", "shape": shape, "data": []}):
+        with pytest.raises(InvalidInputError, match=message):
+            _decode_json({"inputs": [item]})
+
+
+def test_nan_and_infinity_literals_reach_float_tensors_only() -> None:
+    item = b'{"name": "x", "datatype": "FP32", "shape": [3], "data": [NaN, Infinity, -Infinity]}'
+    body = b'{"inputs": [' + item + b"]}"
+    request, _ = decode_infer_request(body, None, "m", None)
+    value = request.inputs["x"]
+    assert np.isnan(value[0]) and value[1] == np.inf and value[2] == -np.inf
+    with pytest.raises(InvalidInputError, match="floating-point values"):
+        decode_infer_request(body.replace(b"FP32", b"INT32"), None, "m", None)
+
+
+def test_doubles_beyond_fp16_become_infinite_without_a_warning() -> None:
+    inputs = _decode_json(
+        {"inputs": [{"name": "x", "datatype": "FP16", "shape": [2], "data": [1e6, -1e6]}]}
+    )
+    assert inputs["x"].dtype == np.float16 and list(inputs["x"]) == [np.inf, -np.inf]
+
+
+def test_bytes_element_running_past_the_buffer_is_refused() -> None:
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "s",
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "parameters": {"binary_data_size": 6},
+                }
+            ]
+        }
+    ).encode()
+    body = header + (100).to_bytes(4, "little") + b"ab"
+    with pytest.raises(InvalidInputError, match="overruns the tensor data"):
+        decode_infer_request(body, len(header), "m", None)
+
+
+def test_lone_surrogates_in_bytes_strings_do_not_crash() -> None:
+    body = b'{"inputs": [{"name": "s", "datatype": "BYTES", "shape": [1], "data": ["\\ud800"]}]}'
+    with pytest.raises(InvalidInputError, match="malformed JSON"):
+        decode_infer_request(body, None, "m", None)
+    # The NaN fallback (Python's json) reads the surrogate; it travels as bytes.
+    request, _ = decode_infer_request(body[:-1] + b', "id": NaN}', None, "m", None)
+    assert request.inputs["s"][0] == "\ud800".encode("utf-8", "surrogatepass")
+
+
+# --- JSON data: every datatype, flat and nested, exactly as the object path reads it ---
+
+
+@pytest.mark.parametrize(
+    ("datatype", "values"),
+    [
+        ("BOOL", [True, False, True, True, False, False]),
+        ("UINT8", [0, 255, 1, 2, 3, 4]),
+        ("UINT16", [0, 65535, 1, 2, 3, 4]),
+        ("UINT32", [0, 2**32 - 1, 1, 2, 3, 4]),
+        ("UINT64", [0, 2**64 - 1, 2**63, 2, 3, 4]),
+        ("INT8", [-128, 127, 0, 1, -1, 2]),
+        ("INT16", [-(2**15), 2**15 - 1, 0, 1, -1, 2]),
+        ("INT32", [-(2**31), 2**31 - 1, 0, 1, -1, 2]),
+        ("INT64", [-(2**63), 2**63 - 1, 0, 1, -1, 2]),
+        ("FP16", [0.5, -1.25, 65504.0, 1e-7, 3, -0.0]),
+        ("FP32", [0.1, -2.5e-30, 3.4e38, 7, 1e-45, 0.30000001192092896]),
+        ("FP64", [0.1, -2.5e-300, 1.7976931348623157e308, 7, 5e-324, 2**53 + 1]),
+    ],
+)
+def test_every_datatype_decodes_flat_and_nested(datatype: str, values: list[object]) -> None:
+    dtype = numpy_dtype(datatype)
+    exact = np.array(values, dtype=np.float64 if dtype.kind == "f" else dtype)
+    expected = exact.astype(dtype).reshape(2, 3)
+    nested = [values[:3], values[3:]]
+    for data in (values, nested):
+        item = {"name": "x", "datatype": datatype, "shape": [2, 3], "data": data}
+        got = _decode_json({"inputs": [item]})["x"]
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    ("datatype", "data", "message"),
+    [
+        ("UINT8", [256], "out of range for UINT8"),
+        ("UINT64", [-1], "out of range for UINT64"),
+        ("UINT64", [2**64], "out of range for UINT64"),
+        ("INT64", [2**63], "out of range for INT64"),
+        ("INT16", [1.0], "floating-point values"),
+        ("FP32", [True, 1.5], "boolean values"),
+        ("FP32", [1, None], "mixed or null"),
+        ("FP32", [1, {"a": 1}], "mixed or null"),
+        ("FP32", [[1, 2], [3]], "ragged"),
+        ("FP32", [[1, 2], 3], "ragged"),
+        ("FP32", [1, [2]], "ragged"),
+        ("FP32", [[1], []], "ragged"),
+        ("FP32", [[], [1]], "ragged"),
+        ("FP32", [[[1, 2]], [[3], [4]]], "ragged"),
+        ("FP64", [1e999], "out of range"),
+        ("BOOL", [1, 0], "do not fit datatype BOOL"),
+    ],
+)
+def test_json_data_the_object_path_would_refuse_is_refused(
+    datatype: str, data: list[object], message: str
+) -> None:
+    item = {"name": "x", "datatype": datatype, "shape": [len(data)], "data": data}
+    body = json.dumps({"inputs": [item]}).replace("Infinity", "1e999").encode()
+    with pytest.raises(InvalidInputError, match=message):
+        decode_infer_request(body, None, "m", None)
+
+
+def test_empty_and_unit_rows_keep_their_counts() -> None:
+    for data, shape in (([[], []], [2, 0]), ([[1], [2]], [2, 1]), ([], [0]), ([[[]]], [1, 1, 0])):
+        item = {"name": "x", "datatype": "INT32", "shape": shape, "data": data}
+        assert _decode_json({"inputs": [item]})["x"].shape == tuple(shape)
+
+
+def test_a_shape_the_text_cannot_fill_is_refused_before_allocating() -> None:
+    item = {"name": "x", "datatype": "FP64", "shape": [2**30, 1024], "data": [1, 2]}
+    with pytest.raises(InvalidInputError, match="cannot hold the"):
+        _decode_json({"inputs": [item]})
+
+
+def _cnn_body(digits: int | None) -> bytes:
+    values = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    flat = values.reshape(-1).astype(np.float64)
+    data = (np.round(flat, digits) if digits is not None else flat).tolist()
+    item = {"name": "input", "datatype": "FP32", "shape": [1, 3, 64, 64], "data": data}
+    return json.dumps({"inputs": [item]}).encode()
+
+
+@pytest.mark.parametrize("digits", [3, None], ids=["85KB-short-numbers", "250KB-full-precision"])
+def test_decoding_a_json_tensor_peaks_below_twice_its_body(digits: int | None) -> None:
+    body = _cnn_body(digits)
+    decode_infer_request(body, None, "m", None)  # warm caches (decoders, numpy) first
+    tracemalloc.start()
+    try:
+        request, _ = decode_infer_request(body, None, "m", None)
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert request.inputs["input"].shape == (1, 3, 64, 64)
+    assert peak_bytes <= 2 * len(body), (peak_bytes, len(body))
+
+
+# --- outputs as Triton answers them ------------------------------------------------------
+
+
+def _encoding(header: dict[str, object]) -> tuple[list[str] | None, object]:
+    header = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}], **header}
+    request, encoding = decode_infer_request(json.dumps(header).encode(), None, "m", None)
+    return request.requested_outputs, encoding
+
+
+def test_binary_data_output_applies_only_when_no_output_is_listed() -> None:
+    requested, encoding = _encoding({"parameters": {"binary_data_output": True}})
+    assert requested is None and encoding.is_binary("y")  # type: ignore[attr-defined]
+    listed = {
+        "parameters": {"binary_data_output": True},
+        "outputs": [{"name": "y"}, {"name": "z", "parameters": {"binary_data": True}}],
+    }
+    requested, encoding = _encoding(listed)
+    assert requested == ["y", "z"]
+    assert not encoding.is_binary("y") and encoding.is_binary("z")  # type: ignore[attr-defined]
+
+
+def test_an_output_requested_twice_is_refused() -> None:
+    with pytest.raises(InvalidInputError, match="'y' is requested more than once"):
+        _encoding({"outputs": [{"name": "y"}, {"name": "y"}]})
+
+
+def test_nan_outputs_are_written_as_json_literals() -> None:
+    response = InferResponse("m", "1", {"y": np.array([np.nan, 1.0], dtype=np.float32)})
+    body, _ = _encode(response, False, {})
+    assert b"NaN" in body and json.loads(body)["outputs"][0]["data"][1] == 1.0
+
+
+# --- raw binary mode -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("datatype", "dims", "batching", "data", "shape"),
+    [
+        ("FP32", (4,), True, b"\x00" * 16, [1, 4]),
+        ("FP32", (-1,), True, b"\x00" * 24, [1, 6]),
+        ("INT16", (2, -1), False, b"\x00" * 12, [2, 3]),
+        ("BYTES", (-1,), False, b"\x01\x00\x00\x00a\x00\x00\x00\x00", [2]),
+    ],
+)
+def test_raw_binary_shape_comes_from_the_byte_count(
+    datatype: str, dims: tuple[int, ...], batching: bool, data: bytes, shape: list[int]
+) -> None:
+    assert raw_input_shape(datatype, dims, batching, data, "x") == shape
+
+
+@pytest.mark.parametrize(
+    ("dims", "data", "message"),
+    [
+        ((-1, -1), b"\x00" * 16, "at most one variable dim"),
+        ((3, -1), b"\x00" * 16, "do not fill shape"),
+        ((-1,), b"\x00" * 6, "not a whole number of FP32 values"),
+        ((0, -1), b"\x00" * 4, "do not fill shape"),
+    ],
+)
+def test_raw_binary_bytes_that_cannot_fill_the_shape_are_refused(
+    dims: tuple[int, ...], data: bytes, message: str
+) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        raw_input_shape("FP32", dims, False, data, "x")

@@ -15,11 +15,14 @@ class Backend(Protocol):
 
     @property
     def memory_bytes(self) -> int:
-        """Weights (parameters + buffers) plus the measured workspace."""
+        """Bytes the loaded model holds on its device: its weights (every distinct tensor
+        storage it keeps) plus the workspace measured by :meth:`warm_up`. The LRU memory
+        budget counts this."""
 
     def run(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]: ...
 
     def warm_up(self, inputs: dict[str, Tensor]) -> None:
-        """Run one batch and add the device workspace it needed to ``memory_bytes``."""
+        """Run ``inputs`` (batch 1) once; where the device has a workspace to measure, add
+        that of the model's largest batch to ``memory_bytes``. Blocking (worker thread)."""
 
     def close(self) -> None: ...

@@ -2,6 +2,10 @@
 
 One loaded module per device. Instance threads call :meth:`TorchBackend.run`; on CUDA each
 thread gets its own stream so instances overlap copies and kernels.
+
+Memory (what the LRU budget counts): every distinct tensor storage the module keeps (see
+:func:`module_tensors`), plus on CUDA the workspace of a batch of the model's largest size,
+measured once at warm-up.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +26,8 @@ from inferpack.repository import ModelSource
 from inferpack.types import Tensor
 
 _TORCH_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# CUDA peak-memory counters are per device, not per model: one measurement at a time.
+_MEASURE_LOCK = threading.Lock()
 
 
 def resolve_device(requested: str, instance_index: int) -> str:
@@ -54,6 +60,44 @@ def _load_module(source: ModelSource, device: str) -> torch.nn.Module:
     return module
 
 
+def module_tensors(module: torch.nn.Module) -> Iterator[torch.Tensor]:
+    """Every tensor a loaded module keeps: parameters, buffers, plain tensor attributes
+    (torch.export lifts constants into those) and, for TorchScript, tensor attributes and
+    the constants of its graphs: a frozen module has no parameters, its weights are
+    constants of its graph."""
+    yield from module.parameters()
+    yield from module.buffers()
+    for sub in module.modules():
+        yield from (value for value in vars(sub).values() if isinstance(value, torch.Tensor))
+        if isinstance(sub, torch.jit.ScriptModule):
+            yield from _script_tensors(sub)
+
+
+def _script_tensors(module: torch.jit.ScriptModule) -> Iterator[torch.Tensor]:
+    scripted = module._c
+    for method in scripted._method_names():
+        for node in scripted._get_method(method).graph.findAllNodes("prim::Constant"):
+            value = node.output()
+            if isinstance(value.type(), torch._C.TensorType):
+                yield value.toIValue()
+    # The one listing of a ScriptModule's attributes (tensors not registered as buffers).
+    attributes = getattr(torch._C, "_jit_debug_module_iterators", None)
+    if attributes is not None:
+        for _, value in attributes(scripted)["named_attributes"]:
+            if isinstance(value, torch.Tensor):
+                yield value
+
+
+def storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes of the distinct storages behind ``tensors``: a storage shared by several
+    tensors (tied weights, views, one constant used twice) counts once."""
+    storages: dict[tuple[str, int], int] = {}
+    for tensor in tensors:
+        storage = tensor.untyped_storage()
+        storages[(str(tensor.device), storage.data_ptr())] = storage.nbytes()
+    return sum(storages.values())
+
+
 def _check_datatypes(config: ModelConfig) -> None:
     problems = [
         f"{config.name}: input {spec.name!r}: torch backends cannot take BYTES"
@@ -71,9 +115,7 @@ class TorchBackend:
         self.device = device
         self.dtype = _TORCH_DTYPE[config.precision]
         self.workspace_bytes = 0
-        self.weight_bytes = sum(
-            t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers())
-        )
+        self.weight_bytes = storage_bytes(module_tensors(module))
         self._streams = threading.local()
         self._output_dtypes = [numpy_dtype(spec.datatype) for spec in config.outputs]
 
@@ -111,18 +153,34 @@ class TorchBackend:
             }
 
     def warm_up(self, inputs: dict[str, Tensor]) -> None:
-        """Peak device memory of one batch above the weights is the workspace (CUDA only:
-        on CPU activations are transient heap allocations, measured as RSS by benchmarks)."""
-        if not self.device.startswith("cuda"):
-            self.run(inputs)
-            return
-        torch.cuda.synchronize(self.device)
-        before = torch.cuda.memory_allocated(self.device)
-        torch.cuda.reset_peak_memory_stats(self.device)
+        """Run ``inputs``; on CUDA then measure the workspace: the peak memory allocated
+        while running a batch of the largest size, above what was allocated before.
+
+        CPU has no workspace here: activations are transient heap allocations (benchmarks
+        measure them as RSS). CUDA limitation: the peak counters are per device, so
+        measurements are serialised, but batches of other models running meanwhile on the
+        same device count too (or their frees hide some): an error of at most what they
+        allocate during this one batch, which can only be avoided by warming up alone.
+        Variable dimensions are as ``inputs`` give them (warm-up uses 1)."""
         self.run(inputs)
-        torch.cuda.synchronize(self.device)
-        workspace = torch.cuda.max_memory_allocated(self.device) - before
+        if not self.device.startswith("cuda"):
+            return
+        largest = self._largest_batch(inputs)
+        with _MEASURE_LOCK:
+            torch.cuda.synchronize(self.device)
+            before = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.run(largest)
+            torch.cuda.synchronize(self.device)
+            workspace = torch.cuda.max_memory_allocated(self.device) - before
         self.workspace_bytes = max(self.workspace_bytes, workspace)
+
+    def _largest_batch(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``inputs`` (batch 1) repeated to the model's max batch size."""
+        rows = self.config.max_batch_size
+        if not self.config.batching or rows <= 1:
+            return inputs
+        return {name: np.repeat(array[:1], rows, axis=0) for name, array in inputs.items()}
 
     @property
     def memory_bytes(self) -> int:

@@ -1,8 +1,15 @@
 """Dynamic batcher: one bounded queue per model, batches formed only when an instance is free.
 
 Contract (what callers and tests rely on):
-- ``submit(payload, rows, key) -> Future``; the queue is bounded: when it holds
-  ``max_queue_size`` requests, submit raises OverloadedError (HTTP 429) with a retry hint.
+- ``submit(payload, rows, key, deadline_s=None) -> Future`` decides admission at once:
+  UnavailableError (503) once closing or once the scheduler has stopped; InvalidInputError
+  (400) when ``rows`` is outside 1..``max_batch_rows`` (such a request could never be
+  batched); OverloadedError (429, with a retry hint) when the queue holds ``max_queue_size``
+  requests.
+- Every accepted future resolves exactly once, unless its caller cancels it: with its
+  result, the executor's exception, DeadlineExceededError or UnavailableError. No future is
+  left pending by an executor that raises or is cancelled, by a scheduler that fails, or by
+  ``close()``.
 - A batch holds >= 1 request, at most ``max_batch_rows`` rows, all with the same ``key``
   (requests whose non-batch shapes differ are never mixed).
 - A batch is formed only when an instance is free (so batches grow under load, as in
@@ -11,10 +18,21 @@ Contract (what callers and tests rely on):
   first arrival, not the last).
 - With preferred sizes, the batch is the largest queue prefix whose row count is a
   preferred size; if none, the largest prefix that fits.
+- Deadlines: ``deadline_s`` is in the event loop's clock (``loop.time()``). A request whose
+  deadline has passed is never run: it fails with DeadlineExceededError when its deadline
+  passes while queued (the scheduler wakes at the earliest deadline, even while every
+  instance is busy). A request already running is not interrupted.
 - ``execute(instance, items)`` must return one result per item; a length mismatch or an
-  exception fails every request of that batch and no other.
-- Cancelled requests are dropped before running; their futures are never resolved.
-- ``close()`` refuses new work, lets queued and running requests finish, then stops.
+  exception fails every request of that batch and no other. A running batch that is
+  cancelled fails its requests with UnavailableError. The instance is free again in every
+  case.
+- Cancelled requests (client gone) are dropped before running; their futures stay
+  cancelled.
+- If the scheduler stops for any reason (a bug, cancellation), every queued request fails
+  with UnavailableError and submit refuses new ones.
+- ``close()`` refuses new work, dispatches queued requests at once (no queue delay), waits
+  for running batches, then returns with the scheduler stopped. If ``close()`` itself is
+  cancelled, queued and running requests fail with UnavailableError.
 
 The batcher knows no metrics, tensors or backends: it is pure asyncio and testable with
 fake executors and events.
@@ -24,16 +42,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from inferpack.errors import OverloadedError, UnavailableError
+from inferpack.errors import (
+    DeadlineExceededError,
+    InvalidInputError,
+    OverloadedError,
+    UnavailableError,
+)
 
 P = TypeVar("P")
 R = TypeVar("R")
+
+log = logging.getLogger(__name__)
 
 # Weight of the newest batch duration in the moving average behind Retry-After.
 _EWMA_WEIGHT = 0.2
@@ -56,6 +82,8 @@ class QueuedItem(Generic[P, R]):
     key: Hashable
     future: asyncio.Future[R]
     enqueued_at: float
+    # In the loop's clock; None: no deadline.
+    deadline_s: float | None = None
     dispatched_at: float = field(default=0.0)
 
 
@@ -69,11 +97,14 @@ class DynamicBatcher(Generic[P, R]):
         self._execute = execute
         self._instance_count = instances
         self._queue: deque[QueuedItem[P, R]] = deque()
-        self._arrived = asyncio.Event()
-        self._free: asyncio.Queue[int] = asyncio.Queue()
+        # Set by everything the scheduler may act on: an arrival, a cancelled request, a
+        # freed instance, close(). The scheduler clears it only right before it waits.
+        self._wakeup = asyncio.Event()
+        self._free: deque[int] = deque()
         self._running: set[asyncio.Task[None]] = set()
         self._scheduler: asyncio.Task[None] | None = None
         self._closing = False
+        self._stopped = False
         self._batch_s_ewma = 0.0
 
     @property
@@ -85,72 +116,123 @@ class DynamicBatcher(Generic[P, R]):
         return len(self._running)
 
     def start(self) -> None:
-        for instance in range(self._instance_count):
-            self._free.put_nowait(instance)
+        self._free.extend(range(self._instance_count))
         self._scheduler = asyncio.get_running_loop().create_task(
             self._schedule(), name=f"batcher:{self.name}"
         )
 
-    def submit(self, payload: P, rows: int, key: Hashable = None) -> asyncio.Future[R]:
-        if self._closing or self._scheduler is None:
+    def submit(
+        self, payload: P, rows: int, key: Hashable = None, deadline_s: float | None = None
+    ) -> asyncio.Future[R]:
+        """Queue one request; its future resolves as the module contract says."""
+        if self._closing or self._stopped or self._scheduler is None:
             raise UnavailableError(f"model {self.name!r} is not accepting requests")
+        limit = self.policy.max_batch_rows
+        if not 1 <= rows <= limit:
+            raise InvalidInputError(
+                f"model {self.name!r}: a request of {rows} rows does not fit a batch of "
+                f"1..{limit} rows (max_batch_rows)"
+            )
         if len(self._queue) >= self.policy.max_queue_size:
             raise OverloadedError(
                 f"model {self.name!r}: queue is full ({self.policy.max_queue_size} requests)",
                 retry_after_s=self._retry_after_s(),
             )
         loop = asyncio.get_running_loop()
-        item: QueuedItem[P, R] = QueuedItem(payload, rows, key, loop.create_future(), loop.time())
-        self._queue.append(item)
-        self._arrived.set()
-        return item.future
+        future: asyncio.Future[R] = loop.create_future()
+        future.add_done_callback(self._wake_if_cancelled)
+        self._queue.append(QueuedItem(payload, rows, key, future, loop.time(), deadline_s))
+        self._wakeup.set()
+        return future
 
     async def close(self) -> None:
-        """Refuse new requests, finish queued and running ones, then stop the scheduler."""
+        """Refuse new requests, run queued ones without delay, wait for running batches."""
         self._closing = True
-        while self._queue or self._running:
+        self._wakeup.set()
+        try:
+            if self._scheduler is not None:
+                await asyncio.wait({self._scheduler})  # it returns once the queue is empty
             if self._running:
                 await asyncio.wait(set(self._running))
-            else:
-                await asyncio.sleep(0.001)  # scheduler is forming the last batch
-            self._drop_cancelled()
-        if self._scheduler is not None:
-            self._scheduler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._scheduler
+        except asyncio.CancelledError:
+            # Their own handlers answer every request of theirs with UnavailableError.
+            for task in self._running:
+                task.cancel()
+            if self._scheduler is not None:
+                self._scheduler.cancel()
+            raise
 
     def _retry_after_s(self) -> float:
         batches_ahead = len(self._queue) / max(1, self.policy.max_batch_rows * self._instance_count)
         return max(1.0, math.ceil(batches_ahead * self._batch_s_ewma))
 
-    async def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            instance = await self._free.get()
-            batch = await self._next_batch()
-            now = loop.time()
-            for item in batch:
-                item.dispatched_at = now
-            task = loop.create_task(self._run(instance, batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+    def _wake_if_cancelled(self, future: asyncio.Future[Any]) -> None:
+        if future.cancelled():
+            self._wakeup.set()  # the scheduler drops it (close() may be waiting for that)
 
-    async def _next_batch(self) -> list[QueuedItem[P, R]]:
+    async def _schedule(self) -> None:
+        """Run the dispatch loop; however it ends, fail what is queued and refuse new work."""
+        reason = "the batcher stopped"
+        try:
+            await self._dispatch_until_closed()
+        except Exception as error:
+            log.exception("batch scheduler of model %s failed", self.name)
+            reason = f"its batch scheduler failed: {error!r}"
+        finally:
+            self._stopped = True
+            queued, self._queue = self._queue, deque()
+            for item in queued:
+                if not item.future.done():
+                    item.future.set_exception(UnavailableError(f"model {self.name!r}: {reason}"))
+
+    async def _dispatch_until_closed(self) -> None:
+        """The scheduler's loop, in pseudo-code::
+
+        forever:
+            answer expired requests, drop cancelled ones
+            while an instance is free and the head request's batch is due: dispatch it
+            if closing and nothing is queued: return
+            sleep until woken, the earliest deadline, or the head's batch falls due
+        """
         loop = asyncio.get_running_loop()
         while True:
-            self._drop_cancelled()
-            if not self._queue:
-                self._arrived.clear()
-                await self._arrived.wait()
-                continue
-            head = self._queue[0]
-            remaining_s = head.enqueued_at + self.policy.max_queue_delay_s - loop.time()
-            if remaining_s <= 0 or self._ready(head.key):
-                return self._take(head.key)
-            self._arrived.clear()
+            now = loop.time()
+            wake_s = self._expire(now)
+            while self._free and self._queue:
+                due_s = self._due_s(self._queue[0])
+                if due_s > now:
+                    wake_s = min(wake_s, due_s)
+                    break
+                self._dispatch(self._free.popleft(), self._take(self._queue[0].key), now)
+            if self._closing and not self._queue:
+                return
+            self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining_s):
-                    await self._arrived.wait()
+                async with asyncio.timeout_at(None if math.isinf(wake_s) else wake_s):
+                    await self._wakeup.wait()
+
+    def _expire(self, now: float) -> float:
+        """Drop cancelled requests, fail expired ones; return the earliest deadline left."""
+        gone = [item for item in self._queue if item.future.done() or _passed(item, now)]
+        if gone:
+            for item in gone:
+                if not item.future.done():
+                    waited_ms = (now - item.enqueued_at) * 1e3
+                    item.future.set_exception(
+                        DeadlineExceededError(
+                            f"model {self.name!r}: the request's deadline passed after "
+                            f"{waited_ms:.1f} ms in the queue"
+                        )
+                    )
+            self._queue = deque(item for item in self._queue if not item.future.done())
+        deadlines = [item.deadline_s for item in self._queue if item.deadline_s is not None]
+        return min(deadlines, default=math.inf)
+
+    def _due_s(self, head: QueuedItem[P, R]) -> float:
+        """When the batch starting with ``head`` should leave (-inf: now)."""
+        if self._closing or self._ready(head.key):
+            return -math.inf
+        return head.enqueued_at + self.policy.max_queue_delay_s
 
     def _target_rows(self) -> int:
         if self.policy.preferred_rows:
@@ -169,19 +251,24 @@ class DynamicBatcher(Generic[P, R]):
         return False
 
     def _take(self, key: Hashable) -> list[QueuedItem[P, R]]:
-        """Remove and return the batch for ``key`` (see the contract for its size)."""
+        """Remove and return the batch for ``key`` (see the contract for its size).
+
+        The first queued request of ``key`` is always taken (submit guarantees it fits), so
+        the batch is never empty."""
         chosen: list[QueuedItem[P, R]] = []
         rows = 0
         prefix_rows: list[int] = []
         for item in self._queue:
             if item.key != key:
                 continue
-            if rows + item.rows > self.policy.max_batch_rows:
+            if chosen and (
+                rows + item.rows > self.policy.max_batch_rows or not self.policy.combine_requests
+            ):
                 break  # first come, first served: no smaller request jumps the queue
             chosen.append(item)
             rows += item.rows
             prefix_rows.append(rows)
-            if rows == self.policy.max_batch_rows or not self.policy.combine_requests:
+            if rows >= self.policy.max_batch_rows:
                 break
         if self.policy.preferred_rows:
             preferred = [i for i, r in enumerate(prefix_rows) if r in self.policy.preferred_rows]
@@ -191,11 +278,21 @@ class DynamicBatcher(Generic[P, R]):
         self._queue = deque(item for item in self._queue if id(item) not in taken)
         return chosen
 
-    def _drop_cancelled(self) -> None:
-        if any(item.future.done() for item in self._queue):
-            self._queue = deque(item for item in self._queue if not item.future.done())
+    def _dispatch(self, instance: int, batch: list[QueuedItem[P, R]], now: float) -> None:
+        for item in batch:
+            item.dispatched_at = now
+        task = asyncio.get_running_loop().create_task(
+            self._run(instance, batch), name=f"batch:{self.name}"
+        )
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def _run(self, instance: int, batch: list[QueuedItem[P, R]]) -> None:
+        """Execute one batch on ``instance``; answer each of its requests exactly once."""
+        batch = [item for item in batch if not item.future.done()]  # cancelled since taken
+        if not batch:
+            self._release(instance)
+            return
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -204,14 +301,35 @@ class DynamicBatcher(Generic[P, R]):
                 raise RuntimeError(
                     f"batch of {len(batch)} requests produced {len(results)} results"
                 )
+        except Exception as error:
+            _fail(batch, error)
+        except BaseException as error:  # cancellation, interpreter exit: still answer
+            _fail(
+                batch,
+                UnavailableError(
+                    f"model {self.name!r}: the batch was interrupted ({type(error).__name__})"
+                ),
+            )
+            raise
+        else:
             for item, result in zip(batch, results, strict=True):
                 if not item.future.done():
                     item.future.set_result(result)
-        except Exception as error:
-            for item in batch:
-                if not item.future.done():
-                    item.future.set_exception(error)
         finally:
             elapsed = loop.time() - started
             self._batch_s_ewma += _EWMA_WEIGHT * (elapsed - self._batch_s_ewma)
-            self._free.put_nowait(instance)
+            self._release(instance)
+
+    def _release(self, instance: int) -> None:
+        self._free.append(instance)
+        self._wakeup.set()
+
+
+def _passed(item: QueuedItem[Any, Any], now: float) -> bool:
+    return item.deadline_s is not None and item.deadline_s <= now
+
+
+def _fail(batch: list[QueuedItem[Any, Any]], error: BaseException) -> None:
+    for item in batch:
+        if not item.future.done():
+            item.future.set_exception(error)

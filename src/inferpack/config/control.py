@@ -1,4 +1,5 @@
-"""How models get loaded and unloaded (``--model-control-mode``), and the memory budget."""
+"""How models get loaded and unloaded (``--model-control-mode``), and what they may use:
+the memory budget and the CPU threads of model compute."""
 
 from __future__ import annotations
 
@@ -25,3 +26,6 @@ class ControlConfig:
     # for the GIL and cores: on 2 cores, 6 parallel loads took 70 ms each, one at a time 6 ms.
     load_threads: int = 2
     startup_models: tuple[str, ...] = ()  # explicit/lru: load these at start
+    # Total CPU threads for model compute (worker threads x torch intra-op threads, split
+    # by inferpack.runtime.workers.plan_cpu_threads); None: the CPUs this process may use.
+    cpu_threads: int | None = None

@@ -5,7 +5,9 @@ for level in levels:
     for each window (at most max_windows):
         gather every worker's samples of that window
         stable when the last 3 windows agree within ±10 % on throughput and on p99
-    stop the workers; pool the raw samples of the stable windows (or of all of them)
+        a worker out of its share of max_requests ends the level with that window
+    stop the workers; pool the raw samples of the stable windows (or of all of them but a
+    last one cut short by max_requests); the next level starts afresh
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import queue as queue_module
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from inferpack.bench.environment import describe
@@ -23,7 +26,7 @@ from inferpack.errors import InvalidInputError
 from inferpack.loadtest.choice import parse_distribution
 from inferpack.loadtest.payloads import Payload, build_payloads
 from inferpack.loadtest.spec import SCHEMA, TRANSPORTS, LoadSpec
-from inferpack.loadtest.worker import WorkerJob, run_worker
+from inferpack.loadtest.worker import MAX_REQUESTS, MAX_WINDOWS, WorkerJob, run_worker
 
 SUCCESS = {"200", "OK"}
 STABLE_WINDOWS = 3
@@ -41,6 +44,19 @@ METHOD = (
     "latencies of the reported windows, pooled across workers (never averaged)."
 )
 Progress = Callable[[dict[str, Any]], None]
+Record = tuple[float, str, int, float]  # latency s, status, model index, lateness s or -1
+# Seconds to wait for a last report from a worker seen exited (it was sent before exiting).
+LAST_REPORT_S = 1.0
+STABLE = "stable"
+
+
+@dataclass
+class _Collected:
+    """One level's windows as the coordinator assembled them, and why the level ended."""
+
+    windows: list[dict[str, Any]] = field(default_factory=list)
+    by_window: list[list[Record]] = field(default_factory=list)
+    ended_by: str = MAX_WINDOWS  # stable, max_windows or max_requests
 
 
 def _check(spec: LoadSpec) -> None:
@@ -68,9 +84,7 @@ def _stable(windows: list[dict[str, Any]], band_pct: float) -> bool:
     return True
 
 
-def _window_summary(
-    records: list[tuple[float, str, int, float]], window_s: float
-) -> dict[str, Any]:
+def _window_summary(records: list[Record], window_s: float) -> dict[str, Any]:
     latencies = sorted(r[0] for r in records if r[1] in SUCCESS)
     return {
         "requests": len(records),
@@ -114,57 +128,80 @@ def _run_level(
         process.start()
         processes.append(process)
     try:
-        windows, pooled = _collect(spec, level, processes, reports, progress)
+        collected = _collect(spec, level, processes, reports, progress)
     finally:
         stop.set()
         for process in processes:
             process.join(timeout=spec.window_s + 30)
             if process.is_alive():
                 process.terminate()
-    return _level_result(spec, level, windows, pooled)
+    return _level_result(spec, level, collected)
+
+
+def _next_report(
+    processes: list[Any], reports: Any, finished: int, deadline: float
+) -> tuple[int, list[Record], str | None] | None:
+    """The next worker report, None after a quiet second; InvalidInputError if a worker
+    exited without its last report or none came before ``deadline``."""
+    try:
+        report: tuple[int, list[Record], str | None] = reports.get(timeout=1.0)
+        return report
+    except queue_module.Empty:
+        pass
+    exited = [p.exitcode for p in processes if not p.is_alive()]
+    if len(exited) > finished:  # its last report may have landed just after the timeout
+        try:
+            report = reports.get(timeout=LAST_REPORT_S)
+            return report
+        except queue_module.Empty:
+            pass
+    if len(exited) > finished or time.monotonic() > deadline:
+        raise InvalidInputError(f"load generator workers stopped reporting (exit codes {exited})")
+    return None
 
 
 def _collect(
     spec: LoadSpec, level: float, processes: list[Any], reports: Any, progress: Progress | None
-) -> tuple[list[dict[str, Any]], list[list[tuple[float, str, int, float]]]]:
+) -> _Collected:
+    """Assemble windows until stable, out of windows, or a worker's budget is spent (then
+    the level ends with that window: later ones would lack that worker's load)."""
     workers = len(processes)
-    arrived: dict[int, list[tuple[float, str, int, float]]] = {}
+    arrived: dict[int, list[Record]] = {}
     counts: Counter[int] = Counter()
-    windows: list[dict[str, Any]] = []
-    records_by_window: list[list[tuple[float, str, int, float]]] = []
+    collected = _Collected()
+    windows = collected.windows
+    last = spec.max_windows  # windows [0, last) are awaited
+    finished = 0  # workers that sent their last report
     deadline = time.monotonic() + STARTUP_S + spec.warmup_s + spec.window_s + 60
-    while len(windows) < spec.max_windows:
-        try:
-            window, records = reports.get(timeout=1.0)
-        except queue_module.Empty:
-            dead = [p.exitcode for p in processes if not p.is_alive()]
-            if dead or time.monotonic() > deadline:
-                raise InvalidInputError(
-                    f"load generator workers stopped reporting (exit codes {dead})"
-                ) from None
+    while len(windows) < last:
+        report = _next_report(processes, reports, finished, deadline)
+        if report is None:
             continue
+        window, records, ending = report
         deadline = time.monotonic() + spec.window_s + 60
         arrived.setdefault(window, []).extend(records)
         counts[window] += 1
+        finished += ending is not None
+        if ending == MAX_REQUESTS and window + 1 < last:
+            last, collected.ended_by = window + 1, MAX_REQUESTS
         while counts[len(windows)] == workers:
             records = arrived.pop(len(windows))
             windows.append(_window_summary(records, spec.window_s))
-            records_by_window.append(records)
+            collected.by_window.append(records)
             if progress:
                 progress({"level": level, "window": len(windows), **windows[-1]})
         if _stable(windows, spec.stability_pct):
+            collected.ended_by = STABLE
             break
-    return windows, records_by_window
+    return collected
 
 
-def _level_result(
-    spec: LoadSpec,
-    level: float,
-    windows: list[dict[str, Any]],
-    by_window: list[list[tuple[float, str, int, float]]],
-) -> dict[str, Any]:
+def _level_result(spec: LoadSpec, level: float, collected: _Collected) -> dict[str, Any]:
+    windows, by_window = collected.windows, collected.by_window
     stable = _stable(windows, spec.stability_pct)
     used = by_window[-STABLE_WINDOWS:] if stable else by_window
+    if collected.ended_by == MAX_REQUESTS and len(used) > 1:
+        used = used[:-1]  # the last window was cut short when the budget ran out
     records = [r for window in used for r in window]
     latencies = sorted(r[0] * 1e3 for r in records if r[1] in SUCCESS)
     lateness = sorted(r[3] * 1e3 for r in records if r[3] >= 0)
@@ -174,6 +211,7 @@ def _level_result(
         "concurrency": int(level) if spec.mode == "closed" else None,
         "rate_rps": level if spec.mode == "open" else None,
         "stable": stable,
+        "ended_by": collected.ended_by,
         "windows": windows,
         "requests": len(records),
         "throughput_rps": round(throughput, 3),
@@ -210,7 +248,13 @@ def _warnings(spec: LoadSpec, levels: list[dict[str, Any]]) -> list[str]:
             if spec.mode == "closed"
             else f"rate {level['rate_rps']} req/s"
         )
-        if not level["stable"]:
+        if level["ended_by"] == MAX_REQUESTS:
+            windows = len(level["windows"])
+            warnings.append(
+                f"{name}: not stable: stopped at --max-requests {spec.max_requests} "
+                f"after {windows} window(s)"
+            )
+        elif not level["stable"]:
             warnings.append(f"{name}: not stable within {spec.max_windows} windows")
         if level["errors"]:
             warnings.append(f"{name}: errors {level['errors']}")

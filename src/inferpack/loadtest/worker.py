@@ -3,7 +3,9 @@
 Windows are aligned on a shared monotonic start time: window k covers
 [start + warmup + k*window, start + warmup + (k+1)*window). A request counts in the window
 in which it finished. After each window the worker sends its samples to the coordinator
-and stops when told to (stable, or out of windows) or when its request budget is spent.
+as ``(window, records, ending)`` and stops when told to (stable, or out of windows) or
+when its request budget is spent. ``ending`` is None while more windows follow, else why
+this is the worker's last report: ``stopped``, ``max_windows`` or ``max_requests``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from inferpack.loadtest.transports import open_transport
 MAX_IN_FLIGHT = 4096
 # Open loop: how long before a scheduled send the worker stops sleeping and yields instead.
 SPIN_S = 0.002
+STOPPED, MAX_WINDOWS, MAX_REQUESTS = "stopped", "max_windows", "max_requests"
 
 
 @dataclass
@@ -120,8 +123,18 @@ async def _report_windows(
         begin = end - job.window_s
         inside = [r for r in samples.records if begin <= r[1] < end]
         samples.records = [r for r in samples.records if r[1] >= end]
-        reports.put((window, [(r[1] - r[0], r[2], r[3], r[4]) for r in inside]))
-        if stop.is_set() or samples.sent >= job.max_requests:
+        ending = _ending(job, samples, stop, window)
+        reports.put((window, [(r[1] - r[0], r[2], r[3], r[4]) for r in inside], ending))
+        if ending is not None:
             break
         await asyncio.sleep(0)
     done.set()
+
+
+def _ending(job: WorkerJob, samples: _Samples, stop: Any, window: int) -> str | None:
+    """Why ``window`` is this worker's last report, or None if more follow."""
+    if stop.is_set():
+        return STOPPED
+    if samples.sent >= job.max_requests:
+        return MAX_REQUESTS
+    return MAX_WINDOWS if window == job.max_windows - 1 else None

@@ -11,10 +11,17 @@ from typing import Any
 
 import numpy as np
 
-from inferpack.datatypes import DATATYPES, datatype_of, tensor_from_bytes, tensor_to_bytes
+from inferpack.datatypes import (
+    DATATYPES,
+    checked_shape,
+    datatype_of,
+    element_count,
+    tensor_from_bytes,
+    tensor_to_bytes,
+)
 from inferpack.errors import InvalidInputError
 from inferpack.protocol.proto import inference_pb2 as pb
-from inferpack.protocol.tensors_json import json_to_tensor
+from inferpack.protocol.tensors_json import count_error, json_to_tensor
 from inferpack.types import InferRequest, InferResponse, Tensor
 
 # Which typed-contents field carries each datatype (FP16 travels raw only).
@@ -40,25 +47,33 @@ def _parameter_value(parameter: Any) -> Any:
 
 
 def _typed_contents(tensor: Any, shape: tuple[int, ...]) -> Tensor:
+    """A tensor from typed ``contents``; the count is checked before anything is built."""
     name, datatype = tensor.name, tensor.datatype
     field = _CONTENTS_FIELD.get(datatype)
     if field is None:
         raise InvalidInputError(f"input {name!r}: {datatype} must be sent in raw_input_contents")
-    values = list(getattr(tensor.contents, field))
+    values = getattr(tensor.contents, field)
+    if len(values) != element_count(shape):
+        raise count_error(len(values), shape, name)
     if datatype == "BYTES":
         flat = np.empty(len(values), dtype=np.object_)
-        flat[:] = values
-        count = int(np.prod(shape)) if shape else 1
-        if flat.size != count:
-            raise InvalidInputError(
-                f"input {name!r}: {flat.size} values do not match shape {list(shape)} "
-                f"({count} expected)"
-            )
+        flat[:] = list(values)
         return flat.reshape(shape)
-    return json_to_tensor(values, datatype, shape, name)
+    return json_to_tensor(list(values), datatype, shape, name)
+
+
+def _requested_outputs(message: Any) -> list[str] | None:
+    names = [output.name for output in message.outputs]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InvalidInputError(f"output {name!r} is requested more than once")
+        seen.add(name)
+    return names or None
 
 
 def decode_model_infer(message: Any) -> InferRequest:
+    """The request a ModelInferRequest carries; InvalidInputError (only) when malformed."""
     raw = list(message.raw_input_contents)
     if raw and len(raw) != len(message.inputs):
         raise InvalidInputError(
@@ -68,9 +83,7 @@ def decode_model_infer(message: Any) -> InferRequest:
     for index, tensor in enumerate(message.inputs):
         if tensor.datatype not in DATATYPES:
             raise InvalidInputError(f"input {tensor.name!r}: unknown datatype {tensor.datatype!r}")
-        if any(d < 0 for d in tensor.shape):
-            raise InvalidInputError(f"input {tensor.name!r}: shape must be non-negative")
-        shape = tuple(int(d) for d in tensor.shape)
+        shape = checked_shape(list(tensor.shape), tensor.name)
         if raw:
             array = tensor_from_bytes(raw[index], tensor.datatype, shape, tensor.name)
         else:
@@ -80,13 +93,12 @@ def decode_model_infer(message: Any) -> InferRequest:
         tensors[tensor.name] = array
     if not tensors:
         raise InvalidInputError("the request has no inputs")
-    requested = [output.name for output in message.outputs] or None
     return InferRequest(
         model_name=message.model_name,
         inputs=tensors,
         model_version=message.model_version or None,
         id=message.id or None,
-        requested_outputs=requested,
+        requested_outputs=_requested_outputs(message),
         parameters={k: _parameter_value(v) for k, v in message.parameters.items()},
     )
 

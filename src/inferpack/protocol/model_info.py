@@ -1,13 +1,16 @@
-"""Model metadata (KServe v2) and model configuration (Triton extension) as plain dicts."""
+"""Model metadata (KServe v2), model configuration and statistics (Triton extensions) as
+plain dicts: REST sends them as JSON, gRPC parses them into the same-named messages."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from inferpack.config.model_config import ModelConfig, TensorSpec
-from inferpack.runtime.manager import ModelEntry
+from inferpack.errors import NotFoundError
+from inferpack.runtime import Engine
 from inferpack.runtime.served_model import ServedModel
-from inferpack.runtime.statistics import Duration
+from inferpack.runtime.statistics import ComputeDurations, Duration
 
 # Triton's model-configuration names for our platforms (clients such as perf_analyzer
 # read `backend` / `platform` only to display them).
@@ -23,10 +26,10 @@ def _metadata_tensor(spec: TensorSpec, batching: bool) -> dict[str, Any]:
     return {"name": spec.name, "datatype": spec.datatype, "shape": shape}
 
 
-def model_metadata(entry: ModelEntry, config: ModelConfig) -> dict[str, Any]:
+def model_metadata(config: ModelConfig, versions: Sequence[str]) -> dict[str, Any]:
     return {
         "name": config.name,
-        "versions": sorted(entry.versions, key=int),
+        "versions": list(versions),
         "platform": _TRITON_PLATFORM[config.platform],
         "inputs": [_metadata_tensor(s, config.batching) for s in config.inputs],
         "outputs": [_metadata_tensor(s, config.batching) for s in config.outputs],
@@ -53,6 +56,8 @@ def triton_model_config(config: ModelConfig) -> dict[str, Any]:
                 "kind": "KIND_CPU" if config.instances.device == "cpu" else "KIND_AUTO",
             }
         ],
+        # One response per request (perf_analyzer reads this to choose its stream mode).
+        "model_transaction_policy": {"decoupled": False},
     }
     if config.dynamic_batching is not None:
         batching = config.dynamic_batching
@@ -68,39 +73,49 @@ def _duration(value: Duration) -> dict[str, int]:
     return {"count": value.count, "ns": value.ns}
 
 
+def _compute(value: ComputeDurations) -> dict[str, dict[str, int]]:
+    return {
+        "compute_input": _duration(value.input),
+        "compute_infer": _duration(value.infer),
+        "compute_output": _duration(value.output),
+    }
+
+
+def _model_statistics(model: ServedModel) -> dict[str, Any]:
+    s = model.statistics
+    zero = {"count": 0, "ns": 0}  # no response cache: no hits, no misses
+    return {
+        "name": model.config.name,
+        "version": model.version,
+        "last_inference": s.last_inference_ms,
+        "inference_count": s.inference_count,
+        "execution_count": s.execution_count,
+        "inference_stats": {
+            "success": _duration(s.success),
+            "fail": _duration(s.fail),
+            "queue": _duration(s.queue),
+            **_compute(s.compute),
+            "cache_hit": zero,
+            "cache_miss": zero,
+        },
+        "batch_stats": [
+            {"batch_size": size, **_compute(value)} for size, value in sorted(s.batches.items())
+        ],
+    }
+
+
 def triton_statistics(models: list[ServedModel]) -> dict[str, Any]:
-    """Triton's statistics extension body (what perf_analyzer reads for the server split).
-    Input and output copies are timed inside compute_infer, so those two stay zero."""
-    zero = {"count": 0, "ns": 0}
-    stats = []
-    for model in models:
-        s = model.statistics
-        stats.append(
-            {
-                "name": model.config.name,
-                "version": model.version,
-                "last_inference": s.last_inference_ms,
-                "inference_count": s.inference_count,
-                "execution_count": s.execution_count,
-                "inference_stats": {
-                    "success": _duration(s.success),
-                    "fail": _duration(s.fail),
-                    "queue": _duration(s.queue),
-                    "compute_input": zero,
-                    "compute_infer": _duration(s.compute_infer),
-                    "compute_output": zero,
-                    "cache_hit": zero,
-                    "cache_miss": zero,
-                },
-                "batch_stats": [
-                    {
-                        "batch_size": size,
-                        "compute_input": zero,
-                        "compute_infer": _duration(value),
-                        "compute_output": zero,
-                    }
-                    for size, value in sorted(s.batches.items())
-                ],
-            }
-        )
-    return {"model_stats": stats}
+    """Triton's statistics extension body (what perf_analyzer reads for the server split);
+    the counting rules are those of :mod:`inferpack.runtime.statistics`."""
+    return {"model_stats": [_model_statistics(model) for model in models]}
+
+
+def triton_statistics_for(engine: Engine, name: str | None, version: str | None) -> dict[str, Any]:
+    """Statistics of every loaded model (no name), of one model's loaded versions, or of
+    one version. NotFoundError for an unknown model or a version that is not loaded."""
+    models = engine.loaded_models(name)
+    if name and version:
+        models = [m for m in models if m.version == version]
+        if not models:
+            raise NotFoundError(f"model {name!r} has no loaded version {version!r}")
+    return triton_statistics(models)

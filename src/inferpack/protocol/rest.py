@@ -6,6 +6,7 @@ anywhere become ``{"error": ...}`` with the status the error tree gives (:mod:`i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -17,20 +18,37 @@ from aiohttp import web
 from inferpack.errors import (
     InferpackError,
     InvalidInputError,
-    NotFoundError,
     OverloadedError,
     PayloadTooLargeError,
+    UnauthenticatedError,
     http_status,
 )
-from inferpack.protocol.model_info import model_metadata, triton_model_config, triton_statistics
+from inferpack.protocol.access import RepositoryAccess
+from inferpack.protocol.model_info import model_metadata, triton_model_config, triton_statistics_for
 from inferpack.protocol.torchserve import decode_prediction, encode_prediction
-from inferpack.protocol.v2_codec import HEADER_LENGTH, decode_infer_request, encode_infer_response
+from inferpack.protocol.v2_codec import (
+    HEADER_LENGTH,
+    OutputEncoding,
+    decode_infer_request,
+    encode_infer_response,
+    raw_input_shape,
+)
 from inferpack.runtime import Engine
+from inferpack.runtime.inflight import InflightBytes
 from inferpack.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from inferpack.types import InferRequest, InferResponse
 
 log = logging.getLogger(__name__)
 ENGINE = web.AppKey("engine", Engine)
 MAX_REQUEST_BYTES = web.AppKey("max_request_bytes", int)
+INFLIGHT_BYTES = web.AppKey("inflight_bytes", InflightBytes)
+# Bodies (and responses) from 1 MiB up (~5 ms of decoding) are decoded (encoded) on a worker
+# thread; smaller ones inline, where the hand-off would cost more than the loop waits. The
+# decoder holds the GIL, so a thread only lets the loop in at switch intervals: 8 concurrent
+# 4 MB decodes stalled the loop 130 ms inline, 70-105 ms on threads
+# (benchmarks/results/json_decode.json).
+OFFLOAD_BYTES = 1024 * 1024
+REPOSITORY_ACCESS = web.AppKey("repository_access", RepositoryAccess)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -39,6 +57,8 @@ def error_response(error: BaseException) -> web.Response:
     headers = {}
     if isinstance(error, OverloadedError):
         headers["Retry-After"] = str(math.ceil(error.retry_after_s))
+    if isinstance(error, UnauthenticatedError):
+        headers["WWW-Authenticate"] = "Bearer"
     message = str(error) if isinstance(error, InferpackError) else "internal server error"
     return web.json_response({"error": message}, status=status, headers=headers)
 
@@ -86,12 +106,15 @@ async def _read_body(request: web.Request) -> bytes:
 
 
 def _header_length(request: web.Request) -> int | None:
+    """The JSON header's length, or None (all JSON). ASCII digits only: ``"²".isdigit()``
+    holds, and int() of thousands of digits raises, so both are checked first."""
     raw = request.headers.get(HEADER_LENGTH)
     if raw is None:
         return None
-    if not raw.strip().isdigit():
-        raise InvalidInputError(f"{HEADER_LENGTH} must be a non-negative integer, got {raw!r}")
-    return int(raw)
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise InvalidInputError(f"{HEADER_LENGTH} must be a non-negative integer, got {raw[:40]!r}")
+    return int(text)
 
 
 async def live(request: web.Request) -> web.Response:
@@ -112,26 +135,22 @@ def _model_args(request: web.Request) -> tuple[str, str | None]:
 
 
 async def model_metadata_handler(request: web.Request) -> web.Response:
+    """From the repository's config: answers whether or not the model is loaded."""
     name, version = _model_args(request)
     engine = _engine(request)
-    model = engine.model(name, version)
-    return _json(model_metadata(engine.entry(name), model.config))
+    config = await engine.model_config(name, version)
+    return _json(model_metadata(config, await engine.model_versions(name)))
 
 
 async def model_config_handler(request: web.Request) -> web.Response:
     name, version = _model_args(request)
-    return _json(triton_model_config(_engine(request).model(name, version).config))
+    return _json(triton_model_config(await _engine(request).model_config(name, version)))
 
 
 async def model_statistics(request: web.Request) -> web.Response:
     name = request.match_info.get("model")
     version = request.match_info.get("version")
-    models = _engine(request).loaded_models(name)
-    if version is not None:
-        models = [m for m in models if m.version == version]
-        if not models:
-            raise NotFoundError(f"model {name!r} has no loaded version {version!r}")
-    return _json(triton_statistics(models))
+    return _json(triton_statistics_for(_engine(request), name, version))
 
 
 async def model_ready(request: web.Request) -> web.Response:
@@ -140,17 +159,18 @@ async def model_ready(request: web.Request) -> web.Response:
     return _json({"name": name, "ready": is_ready}, status=200 if is_ready else 503)
 
 
-def _raw_binary_request(request: web.Request, body: bytes) -> tuple[bytes, int]:
-    """Raw mode (header length 0): the body is the data of a single-input model's input."""
+async def _raw_binary_request(request: web.Request, body: bytes) -> tuple[bytes, int]:
+    """Raw mode (header length 0): the body is the data of a single-input model's input
+    (shape from the config, so the model need not be loaded yet)."""
     name, version = _model_args(request)
-    config = _engine(request).model(name, version).config
-    if len(config.inputs) != 1 or -1 in config.inputs[0].dims:
+    config = await _engine(request).model_config(name, version)
+    if len(config.inputs) != 1:
         raise InvalidInputError(
-            f"raw binary requests need a model with one fixed-shape input; {name!r} has "
+            f"raw binary requests need a model with one input; {name!r} has "
             f"{[(s.name, list(s.dims)) for s in config.inputs]}"
         )
     spec = config.inputs[0]
-    shape = [1, *spec.dims] if config.batching else list(spec.dims)
+    shape = raw_input_shape(spec.datatype, spec.dims, config.batching, body, spec.name)
     header = {
         "inputs": [
             {
@@ -166,20 +186,45 @@ def _raw_binary_request(request: web.Request, body: bytes) -> tuple[bytes, int]:
     return header_bytes + body, len(header_bytes)
 
 
+async def _decode(
+    body: bytes, header_length: int | None, name: str, version: str | None
+) -> tuple[InferRequest, OutputEncoding]:
+    if len(body) < OFFLOAD_BYTES:
+        return decode_infer_request(body, header_length, name, version)
+    return await asyncio.to_thread(decode_infer_request, body, header_length, name, version)
+
+
+async def _encode(response: InferResponse, encoding: OutputEncoding) -> tuple[bytes, int | None]:
+    if sum(array.nbytes for array in response.outputs.values()) < OFFLOAD_BYTES:
+        return encode_infer_response(response, encoding)
+    return await asyncio.to_thread(encode_infer_response, response, encoding)
+
+
 async def infer(request: web.Request) -> web.Response:
+    """An unknown model is refused before the body is read; the body's bytes count in flight
+    (:mod:`inferpack.runtime.inflight`) from before it is read until the answer is encoded."""
     engine = _engine(request)
     name, version = _model_args(request)
     try:
-        body = await _read_body(request)
+        engine.entry(name)
         header_length = _header_length(request)
-        if header_length == 0:
-            body, header_length = _raw_binary_request(request, body)
-        infer_request, encoding = decode_infer_request(body, header_length, name, version)
+        reservation = request.app[INFLIGHT_BYTES].reserve(request.content_length or 0)
     except InferpackError as error:
         engine.record_failure(name, error)
         raise
-    response = await engine.infer(infer_request)
-    payload, json_length = encode_infer_response(response, encoding)
+    with reservation:
+        try:
+            body = await _read_body(request)
+            reservation.grow_to(len(body))  # a body of unannounced length, now read
+            if header_length == 0:
+                body, header_length = await _raw_binary_request(request, body)
+            infer_request, encoding = await _decode(body, header_length, name, version)
+        except InferpackError as error:
+            engine.record_failure(name, error)
+            raise
+        del body  # the tensors keep what they need (binary inputs are views of it)
+        response = await engine.infer(infer_request)
+        payload, json_length = await _encode(response, encoding)
     if json_length is None:
         return web.Response(body=payload, content_type="application/json")
     return web.Response(
@@ -194,7 +239,7 @@ async def predictions(request: web.Request) -> web.Response:
     name, version = _model_args(request)
     try:
         body = await _read_body(request)
-        config = engine.model(name, version).config
+        config = await engine.model_config(name, version)  # engine.infer loads under lru
         infer_request, added_batch = decode_prediction(body, config, version)
     except InferpackError as error:
         engine.record_failure(name, error)
@@ -218,25 +263,35 @@ async def _optional_json(request: web.Request) -> dict[str, Any]:
     return payload
 
 
+def _check_repository_access(request: web.Request) -> None:
+    """The repository API's access policy (:mod:`inferpack.protocol.access`), before the body."""
+    request.app[REPOSITORY_ACCESS].check(request.headers.get("Authorization"))
+
+
 async def repository_index(request: web.Request) -> web.Response:
+    _check_repository_access(request)
     payload = await _optional_json(request)
     return _json(await _engine(request).index(ready_only=bool(payload.get("ready", False))))
 
 
 async def repository_load(request: web.Request) -> web.Response:
+    _check_repository_access(request)
     await _optional_json(request)  # parameters (config overrides) are not supported yet
     await _engine(request).load_model(request.match_info["model"])
     return _json({})
 
 
 async def repository_unload(request: web.Request) -> web.Response:
+    _check_repository_access(request)
     await _optional_json(request)
     await _engine(request).unload_model(request.match_info["model"])
     return _json({})
 
 
 async def metrics(request: web.Request) -> web.Response:
-    response = web.Response(body=_engine(request).metrics.render())
+    """Rendered on a thread: thousands of models take long enough to stall inference."""
+    body = await asyncio.to_thread(_engine(request).metrics.render)
+    response = web.Response(body=body)
     response.headers["Content-Type"] = METRICS_CONTENT_TYPE
     return response
 
@@ -262,4 +317,11 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v2/repository/models/{model}/unload", repository_unload)
 
 
-__all__ = ["ENGINE", "MAX_REQUEST_BYTES", "add_routes", "error_middleware"]
+__all__ = [
+    "ENGINE",
+    "INFLIGHT_BYTES",
+    "MAX_REQUEST_BYTES",
+    "REPOSITORY_ACCESS",
+    "add_routes",
+    "error_middleware",
+]

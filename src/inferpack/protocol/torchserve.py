@@ -37,6 +37,8 @@ def decode_prediction(
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidInputError(f"malformed JSON in request body: {error}") from None
+    except RecursionError:
+        raise InvalidInputError("request body nests too deep") from None
     tensors: dict[str, Tensor] = {}
     added_batch = False
     for name, value in _named_inputs(payload, config).items():

@@ -1,18 +1,23 @@
 """A model repository in an object store (s3://, gs://, http(s)://), through fsspec.
 
-Same layout and interface as :class:`LocalRepository`. Artifacts are fetched at load into a
-local cache, ``<cache_dir>/<model>/<version>/<artifact>``, through a temp file and an atomic
-rename; a sidecar ``<artifact>.meta.json`` keeps the remote size and ETag/checksum so an
-unchanged artifact is not fetched again.
+Same layout and interface as :class:`LocalRepository`. Artifacts are fetched at load into
+a private local cache (:mod:`inferpack.repository.cache`: per user, one folder per
+repository URL, symlinks refused, each artifact checked against the SHA-256 recorded when
+it was written) through a temp file and an atomic rename; an unchanged artifact (same size
+and ETag/checksum in the store) is not fetched again.
+
+The list of models is cached for ``listing_ttl_s`` (5 s): repository index calls, which
+anyone reaching the server may make, cost at most one object-store listing per 5 s, and a
+model added to the store shows up within that time.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
-import os
-import tempfile
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -20,6 +25,7 @@ import yaml
 
 from inferpack.config.model_config import ModelConfig, parse_model_config
 from inferpack.errors import ConfigError, MissingExtraError, NotFoundError
+from inferpack.repository.cache import ArtifactCache, RemoteFile, default_cache_root
 from inferpack.repository.local import (
     CONFIG_FILE,
     LocalRepository,
@@ -30,12 +36,13 @@ from inferpack.repository.local import (
 
 # Fields of fsspec's info() that change with the content, most specific first.
 FINGERPRINT_KEYS = ("ChecksumSHA256", "md5Hash", "crc32c", "ETag", "etag", "checksum")
-DEFAULT_CACHE_DIR_NAME = "inferpack-cache"
+# Seconds a listing of the store's models is reused (an S3 LIST is billed and takes ~0.1 s).
+LISTING_TTL_S = 5.0
 
 
-def _file_digest(path: Path, algorithm: str) -> bytes:
+def _md5_base64(path: Path) -> str:
     with path.open("rb") as file:
-        return hashlib.file_digest(file, algorithm).digest()
+        return base64.b64encode(hashlib.file_digest(file, "md5").digest()).decode()
 
 
 def _fingerprint(info: dict[str, Any]) -> str | None:
@@ -47,8 +54,15 @@ def _fingerprint(info: dict[str, Any]) -> str | None:
 
 
 class RemoteRepository:
+    """A repository at ``url``; artifacts cached under ``cache_dir`` in the URL's folder."""
+
     def __init__(
-        self, url: str, cache_dir: Path, storage_options: dict[str, Any] | None = None
+        self,
+        url: str,
+        cache_dir: Path,
+        storage_options: dict[str, Any] | None = None,
+        listing_ttl_s: float = LISTING_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.root = url.rstrip("/")
         self.cache_dir = cache_dir
@@ -61,6 +75,12 @@ class RemoteRepository:
         except ValueError as error:  # unknown protocol
             raise ConfigError([f"{self.root}: {error}"]) from None
         self._base = str(base).rstrip("/")
+        self.cache = ArtifactCache(cache_dir, self.root)
+        self.cache.open()
+        self._listing_ttl_s = listing_ttl_s
+        self._clock = clock
+        self._listing: tuple[float, list[str]] | None = None  # (listed at, names)
+        self._listing_lock = threading.Lock()  # concurrent index calls share one listing
 
     def _remote(self, *parts: str) -> str:
         return "/".join((self._base, *parts))
@@ -70,6 +90,14 @@ class RemoteRepository:
             raise NotFoundError(f"model {name!r} is not in repository {self.root}")
 
     def model_names(self) -> list[str]:
+        """The models in the store, listed at most once per ``listing_ttl_s``."""
+        with self._listing_lock:
+            now = self._clock()
+            if self._listing is None or now - self._listing[0] >= self._listing_ttl_s:
+                self._listing = (now, self._list_models())
+            return list(self._listing[1])
+
+    def _list_models(self) -> list[str]:
         self._fs.invalidate_cache()  # a long-lived server sees models added since
         try:
             if not self._fs.isdir(self._base):
@@ -115,13 +143,12 @@ class RemoteRepository:
         config = self.config(name)
         sources = []
         for version in versions_to_serve(config, self.versions(name), f"{self.root}/{name}"):
-            local = self.cache_dir / name / version / config.artifact
-            self._fetch(name, version, config.artifact, local)
+            local = self._fetch(name, version, config.artifact)
             sources.append(ModelSource(config, version, local))
         return sources
 
-    def _fetch(self, name: str, version: str, artifact: str, local: Path) -> None:
-        """Download one artifact into ``local`` unless the cached copy is current."""
+    def _fetch(self, name: str, version: str, artifact: str) -> Path:
+        """The cached artifact, downloaded first unless the cached copy is current."""
         url = f"{self.root}/{name}/{version}/{artifact}"
         remote = self._remote(name, version, artifact)
         try:
@@ -130,71 +157,28 @@ class RemoteRepository:
             raise ConfigError([f"{url}: artifact missing (model.yaml artifact field)"]) from None
         if info.get("type") != "file":
             raise ConfigError([f"{url}: artifact is not a file (model.yaml artifact field)"])
-        size = info.get("size")
-        fingerprint = _fingerprint(info)
-        meta_path = local.with_name(local.name + ".meta.json")
-        if _is_current(local, meta_path, url, size, fingerprint):
-            return
-        local.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".part")
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
+        stored = RemoteFile(url, info.get("size"), _fingerprint(info))
+        local = self.cache.locate(name, version, artifact)
+        if self.cache.is_current(local, stored):
+            return local
+        with self.cache.writing(local, stored) as tmp:
             self._fs.get_file(remote, str(tmp))
             got = tmp.stat().st_size
-            if size is not None and got != size:
-                raise ConfigError([f"{url}: downloaded {got} bytes, the store has {size}"])
+            if stored.size is not None and got != stored.size:
+                raise ConfigError([f"{url}: downloaded {got} bytes, the store has {stored.size}"])
             md5 = info.get("md5Hash")  # GCS: base64 MD5 of the content
-            if md5 and base64.b64encode(_file_digest(tmp, "md5")).decode() != md5:
+            if md5 and _md5_base64(tmp) != md5:
                 raise ConfigError([f"{url}: downloaded content does not match its MD5 {md5}"])
-            sha256 = _file_digest(tmp, "sha256").hex()
-            meta_path.unlink(missing_ok=True)
-            os.replace(tmp, local)
-        finally:
-            tmp.unlink(missing_ok=True)
-        meta = {"url": url, "size": got, "fingerprint": fingerprint, "sha256": sha256}
-        _write_atomic(meta_path, json.dumps(meta, indent=2).encode())
-
-
-def _is_current(
-    local: Path, meta_path: Path, url: str, size: int | None, fingerprint: str | None
-) -> bool:
-    """Whether the cached artifact is the remote one: same URL, size, ETag and intact bytes."""
-    if fingerprint is None or not local.is_file():
-        return False  # without an ETag/checksum a change cannot be told: fetch again
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, ValueError):
-        return False
-    if not isinstance(meta, dict):
-        return False
-    local_size = local.stat().st_size
-    return (
-        meta.get("url") == url
-        and meta.get("fingerprint") == fingerprint
-        and meta.get("size") == local_size
-        and (size is None or size == local_size)
-        and meta.get("sha256") == _file_digest(local, "sha256").hex()
-    )
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+        return local
 
 
 def open_repository(
     location: str, cache_dir: Path | None = None
 ) -> LocalRepository | RemoteRepository:
-    """A local path or file:// URL gives a LocalRepository; any other URL a RemoteRepository."""
+    """A local path or file:// URL gives a LocalRepository; any other URL a RemoteRepository,
+    caching under ``cache_dir`` (default: the per-user cache folder)."""
     if location.startswith("file://"):
         return LocalRepository(Path(location.removeprefix("file://")))
     if "://" not in location:
         return LocalRepository(Path(location))
-    cache = cache_dir or Path(tempfile.gettempdir()) / DEFAULT_CACHE_DIR_NAME
-    return RemoteRepository(location, cache)
+    return RemoteRepository(location, cache_dir or default_cache_root())

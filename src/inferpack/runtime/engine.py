@@ -6,10 +6,13 @@ import time
 
 from inferpack import __version__
 from inferpack.config.control import ControlConfig, ControlMode
-from inferpack.errors import InferpackError, UnavailableError, failure_reason
+from inferpack.config.model_config import ModelConfig
+from inferpack.errors import InferpackError, NotFoundError, UnavailableError, failure_reason
 from inferpack.repository import Repository
-from inferpack.runtime.manager import ModelEntry, ModelManager, ModelState
+from inferpack.runtime.manager import ModelManager
 from inferpack.runtime.metrics import ServingMetrics
+from inferpack.runtime.request_parameters import request_deadline, request_timeout_us
+from inferpack.runtime.residency import ModelEntry, ModelState
 from inferpack.runtime.served_model import ServedModel
 from inferpack.types import InferRequest, InferResponse
 
@@ -53,7 +56,24 @@ class Engine:
         return self.manager.entry(name)
 
     def model(self, name: str, version: str | None = None) -> ServedModel:
+        """A loaded (READY) model version; UnavailableError otherwise. Never loads."""
         return self.manager.get(name, version)
+
+    async def model_config(self, name: str, version: str | None = None) -> ModelConfig:
+        """The model's configuration, loaded or not (read from the repository and cached
+        until the next index): what metadata and request decoding need. NotFoundError for
+        an unknown model or a version that would not be served."""
+        description = await self.manager.describe(name)
+        if version and version not in description.versions:
+            available = ", ".join(description.versions)
+            raise NotFoundError(
+                f"model {name!r} has no version {version!r} (available: {available})"
+            )
+        return description.config
+
+    async def model_versions(self, name: str) -> list[str]:
+        """The versions served (or that a load would serve) under the version policy."""
+        return list((await self.manager.describe(name)).versions)
 
     def model_ready(self, name: str, version: str | None = None) -> bool:
         try:
@@ -67,12 +87,16 @@ class Engine:
         started = time.perf_counter()
         model: ServedModel | None = None
         try:
-            async with self.manager.use(name, request.model_version) as model:
+            timeout_us = request_timeout_us(request.parameters)
+            async with (
+                request_deadline(timeout_us, name) as deadline_s,  # load wait, queue and run
+                self.manager.use(name, request.model_version) as model,
+            ):
                 self.metrics.requests.labels(name).inc()
                 inflight = self.metrics.inflight.labels(name)
                 inflight.inc()
                 try:
-                    outputs = await model.infer(request)
+                    outputs = await model.infer(request, deadline_s)
                 finally:
                     inflight.dec()
         except BaseException as error:
@@ -81,7 +105,7 @@ class Engine:
                 model.statistics.record_request(False, time.perf_counter() - started)
             raise
         elapsed_s = time.perf_counter() - started
-        self.metrics.request_s.labels(name).observe(elapsed_s)
+        self.metrics.record_request(name, elapsed_s)
         model.statistics.record_request(True, elapsed_s)
         wanted = request.requested_outputs
         if wanted is not None:

@@ -1,72 +1,101 @@
 """The model manager: which models exist, their state, loading, unloading and LRU eviction.
 
-States follow the repository extension: READY, LOADING, UNAVAILABLE (with a reason).
-Every load runs in a worker thread, never on the event loop, and at most one load per
-model runs at a time: concurrent requests for a model being loaded wait on the same load
-(a bounded number of them; more get 429). Under ``lru`` a request loads its model, and
-least recently used idle models (no request in flight) are unloaded while the loaded
-models' measured memory would exceed the budget.
+States follow the repository extension: READY, LOADING, UNAVAILABLE (with a reason). Every
+load runs in a worker thread, never on the event loop, and at most one load per model runs
+at a time: concurrent requests for a model being loaded wait on the same load (a bounded
+number of them; more get 429).
+
+Under ``lru`` a request loads its model; a load makes room under the memory budget first::
+
+    load(m):                                  # one task per model, shared by its callers
+        sources = repository.sources(m)                       # loader thread
+        loop:                                                  # bookkeeping: no await
+            victims = plan_room(entries, budget, estimate(m))  # see residency.plan_room
+            if victims is None: wait until a model goes idle or a load ends; continue
+            m.reserved = estimate(m)
+            for v in victims: v READY -> UNAVAILABLE "evicted", versions detached
+            break
+        await close(victims)              # drain (empty) batchers, free backends
+        load each version                                      # loader thread
+        m READY (reserved -> measured); evict again if the measurement exceeds the estimate
+
+Guarantees. Plan, reservation and eviction run between two awaits, so on the event loop
+they are atomic: no lock is needed and no other load sees a half-made decision (the
+re-check after waking is the loop above). Eviction never waits: victims are idle, so their
+close only stops a batcher with nothing queued. A load waits only for loader threads and
+for room, and room comes when requests end or loads finish; requests never wait for room
+while holding a model, so no cycle of waits exists. Bytes held (READY measured + reserved)
+stay within the budget unless one model alone exceeds it, or a measurement exceeds its
+estimate (the first load estimates by artifact size; later ones by the last measurement).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 
 from inferpack.config.control import ControlConfig, ControlMode
+from inferpack.config.model_config import ModelConfig
 from inferpack.errors import InferpackError, NotFoundError, OverloadedError, UnavailableError
-from inferpack.repository import Repository
+from inferpack.repository import ModelSource, Repository
+from inferpack.repository.local import versions_to_serve
 from inferpack.runtime.metrics import ServingMetrics
+from inferpack.runtime.residency import (
+    EVICTED,
+    NOT_LOADED,
+    SHUTTING_DOWN,
+    ModelEntry,
+    ModelState,
+    held_bytes,
+    plan_room,
+)
 from inferpack.runtime.served_model import ServedModel
 from inferpack.runtime.workers import DevicePools
 
 log = logging.getLogger(__name__)
-NOT_LOADED = "unloaded"
+# A request reloads its model at most this often if it is evicted again before its turn
+# (it cannot be while the request waits on the load: waiters pin it; this is a backstop).
 LRU_LOAD_ATTEMPTS = 3
-EVICTED = "evicted (least recently used)"
+# Seconds close() lets loads in flight finish before cancelling them: a small model loads
+# in milliseconds and ResNet-50 from local disk in about a second.
+SHUTDOWN_LOAD_WAIT_S = 5.0
+
+ModelLoader = Callable[[ModelSource, ServingMetrics, DevicePools], ServedModel]
 
 
-class ModelState(StrEnum):
-    LOADING = "LOADING"
-    READY = "READY"
-    UNAVAILABLE = "UNAVAILABLE"
+@dataclass(frozen=True, slots=True)
+class ModelDescription:
+    """What metadata needs without loading: the config and the versions that would serve."""
 
-
-@dataclass(slots=True)
-class ModelEntry:
-    name: str
-    state: ModelState = ModelState.UNAVAILABLE
-    reason: str = NOT_LOADED
-    versions: dict[str, ServedModel] = field(default_factory=dict)
-    loading: asyncio.Task[None] | None = None
-    waiters: int = 0
-    inflight: int = 0
-    last_used_s: float = 0.0
-
-    @property
-    def memory_bytes(self) -> int:
-        return sum(model.memory_bytes for model in self.versions.values())
-
-    def latest(self) -> ServedModel:
-        return self.versions[max(self.versions, key=int)]
+    config: ModelConfig
+    versions: tuple[str, ...]
 
 
 class ModelManager:
     def __init__(
-        self, repository: Repository, metrics: ServingMetrics, control: ControlConfig
+        self,
+        repository: Repository,
+        metrics: ServingMetrics,
+        control: ControlConfig,
+        model_loader: ModelLoader = ServedModel.load,
     ) -> None:
         self.repository = repository
         self.metrics = metrics
         self.control = control
         self.entries: dict[str, ModelEntry] = {}
-        self.pools = DevicePools()
+        self.pools = DevicePools(control.cpu_threads)
         self._loader = ThreadPoolExecutor(control.load_threads, thread_name_prefix="loader")
+        self._load_model = model_loader
+        self._descriptions: dict[str, ModelDescription] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+        self._room_changed = asyncio.Event()
+        self._shutting_down = False
 
     async def start(self) -> None:
         """Discover the repository; load everything (none) or the startup models."""
@@ -76,126 +105,239 @@ class ModelManager:
             await self.load(name)
 
     async def refresh(self) -> None:
-        """Pick up models added to the repository since the last look."""
+        """Pick up models added to the repository since the last look; forget cached configs."""
+        self._descriptions.clear()
         for name in await asyncio.to_thread(self.repository.model_names):
             self.entries.setdefault(name, ModelEntry(name))
 
     def entry(self, name: str) -> ModelEntry:
         entry = self.entries.get(name)
         if entry is None:
-            raise NotFoundError(f"unknown model {name!r}")
+            raise NotFoundError(f"Request for unknown model: '{name}' is not found")
         return entry
+
+    async def describe(self, name: str) -> ModelDescription:
+        """Config and versions of ``name``: the loaded ones if READY, else the repository's
+        (read once and cached until the next refresh). Never loads the model."""
+        if name not in self.entries:
+            await self.refresh()
+        entry = self.entry(name)
+        if entry.state is ModelState.READY:
+            return ModelDescription(entry.latest().config, tuple(sorted(entry.versions, key=int)))
+        description = self._descriptions.get(name)
+        if description is None:
+            description = await asyncio.to_thread(self._read_description, name)
+            self._descriptions[name] = description
+        return description
+
+    def _read_description(self, name: str) -> ModelDescription:
+        config = self.repository.config(name)
+        versions = versions_to_serve(config, self.repository.versions(name), name)
+        return ModelDescription(config, tuple(versions))
 
     async def load(self, name: str) -> ModelEntry:
         """Load ``name`` unless it is READY; concurrent callers share one load."""
         if name not in self.entries:
             await self.refresh()
         entry = self.entry(name)
-        if entry.loading is None and entry.state is not ModelState.READY:
-            entry.loading = asyncio.create_task(self._load(entry), name=f"load:{name}")
-        if entry.loading is not None:
-            await asyncio.shield(entry.loading)
+        await self._join_load(entry)
         return entry
 
-    async def _load(self, entry: ModelEntry) -> None:
-        entry.state, entry.reason = ModelState.LOADING, ""
+    async def _join_load(self, entry: ModelEntry) -> str | None:
+        """Start the entry's load unless READY or loading, wait for it: None or the reason
+        it failed. The load is shielded: a caller giving up does not cancel it."""
+        self._check_open()
+        if entry.state is ModelState.READY:
+            return None
+        if entry.loading is None:
+            entry.state, entry.reason = ModelState.LOADING, ""
+            entry.loading = asyncio.create_task(self._load(entry), name=f"load:{entry.name}")
+        return await asyncio.shield(entry.loading)
+
+    async def _load(self, entry: ModelEntry) -> str | None:
+        """The load task: None once READY (room made), else the reason it failed. The
+        entry stays pinned (``loading`` set, so not evictable) until room is made."""
         self.metrics.loads.labels(entry.name).inc()
         started = time.perf_counter()
         try:
+            failure = await self._load_versions(entry)
+            if failure is None:
+                self.metrics.record_load(time.perf_counter() - started)
+                log.info("model %s ready (%d bytes)", entry.name, entry.measured_bytes)
+                # READY now: if close() gives up waiting meanwhile, it closes this model;
+                # the load must still end as a success for the requests waiting on it.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._trim()
+            return failure
+        finally:
+            entry.reserved_bytes = 0
+            entry.loading = None
+            self._room_freed()
+
+    async def _load_versions(self, entry: ModelEntry) -> str | None:
+        versions: dict[str, ServedModel] = {}
+        try:
             loop = asyncio.get_running_loop()
             sources = await loop.run_in_executor(self._loader, self.repository.sources, entry.name)
-            if self.control.mode is ControlMode.LRU:
-                estimate = sum(source.artifact_path.stat().st_size for source in sources)
-                await self._make_room(estimate, keep=entry)
+            await self._reserve(entry, entry.measured_bytes or _artifact_bytes(sources))
             for source in sources:
-                model = await loop.run_in_executor(
-                    self._loader, ServedModel.load, source, self.metrics, self.pools
+                # Cancelled here (shutdown), the thread finishes alone and its model, never
+                # started, is garbage: nothing else refers to it.
+                versions[source.version] = await loop.run_in_executor(
+                    self._loader, self._load_model, source, self.metrics, self.pools
                 )
-                model.start()
-                entry.versions[source.version] = model
-        except Exception as error:  # a broken model must not take the server down
-            reason = error.message if isinstance(error, InferpackError) else repr(error)
-            if not isinstance(error, InferpackError):
-                log.exception("loading model %s failed", entry.name)
-            await self._close_versions(entry)
-            entry.state, entry.reason = ModelState.UNAVAILABLE, reason
-            log.error("model %s unavailable: %s", entry.name, reason)
+                versions[source.version].start()
+        except (Exception, asyncio.CancelledError) as error:  # a broken model must not
+            return await self._load_failed(entry, versions, error)  # take the server down
+        entry.versions, entry.reserved_bytes = versions, 0
+        entry.measured_bytes = entry.memory_bytes
+        entry.state, entry.reason = ModelState.READY, ""
+        entry.last_used_s = time.monotonic()
+        return None
+
+    async def _load_failed(
+        self, entry: ModelEntry, versions: dict[str, ServedModel], error: BaseException
+    ) -> str:
+        """Free what was loaded; the entry turns UNAVAILABLE with the reason, returned.
+        Cancellation (only close() cancels a load) ends the load as a failure too, so that
+        requests waiting on it get 503, not a cancelled request."""
+        if isinstance(error, asyncio.CancelledError):
+            reason = SHUTTING_DOWN
+        elif isinstance(error, InferpackError):
+            reason = error.message
         else:
-            entry.state, entry.last_used_s = ModelState.READY, time.monotonic()
-            self.metrics.load_s.labels(entry.name).observe(time.perf_counter() - started)
-            log.info("model %s ready (%d bytes)", entry.name, entry.memory_bytes)
-            if self.control.mode is ControlMode.LRU:
-                await self._make_room(0, keep=entry)
-        finally:
-            entry.loading = None
+            reason = repr(error)
+            log.error("loading model %s failed", entry.name, exc_info=error)
+        await asyncio.shield(self._close_later(list(versions.values())))
+        entry.state, entry.reason = ModelState.UNAVAILABLE, reason
+        log.error("model %s unavailable: %s", entry.name, reason)
+        return reason
+
+    async def _reserve(self, entry: ModelEntry, estimate_bytes: int) -> None:
+        """Wait until ``estimate_bytes`` fit (evicting idle models), then hold them."""
+        budget = self.control.memory_budget_bytes
+        if self.control.mode is not ControlMode.LRU or budget is None:
+            return
+        while True:
+            self._check_open()
+            victims = plan_room(self.entries.values(), budget, estimate_bytes)
+            if victims is not None:
+                break
+            await self._room_changed.wait()  # re-checked above: another load may win
+        entry.reserved_bytes = estimate_bytes
+        await self._evict(victims)
+
+    async def _trim(self) -> None:
+        """After a load: evict idle models if the measurement exceeded the estimate."""
+        budget = self.control.memory_budget_bytes
+        if self.control.mode is ControlMode.LRU and budget is not None:
+            victims = plan_room(self.entries.values(), budget, 0)
+            if victims is None:
+                log.warning("memory budget exceeded and no idle model to evict")
+            await self._evict(victims or [])
+
+    async def _evict(self, victims: Iterable[ModelEntry]) -> None:
+        """Detach every victim now (synchronously), then wait for their closes."""
+        closes = []
+        for victim in victims:
+            self.metrics.record_eviction()
+            log.info("evicting model %s (%d bytes)", victim.name, victim.memory_bytes)
+            closes.append(self._close_later(self._detach(victim, EVICTED), victim))
+        if closes:
+            await asyncio.shield(asyncio.gather(*closes))
+
+    def _detach(self, entry: ModelEntry, reason: str) -> list[ServedModel]:
+        """READY -> UNAVAILABLE with ``reason``; the versions, for the caller to close."""
+        versions, entry.versions = list(entry.versions.values()), {}
+        entry.state, entry.reason = ModelState.UNAVAILABLE, reason
+        self._room_freed()
+        return versions
+
+    def _close_later(
+        self, versions: list[ServedModel], entry: ModelEntry | None = None
+    ) -> asyncio.Task[None]:
+        """Close ``versions`` (drain their batchers, free backends) in a tracked task. Then
+        drop ``entry``'s metric series (an unloaded model costs nothing in /metrics), not
+        before: requests being drained still update them."""
+
+        async def close() -> None:
+            for model in versions:
+                try:
+                    await model.close()
+                except Exception:  # the model is detached either way; loads must go on
+                    log.exception("closing model %s failed", model.config.name)
+            if entry is not None and entry.state is ModelState.UNAVAILABLE and not entry.loading:
+                self.metrics.forget(entry.name)
+
+        task = asyncio.create_task(close(), name="close-versions")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        return task
+
+    def _room_freed(self) -> None:
+        """Wake loads waiting for room (they re-check; a new Event for the next wait)."""
+        self._room_changed.set()
+        self._room_changed = asyncio.Event()
+
+    def _check_open(self) -> None:
+        if self._shutting_down:
+            raise UnavailableError(SHUTTING_DOWN)
 
     async def unload(self, name: str, reason: str = NOT_LOADED) -> None:
-        """Stop taking requests for ``name``, let queued and running ones finish, free it."""
+        """Stop taking requests for ``name``, let queued and running ones finish, free it.
+        A model being loaded is unloaded once its load ends (explicit mode only: eviction
+        never waits for a load)."""
         entry = self.entry(name)
         if entry.loading is not None:
             await asyncio.shield(entry.loading)
         if entry.state is ModelState.READY:
-            entry.state, entry.reason = ModelState.UNAVAILABLE, reason
-            await self._close_versions(entry)
-
-    async def _close_versions(self, entry: ModelEntry) -> None:
-        versions, entry.versions = list(entry.versions.values()), {}
-        for model in versions:
-            await model.close()
+            await self._close_later(self._detach(entry, reason), entry)
 
     def used_bytes(self) -> int:
-        return sum(e.memory_bytes for e in self.entries.values() if e.state is ModelState.READY)
-
-    async def _make_room(self, needed_bytes: int, keep: ModelEntry) -> None:
-        budget = self.control.memory_budget_bytes
-        if budget is None:
-            return
-        while self.used_bytes() + needed_bytes > budget:
-            idle = [
-                e
-                for e in self.entries.values()
-                if e is not keep and e.state is ModelState.READY and e.inflight == 0
-            ]
-            if not idle:
-                log.warning("memory budget exceeded and no idle model to evict")
-                return
-            victim = min(idle, key=lambda e: e.last_used_s)
-            self.metrics.evictions.labels(victim.name).inc()
-            await self.unload(victim.name, reason=EVICTED)
+        """Bytes held: measured READY models plus reservations of loads in flight."""
+        return held_bytes(self.entries.values())
 
     @asynccontextmanager
     async def use(self, name: str, version: str | None) -> AsyncIterator[ServedModel]:
-        """The model to serve one request, counted in flight (never evicted meanwhile)."""
+        """The model to serve one request, counted in flight (never evicted meanwhile).
+        Under lru it is loaded first; a failed load is 503 with the load's reason."""
         entry = self.entry(name)
-        # Under LRU another load may evict this model between its load and our turn to run:
-        # load again (a bounded number of times) rather than fail the request.
-        for attempt in range(LRU_LOAD_ATTEMPTS):
-            if entry.state is ModelState.READY or self.control.mode is not ControlMode.LRU:
-                break
-            if attempt and entry.reason != EVICTED:
-                break  # the load itself failed: answer with its reason
-            await self._load_for_request(entry)
-        model = self._version(entry, version)
+        if self.control.mode is ControlMode.LRU:
+            await self._ensure_loaded(entry)
+        model = self._version(entry, version)  # no await from here to inflight += 1
         entry.inflight += 1
         entry.last_used_s = time.monotonic()
         try:
             yield model
         finally:
             entry.inflight -= 1
+            if entry.inflight == 0:
+                self._room_freed()
 
-    async def _load_for_request(self, entry: ModelEntry) -> None:
+    async def _ensure_loaded(self, entry: ModelEntry) -> None:
+        for _ in range(LRU_LOAD_ATTEMPTS):
+            if entry.state is ModelState.READY:
+                return
+            failure = await self._load_for_request(entry)
+            if failure is not None:
+                raise UnavailableError(f"model {entry.name!r} failed to load: {failure}")
+        # Evicted before our turn every time: _version reports the state.
+
+    async def _load_for_request(self, entry: ModelEntry) -> str | None:
         if entry.waiters >= self.control.max_load_waiters:
             raise OverloadedError(
                 f"model {entry.name!r} is loading and {entry.waiters} requests already wait"
             )
         entry.waiters += 1
         try:
-            await self.load(entry.name)
+            return await self._join_load(entry)
         finally:
             entry.waiters -= 1
+            if entry.waiters == 0:
+                self._room_freed()
 
     def get(self, name: str, version: str | None = None) -> ServedModel:
-        """A loaded model version, for metadata and readiness (no load is triggered)."""
+        """A loaded model version, for readiness and statistics (no load is triggered)."""
         return self._version(self.entry(name), version)
 
     @staticmethod
@@ -220,7 +362,24 @@ class ModelManager:
         return all(e.state is ModelState.READY for e in self.entries.values())
 
     async def close(self) -> None:
+        """Refuse new loads (503), let loads in flight end (bounded, then cancel them), make
+        every model UNAVAILABLE and close it, draining its requests; then stop the threads."""
+        self._shutting_down = True
+        self._room_freed()  # loads waiting for room fail with SHUTTING_DOWN
+        loads = [e.loading for e in self.entries.values() if e.loading is not None]
+        if loads:
+            _, pending = await asyncio.wait(loads, timeout=SHUTDOWN_LOAD_WAIT_S)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         for entry in self.entries.values():
-            await self._close_versions(entry)
+            if entry.state is ModelState.READY:
+                self._close_later(self._detach(entry, SHUTTING_DOWN))
+        await asyncio.gather(*self._closing, return_exceptions=True)
         await asyncio.to_thread(self.pools.shutdown)
         self._loader.shutdown(wait=False)
+
+
+def _artifact_bytes(sources: list[ModelSource]) -> int:
+    """A first load's estimate: its artifacts' size (weights as stored)."""
+    return sum(source.artifact_path.stat().st_size for source in sources)

@@ -17,7 +17,7 @@ from inferpack.datatypes import numpy_dtype
 from inferpack.errors import ModelExecutionError
 from inferpack.repository import ModelSource
 from inferpack.runtime.metrics import ServingMetrics
-from inferpack.runtime.statistics import ModelStatistics
+from inferpack.runtime.statistics import BatchTiming, ModelStatistics
 from inferpack.runtime.validation import validate_request
 from inferpack.runtime.workers import DevicePools
 from inferpack.types import InferRequest, Tensor
@@ -96,9 +96,10 @@ class ServedModel:
     def start(self) -> None:
         self.batcher.start()
 
-    async def infer(self, request: InferRequest) -> Outputs:
+    async def infer(self, request: InferRequest, deadline_s: float | None = None) -> Outputs:
+        """Validate, queue and await one request; ``deadline_s`` is in the loop's clock."""
         rows, key = validate_request(self.config, request)
-        return await self.batcher.submit(request.inputs, rows, key)
+        return await self.batcher.submit(request.inputs, rows, key, deadline_s)
 
     async def close(self) -> None:
         await self.batcher.close()
@@ -112,26 +113,31 @@ class ServedModel:
         payloads = [item.payload for item in items]
         rows = [item.rows for item in items]
         started = time.perf_counter()
-        results = await loop.run_in_executor(
+        results, timing = await loop.run_in_executor(
             self._executors[instance], self._run_batch, instance, payloads, rows
         )
         name = self.config.name
         compute_s = time.perf_counter() - started
         waits = [item.dispatched_at - item.enqueued_at for item in items]
         self._metrics.record_batch(name, sum(rows), compute_s)
-        self.statistics.record_batch(sum(rows), compute_s, waits)
+        self.statistics.record_batch(sum(rows), timing, waits)
         for wait in waits:
             self._metrics.queue_s.labels(name).observe(wait)
         return results
 
-    def _run_batch(self, instance: int, payloads: list[Outputs], rows: list[int]) -> list[Outputs]:
-        """Worker thread: concatenate rows, run the model, split outputs back by rows."""
+    def _run_batch(
+        self, instance: int, payloads: list[Outputs], rows: list[int]
+    ) -> tuple[list[Outputs], BatchTiming]:
+        """Worker thread: concatenate rows, run the model, split outputs back by rows; time
+        each of the three phases (Triton's compute_input / compute_infer / compute_output)."""
+        started = time.perf_counter()
         if len(payloads) == 1:
             inputs = payloads[0]
         else:
             inputs = {
                 s.name: np.concatenate([p[s.name] for p in payloads]) for s in self.config.inputs
             }
+        joined = time.perf_counter()
         try:
             outputs = self.backends[instance].run(inputs)
         except Exception as error:
@@ -139,7 +145,14 @@ class ServedModel:
                 f"model {self.config.name!r} failed on a batch of {len(payloads)} request(s): "
                 f"{_describe(error)}"
             ) from error
-        if len(payloads) == 1:
+        ran = time.perf_counter()
+        results = self._split_outputs(outputs, rows)
+        timing = BatchTiming(joined - started, ran - joined, time.perf_counter() - ran)
+        return results, timing
+
+    def _split_outputs(self, outputs: Outputs, rows: list[int]) -> list[Outputs]:
+        """One output dict per request: rows ``[sum(rows[:i]), sum(rows[:i+1]))``."""
+        if len(rows) == 1:
             return [outputs]
         total = sum(rows)
         for out_name, array in outputs.items():

@@ -1,39 +1,104 @@
-"""Worker threads shared by every model on a device.
+"""Worker threads shared by every model on a device, and how CPU threads are split.
 
 Model code runs on these threads, never on the event loop. Threads are per device, not per
 model: with thousands of models, a thread per model instance costs memory (stacks, malloc
 arenas, an OpenMP team per calling thread: 4.4 MB of RSS and 2 threads per small model,
 measured) and CPU (idle OpenMP teams spinning). A model's ``instances.count`` bounds how
 many of its batches run at once; the device's threads are shared by all models.
+
+CPU threads. Every thread that runs a torch op gets its own OpenMP team of intra-op
+threads, so W worker threads each with a team of T run W x T threads at once. torch's
+default T is every core; with W = cores (the old pool size) a 64-core host ran 4,096
+threads on 64 cores. The server is given a total, ``--cpu-threads N`` (default: the CPUs
+this process may run on), and splits it::
+
+    W = ceil(sqrt(N))     worker threads: batches that run at once, across all models
+    T = max(1, N // W)    intra-op threads of each batch; W x T <= N
+
+The trade-off: many small models and light batches want W = N, T = 1 (concurrency); one
+large model wants W = 1, T = N (each batch parallel). The square root splits evenly
+between the two (2 -> 2 x 1, 4 -> 2 x 2, 16 -> 4 x 4, 64 -> 8 x 8). torch's setting is
+process-wide and read per thread: each worker sets it when it starts (see
+:func:`inferpack.backends.threads.set_intra_op_threads`), and threads started later inherit it.
+A model asking for more instances than W grows its device's pool at creation, beyond N.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
+from inferpack.backends.threads import set_intra_op_threads
+
+log = logging.getLogger(__name__)
 # GPU work is launch- and copy-bound: a few threads per GPU overlap copies and kernels.
 DEFAULT_CUDA_THREADS = 4
 
 
-def default_threads(device: str) -> int:
-    if device == "cpu":
-        return os.cpu_count() or 1
-    return DEFAULT_CUDA_THREADS
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True, slots=True)
+class CpuThreads:
+    """How ``total`` CPU threads are split: ``workers`` batches at once, each ``intra_op``."""
+
+    total: int
+    workers: int
+    intra_op: int
+
+
+def plan_cpu_threads(total: int) -> CpuThreads:
+    """Split ``total`` threads into W workers x T intra-op threads (module docstring)."""
+    if total < 1:
+        raise ValueError(f"cpu threads must be at least 1, got {total}")
+    workers = math.ceil(math.sqrt(total))
+    return CpuThreads(total, workers, max(1, total // workers))
+
+
+def _start_worker(intra_op: int) -> None:
+    """Runs first on every worker thread: the thread's torch intra-op team size."""
+    applied = set_intra_op_threads(intra_op)
+    if applied is not None:
+        log.debug("%s: torch intra-op threads %d", threading.current_thread().name, applied)
 
 
 class DevicePools:
-    def __init__(self, threads: dict[str, int] | None = None) -> None:
-        self._threads = threads or {}
+    """One thread pool per device, created on first use; ``cpu_threads`` is the total N."""
+
+    def __init__(self, cpu_threads: int | None = None) -> None:
+        self.cpu = plan_cpu_threads(cpu_threads or available_cpus())
         self._pools: dict[str, ThreadPoolExecutor] = {}
 
+    def _threads(self, device: str) -> int:
+        return self.cpu.workers if device == "cpu" else DEFAULT_CUDA_THREADS
+
     def executor(self, device: str, at_least: int = 1) -> ThreadPoolExecutor:
-        """The device's pool (created on first use with max(configured, at_least) threads)."""
+        """The device's pool (created on first use with max(planned, at_least) threads)."""
         pool = self._pools.get(device)
         if pool is None:
-            size = max(self._threads.get(device, default_threads(device)), at_least)
-            pool = ThreadPoolExecutor(size, thread_name_prefix=f"worker-{device}")
+            size = max(self._threads(device), at_least)
+            pool = ThreadPoolExecutor(
+                size,
+                thread_name_prefix=f"worker-{device}",
+                initializer=_start_worker,
+                initargs=(self.cpu.intra_op,),
+            )
             self._pools[device] = pool
+            log.info(
+                "%s: %d worker threads x %d torch intra-op threads (cpu threads %d)",
+                device,
+                size,
+                self.cpu.intra_op,
+                self.cpu.total,
+            )
         return pool
 
     def shutdown(self) -> None:

@@ -13,10 +13,24 @@ import grpc
 from aiohttp import web
 
 from inferpack.config import ServerConfig
+from inferpack.protocol.access import (
+    TOKEN_FLAG,
+    RepositoryAccess,
+    RepositoryAccessInterceptor,
+    is_loopback,
+)
 from inferpack.protocol.grpc_service import create_grpc_server
-from inferpack.protocol.rest import ENGINE, MAX_REQUEST_BYTES, add_routes, error_middleware
+from inferpack.protocol.rest import (
+    ENGINE,
+    INFLIGHT_BYTES,
+    MAX_REQUEST_BYTES,
+    REPOSITORY_ACCESS,
+    add_routes,
+    error_middleware,
+)
 from inferpack.repository.remote import open_repository
 from inferpack.runtime import Engine
+from inferpack.runtime.inflight import InflightBytes
 
 log = logging.getLogger(__name__)
 # Seconds a stopping server gives in-flight requests before closing connections.
@@ -27,9 +41,20 @@ def create_app(engine: Engine, config: ServerConfig) -> web.Application:
     app = web.Application(client_max_size=config.max_request_bytes, middlewares=[error_middleware])
     app[ENGINE] = engine
     app[MAX_REQUEST_BYTES] = config.max_request_bytes
+    app[INFLIGHT_BYTES] = InflightBytes(config.max_inflight_bytes)
+    app[REPOSITORY_ACCESS] = _repository_access(config)
     add_routes(app)
     app.cleanup_ctx.append(_engine_lifecycle)
     return app
+
+
+def _repository_access(config: ServerConfig) -> RepositoryAccess:
+    access = RepositoryAccess(config.host, config.repository_api_token)
+    if access.token is None and not is_loopback(access.host):
+        log.warning(
+            "repository API (index, load, unload) refused on %s: no %s", access.host, TOKEN_FLAG
+        )
+    return access
 
 
 async def _engine_lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -86,7 +111,10 @@ async def start_server(config: ServerConfig) -> RunningServer:
     host, port = runner.addresses[0][:2]
     server = RunningServer(runner, engine, str(host), int(port))
     if config.grpc_port is not None:
-        server.grpc_server = create_grpc_server(engine, config.max_request_bytes)
+        access = RepositoryAccessInterceptor(app[REPOSITORY_ACCESS])
+        server.grpc_server = create_grpc_server(
+            engine, config.max_request_bytes, [access], inflight=app[INFLIGHT_BYTES]
+        )
         server.grpc_port = server.grpc_server.add_insecure_port(f"{config.host}:{config.grpc_port}")
         await server.grpc_server.start()
     return server

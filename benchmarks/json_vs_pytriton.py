@@ -1,0 +1,150 @@
+"""small-cnn over KServe v2 JSON at concurrency 32: inferpack vs NVIDIA Triton (PyTriton).
+
+The same TorchScript file (small-cnn, seed 0, traced here) is served by both, each with
+dynamic batching up to 32 rows, a 2 ms queue delay, one instance and one torch thread;
+the same load generator (``inferpack loadtest --no-binary --concurrency 32``) drives each,
+alternating A B A B so drift hits both. Each request is an 85 KB JSON body (3x64x64 FP32).
+
+Needs a second venv with nvidia-pytriton and torch (default /tmp/pyt):
+    python3 -m venv /tmp/pyt && /tmp/pyt/bin/pip install nvidia-pytriton==0.7.0 torch==2.13.0
+    .venv/bin/python -m benchmarks.json_vs_pytriton [--pytriton-python /tmp/pyt/bin/python]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks.common import ROOT, served, started, write_result
+from benchmarks.loadtest_pytriton import _free_port
+
+CONCURRENCY = 32
+MAX_BATCH = 32
+DELAY_US = 2000
+REPEATS = 2
+
+
+def build_repository(root: Path) -> Path:
+    """cnn/1/model.pt (TorchScript of small-cnn, seed 0) and its model.yaml."""
+    import torch
+
+    from inferpack.workloads import get_workload
+
+    spec = get_workload("small-cnn")
+    module = spec.build({"seed": 0}).eval()
+    folder = root / "cnn" / "1"
+    folder.mkdir(parents=True)
+    with torch.inference_mode():
+        traced = torch.jit.trace(module, torch.zeros(1, 3, 64, 64))
+    traced.save(str(folder / "model.pt"))
+    config = {
+        "name": "cnn",
+        "platform": "torchscript",
+        "max_batch_size": MAX_BATCH,
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [3, 64, 64]}],
+        "outputs": [{"name": "logits", "datatype": "FP32", "shape": [10]}],
+        "dynamic_batching": {"max_queue_delay_us": DELAY_US},
+        "instances": {"count": 1, "device": "cpu"},
+    }
+    (folder.parent / "model.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder / "model.pt"
+
+
+def loadtest(url: str, out: Path) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        "-c",
+        "from inferpack.cli import main; main()",
+        "loadtest",
+        "--url",
+        url,
+        "--model",
+        "cnn",
+        "--no-binary",
+        "--concurrency",
+        str(CONCURRENCY),
+        "--duration-s",
+        "15",
+        "--warmup-s",
+        "3",
+        "--max-windows",
+        "6",
+        "--output",
+        str(out),
+    ]
+    subprocess.run(command, check=True, timeout=300, capture_output=True)
+    level: dict[str, Any] = json.loads(out.read_text())["levels"][0]
+    return {
+        "throughput_rps": level["throughput_rps"],
+        "latency_ms": level["latency_ms"],
+        "errors": level["errors"],
+        "stable": level["stable"],
+    }
+
+
+def run_pytriton(python: str, model: Path, out: Path) -> dict[str, Any]:
+    http, grpc = _free_port(), _free_port()
+    command = [
+        python,
+        str(ROOT / "benchmarks" / "pytriton_cnn_server.py"),
+        "--model",
+        str(model),
+        "--http-port",
+        str(http),
+        "--grpc-port",
+        str(grpc),
+        "--max-batch",
+        str(MAX_BATCH),
+        "--delay-us",
+        str(DELAY_US),
+    ]
+    os.environ["PYTHONPATH"] = str(ROOT)
+    with started(command, "ready"):
+        return loadtest(f"http://127.0.0.1:{http}", out)
+
+
+def run_inferpack(repo: Path, out: Path) -> dict[str, Any]:
+    with served(repo, extra_args=["--cpu-threads", "1"]) as url:
+        return loadtest(url, out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pytriton-python", default="/tmp/pyt/bin/python")
+    args = parser.parse_args()
+    runs: dict[str, list[dict[str, Any]]] = {"inferpack": [], "pytriton": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "models"
+        model = build_repository(repo)
+        for repeat in range(REPEATS):
+            out = Path(tmp) / f"run{repeat}.json"
+            runs["pytriton"].append(run_pytriton(args.pytriton_python, model, out))
+            runs["inferpack"].append(run_inferpack(repo, out))
+    best = {name: max(r["throughput_rps"] for r in rows) for name, rows in runs.items()}
+    result = {
+        "model": "small-cnn (TorchScript, seed 0), FP32 [3,64,64], JSON body ~85 KB",
+        "setup": {
+            "max_batch": MAX_BATCH,
+            "max_queue_delay_us": DELAY_US,
+            "instances": 1,
+            "torch_threads": 1,
+            "load": f"inferpack loadtest --no-binary --concurrency {CONCURRENCY}",
+        },
+        "runs": runs,
+        "best_throughput_rps": best,
+        "inferpack_vs_pytriton": round(best["inferpack"] / best["pytriton"], 3),
+    }
+    path = write_result("json_vs_pytriton.json", result)
+    print(json.dumps(best), f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""Numeric tensor data read from its JSON text in chunks, with no list per tensor.
+
+Parsing a whole ``data`` array into nested Python lists costs ~6x its text in memory and
+most of the decode time. The v2 codec leaves each ``data`` value as raw text (msgspec has
+already checked its syntax) and this module reads it:
+
+    for each piece of ~CHUNK_BYTES, cut just after a comma (never inside a number):
+        skeleton += piece without numbers, literals and whitespace   # "[", "]", ","
+        values    = typed msgspec decode of "[" + piece without brackets + "]"
+        out[n : n + len(values)] = values        # kind and range checked per piece
+    dims = the regular nesting the skeleton spells (or: ragged)
+    check the count of values against dims and the declared shape
+
+Peak memory is the output array, the skeleton (one byte per value) and one piece's Python
+numbers; never a Python object per element of the tensor. Values are exactly what the
+object path gives (msgspec parses doubles correctly rounded; numpy casts them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from inferpack.datatypes import MAX_RANK, element_count, numpy_dtype
+from inferpack.errors import InvalidInputError
+from inferpack.protocol.tensors_json import count_error, kind_error
+from inferpack.types import Tensor
+
+# A piece is 1/8 of the text, between 8 KiB and 256 KiB: its Python numbers (~5x its text)
+# stay well below the text of the tensor, the per-piece overhead (~10 us) is paid at most
+# ~8 times for a small body, and a huge body never holds more than ~1 MiB of objects.
+PIECES_PER_TEXT = 8
+MIN_PIECE_BYTES = 8 * 1024
+MAX_PIECE_BYTES = 256 * 1024
+_WHITESPACE = b" \t\r\n"
+_NOT_VALUES = b"[]" + _WHITESPACE
+# Everything a number or a literal (true, false, null) is spelled with, and whitespace.
+_NOT_SKELETON = b"0123456789.eE+-truefalsn" + _WHITESPACE
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    "b": msgspec.json.Decoder(list[bool]),
+    "i": msgspec.json.Decoder(list[int]),
+    "u": msgspec.json.Decoder(list[int]),
+    "f": msgspec.json.Decoder(list[float]),
+}
+_GOT = {"bool": "b", "str": "U", "null": "O", "float": "f", "int": "i", "object": "O"}
+
+
+def _pieces(text: memoryview) -> Iterator[bytearray]:
+    """Consecutive pieces covering ``text``, each (but the last) ending in a comma."""
+    size = min(MAX_PIECE_BYTES, max(MIN_PIECE_BYTES, len(text) // PIECES_PER_TEXT))
+    start = 0
+    while start < len(text):
+        stop = start + size
+        piece = bytearray(text[start:stop])
+        while stop < len(text):
+            cut = piece.rfind(b",")
+            if cut >= 0:
+                del piece[cut + 1 :]
+                break
+            stop += size  # a run of whitespace longer than a piece: look further
+            piece = bytearray(text[start:stop])
+        start += len(piece)  # before the consumer edits the piece in place
+        yield piece
+
+
+def _flat_pieces(text: memoryview) -> Iterator[bytearray]:
+    """A flat array cut into consecutive arrays: ``[a,b,c,d]`` -> ``[a,b]``, ``[c,d]``.
+
+    Each piece is copied from just before its first value (the "[" or the comma that ends
+    the previous piece, overwritten with "["), and ends where its last comma was, overwritten
+    with "]": no bytes move, and a piece is a complete JSON array msgspec reads in one call.
+    """
+    size = min(MAX_PIECE_BYTES, max(MIN_PIECE_BYTES, len(text) // PIECES_PER_TEXT))
+    start, end = 0, len(text)
+    while start < end:
+        stop = start + size
+        piece = bytearray(text[start:stop])
+        while stop < end:
+            cut = piece.rfind(b",", 1)
+            if cut > 0:
+                del piece[cut + 1 :]
+                piece[cut] = ord("]")
+                break
+            stop += size  # a run of whitespace longer than a piece: look further
+            piece = bytearray(text[start:stop])
+        piece[0] = ord("[")
+        start += len(piece) - 1  # the next piece starts at this one's last comma
+        yield piece
+        if stop >= end:
+            return
+
+
+def _ragged(name: str) -> InvalidInputError:
+    return InvalidInputError(f"input {name!r}: data is ragged (rows of unequal length)")
+
+
+def _decode(array_text: bytes | bytearray, datatype: str, name: str) -> list[Any]:
+    """The values of a flat JSON array of numbers or booleans, as ``datatype`` accepts them."""
+    if b'"' in array_text:  # a string, or an object (keys are strings)
+        raise kind_error(name, "O" if b"{" in array_text else "U", datatype)
+    try:
+        values: list[Any] = _DECODERS[numpy_dtype(datatype).kind].decode(array_text)
+    except msgspec.ValidationError as error:
+        if str(error).startswith("Number out of range"):
+            raise InvalidInputError(f"input {name!r}: data holds a number out of range") from None
+        got = str(error).partition("got `")[2].partition("`")[0]
+        if got == "array":
+            raise _ragged(name) from None
+        raise kind_error(name, _GOT.get(got, got), datatype) from None
+    except msgspec.DecodeError:  # unbalanced brackets or empty items: lists beside values
+        raise _ragged(name) from None
+    return values
+
+
+def _flat_values(piece: bytearray, first: bool, datatype: str, name: str) -> list[Any]:
+    """A piece of a flat array made an array in place: "[" or "," ... "," or "]"."""
+    if not first:
+        piece[0:0] = b"["
+    if piece.endswith(b","):
+        piece[-1] = ord("]")
+    return _decode(piece, datatype, name)
+
+
+def _nested_values(piece: bytearray, datatype: str, name: str) -> list[Any]:
+    values = piece.translate(None, _NOT_VALUES)
+    if values.endswith(b","):
+        del values[-1]
+    if not values.strip(b","):
+        return []  # only empty lists here; the count decides whether that is consistent
+    return _decode(b"[" + values + b"]", datatype, name)
+
+
+def _integers(values: list[Any], datatype: str, name: str) -> Tensor:
+    try:
+        return np.array(values, dtype=np.int64)
+    except OverflowError:  # beyond int64: fits only UINT64, and only when none is negative
+        if min(values) >= 0:
+            try:
+                return np.array(values, dtype=np.uint64)
+            except OverflowError:
+                pass
+    raise InvalidInputError(f"input {name!r}: data is out of range for {datatype}")
+
+
+def _store(out: Tensor, at: int, values: list[Any], datatype: str, name: str) -> None:
+    kind = out.dtype.kind
+    if kind in "iu":
+        array = _integers(values, datatype, name)
+        info = np.iinfo(out.dtype)  # type: ignore[type-var]
+        if array.size and (array.min() < info.min or array.max() > info.max):
+            raise InvalidInputError(f"input {name!r}: data is out of range for {datatype}")
+    else:  # each Python float (a double) cast straight to the dtype, as astype does
+        array = np.fromiter(values, out.dtype, len(values))
+    out[at : at + len(values)] = array
+
+
+@dataclass(slots=True)
+class _Target:
+    """Where the values go: the flat output array, and what to name in errors."""
+
+    out: Tensor
+    datatype: str
+    name: str
+
+
+def _take(piece: bytearray, first: bool, nested: bool, target: _Target, at: int) -> int:
+    """Store the values of ``piece`` at ``out[at:]`` (while they fit); return their count."""
+    datatype, name = target.datatype, target.name
+    if nested:
+        values = _nested_values(piece, datatype, name)
+    else:
+        values = _flat_values(piece, first, datatype, name)
+    if at + len(values) <= target.out.size:
+        _store(target.out, at, values, datatype, name)
+    return len(values)
+
+
+def _regular(skeleton: bytes, count: int) -> tuple[int, ...] | None:
+    """The dims of a regular nesting whose skeleton is ``skeleton`` and which holds ``count``
+    values, or None when no regular nesting has that skeleton (ragged or mixed data)."""
+    depth = len(skeleton) - len(skeleton.lstrip(b"["))
+    first_close = skeleton.find(b"]")
+    if depth == 0 or first_close < depth or depth > MAX_RANK:
+        return None
+    commas = first_close - depth  # the first innermost list holds only commas
+    unit = skeleton[depth - 1 : first_close + 1]
+    dims = [commas + 1]
+    for level in range(depth - 2, -1, -1):
+        end = skeleton.find(b"]" * (depth - level), level)
+        children, rest = divmod(end + depth - level - level - 1, len(unit) + 1)
+        if end < 0 or rest:
+            return None
+        dims.insert(0, children)
+        unit = b"[" + b",".join([unit] * children) + b"]"
+    if unit != skeleton:
+        return None
+    if commas == 0:  # "[]" spells both one value and none: the count tells which
+        dims[-1] = 1 if count else 0
+    return tuple(dims) if element_count(tuple(dims)) == count else None
+
+
+def _is_nested(raw: memoryview) -> bool:
+    """Whether the first item of the array ``raw`` is a list (skipping any whitespace)."""
+    at = 1
+    while at < len(raw) and raw[at] in _WHITESPACE:
+        at += 1
+    return at < len(raw) and raw[at] == ord("[")
+
+
+def _decode_flat(
+    raw: memoryview, out: Tensor, datatype: str, shape: tuple[int, ...], name: str
+) -> Tensor:
+    """A flat array: each piece is one typed msgspec decode and one cast into ``out``."""
+    count = 0
+    with np.errstate(over="ignore"):  # doubles beyond FP16/FP32 become inf, as a C cast does
+        for piece in _flat_pieces(raw):
+            values = _decode(piece, datatype, name)
+            del piece  # before the values are cast: one piece's text in memory at a time
+            if count + len(values) <= out.size:
+                _store(out, count, values, datatype, name)
+            count += len(values)
+            del values
+    if count != out.size:
+        raise count_error(count, shape, name)
+    return out.reshape(shape)
+
+
+def decode_data(raw: memoryview, datatype: str, shape: tuple[int, ...], name: str) -> Tensor:
+    """The tensor a JSON array ``raw`` (syntax already valid) holds, checked against ``shape``.
+
+    Numeric datatypes only; flat or nested rows (nested rows must be regular). Raises
+    InvalidInputError naming the problem: ragged rows, a kind or range the datatype refuses,
+    a count that does not match ``shape``, nesting deeper than MAX_RANK.
+    """
+    expected = element_count(shape)
+    if expected > (len(raw) + 1) // 2:  # each value takes a character and a comma
+        raise InvalidInputError(
+            f"input {name!r}: {len(raw)} bytes of JSON data cannot hold the {expected} values "
+            f"of shape {list(shape)}"
+        )
+    out = np.empty(expected, dtype=numpy_dtype(datatype))
+    if not _is_nested(raw):
+        return _decode_flat(raw, out, datatype, shape, name)
+    target = _Target(out, datatype, name)
+    count, nested, skeleton = 0, False, []
+    with np.errstate(over="ignore"):  # doubles beyond FP16/FP32 become inf, as a C cast does
+        for index, piece in enumerate(_pieces(raw)):
+            if index == 0:
+                nested = piece[1:].lstrip(_WHITESPACE).startswith(b"[")
+            if nested:
+                skeleton.append(piece.translate(None, _NOT_SKELETON))
+            count += _take(piece, index == 0, nested, target, count)
+            del piece  # before the next piece is read: one piece in memory at a time
+    if nested and _regular(b"".join(skeleton), count) is None:
+        raise _ragged(name)
+    if count != expected:
+        raise count_error(count, shape, name)
+    return out.reshape(shape)
