@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from inferpack.workloads import WorkloadSpec
+from inferpack.workloads.safetensors_io import read_safetensors
 
 
 def build_seeded(spec: WorkloadSpec, options: Mapping[str, Any]) -> torch.nn.Module:
@@ -27,5 +28,5 @@ def save_weights(module: torch.nn.Module, path: Path) -> None:
 
 
 def load_weights(module: torch.nn.Module, path: Path) -> torch.nn.Module:
-    module.load_state_dict(load_file(str(path)), strict=True)
+    module.load_state_dict(read_safetensors(path), strict=True)
     return module.eval()
