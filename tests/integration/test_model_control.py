@@ -16,6 +16,8 @@ from tritonclient.utils import InferenceServerException
 
 from inferpack.config import ServerConfig
 from inferpack.config.control import ControlConfig, ControlMode
+from inferpack.workloads import get_workload
+from inferpack.workloads.weights import build_seeded, save_weights
 from tests.helpers import ServerThread, edit_model, reference_outputs
 from tests.integration.conftest import fetch_metrics, metric_value
 
@@ -29,7 +31,10 @@ def _repo(root: Path) -> Path:
 
     init_repository(root, ["tiny-mlp", "sleep"], seed=0)
     for index in range(3):
-        edit_model(root, "tiny-mlp", f"tiny-{index}", workload_options={"seed": index})
+        folder = edit_model(root, "tiny-mlp", f"tiny-{index}", workload_options={"seed": index})
+        # Weights of its own seed: byte-identical copies would be held once (weight sharing).
+        weights = build_seeded(get_workload("tiny-mlp"), {"seed": index})
+        save_weights(weights, folder / "1" / "model.safetensors")
     # Warm-up sleeps too, so loading this model takes >= 0.4 s: time for requests to pile up.
     edit_model(root, "sleep", "slow-load", workload_options={"sleep_ms": 400})
     edit_model(root, "sleep", "slow", workload_options={"sleep_ms": 300}, max_batch_size=1)
@@ -238,4 +243,4 @@ async def test_lru_request_for_a_broken_model_is_503_with_the_load_reason(
     assert status == 503
     message = body["error"]  # type: ignore[index]
     assert message.startswith("model 'broken' failed to load: ")
-    assert "deserializing header" in message  # the load's own reason
+    assert "model.safetensors: safetensors header" in message  # the load's own reason

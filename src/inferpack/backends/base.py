@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Protocol, runtime_checkable
 
 from inferpack.types import Tensor
 
@@ -15,9 +16,10 @@ class Backend(Protocol):
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes the loaded model holds on its device: its weights (every distinct tensor
-        storage it keeps) plus the workspace measured by :meth:`warm_up`. The LRU memory
-        budget counts this."""
+        """Bytes the loaded model uses on its device: its weights (every distinct tensor
+        storage it keeps, shared ones included) plus the workspace measured by
+        :meth:`warm_up`. The LRU memory budget counts this, less what :class:`SharesWeights`
+        says other models may hold too."""
 
     def run(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]: ...
 
@@ -26,3 +28,18 @@ class Backend(Protocol):
         that of the model's largest batch to ``memory_bytes``. Blocking (worker thread)."""
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class SharesWeights(Protocol):
+    """A backend whose weights may be held by other loaded models too (same bytes, stored
+    once: see ``backends/tensor_store.py``). Optional: a backend without it holds all of
+    its ``memory_bytes`` alone.
+
+    ``shared_weights`` maps each content key of a stored weight the backend uses to its
+    bytes (all of them counted in ``memory_bytes``). Equal keys are the same bytes in
+    memory, so the budget counts a key once however many models hold it; backends sharing
+    a whole module return the same mapping object. Fixed once loaded."""
+
+    @property
+    def shared_weights(self) -> Mapping[str, int]: ...

@@ -5,7 +5,9 @@ thread gets its own stream so instances overlap copies and kernels.
 
 Memory (what the LRU budget counts): every distinct tensor storage the module keeps (see
 :func:`module_tensors`), plus on CUDA the workspace of a batch of the model's largest size,
-measured once at warm-up.
+measured once at warm-up. Modules are loaded through the weight store
+(``tensor_store.py``): weights equal to another loaded model's are held once, and
+``shared_weights`` names them so that the budget counts them once.
 """
 
 from __future__ import annotations
@@ -13,12 +15,15 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+import weakref
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from inferpack.backends.storage_precision import keep_narrow
+from inferpack.backends.tensor_store import ModuleLease, TensorStore, default_store
 from inferpack.config.model_config import ModelConfig
 from inferpack.datatypes import numpy_dtype
 from inferpack.errors import ConfigError
@@ -44,20 +49,117 @@ def resolve_device(requested: str, instance_index: int) -> str:
 
 
 def _load_module(source: ModelSource, device: str) -> torch.nn.Module:
-    config = source.config
-    path = source.artifact_path
-    if config.platform == "torchscript":
-        module: torch.nn.Module = torch.jit.load(str(path), map_location=device)
-    elif config.platform == "torch_export":
-        module = torch.export.load(str(path)).module()
-    else:
-        from inferpack.workloads import get_workload
-        from inferpack.workloads.weights import load_weights
+    """The artifact's module on ``device``, computing at the model's ``precision``, its
+    weights kept at ``storage_precision`` when that is set; ready for inference.
 
-        module = load_weights(
-            get_workload(str(config.workload)).build(config.workload_options), path
-        )
+    Raises ConfigError where the artifact cannot run as configured (see
+    :func:`_load_program` and :func:`_check_script_cast`)."""
+    config = source.config
+    dtype = _TORCH_DTYPE[config.precision]
+    module: torch.nn.Module
+    if config.platform == "torch_export":
+        module = _load_program(source, device, dtype)
+    elif config.platform == "torchscript":
+        module = torch.jit.load(str(source.artifact_path), map_location=device)
+        module = _cast(module.to(device), dtype).eval()
+        _check_script_cast(module, dtype, config)
+    else:
+        module = _cast(_load_workload(source).to(device), dtype).eval()
+    if config.storage_precision is not None:
+        keep_narrow(module, _TORCH_DTYPE[config.storage_precision], dtype)
     return module
+
+
+def _cast(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Floating parameters and buffers to ``dtype``; fp32 leaves the artifact's own."""
+    return module if dtype == torch.float32 else module.to(dtype)
+
+
+def _load_workload(source: ModelSource) -> torch.nn.Module:
+    from inferpack.workloads import get_workload
+    from inferpack.workloads.weights import load_weights
+
+    config = source.config
+    spec = get_workload(str(config.workload))
+    return load_weights(spec.build(config.workload_options), source.artifact_path)
+
+
+def _load_program(source: ModelSource, device: str, dtype: torch.dtype) -> torch.nn.Module:
+    """A ``torch.export`` program unlifted into a module on ``device`` at ``dtype``.
+
+    The program's graph is fixed at export, so: its train/eval behaviour is baked in (the
+    unlifted module raises on ``.eval()``/``.train()`` and neither is called; a program
+    exported in training mode is refused); its constants are plain attributes that
+    ``Module.to`` does not move, so the program is moved with torch's
+    ``move_to_device_pass``; and a dtype written into the graph (``x.float()``,
+    ``torch.full(..., dtype=...)``) cannot follow a cast, so such a program is refused at
+    any precision but fp32."""
+    from torch.export.passes import move_to_device_pass
+
+    program = move_to_device_pass(torch.export.load(str(source.artifact_path)), device)
+    problems = _program_problems(program.graph_module, dtype, source.config)
+    if problems:
+        raise ConfigError(problems)
+    module = program.module()
+    if dtype != torch.float32:
+        module.to(dtype)
+        for sub in module.modules():  # lifted constants: plain attributes
+            for name, value in list(vars(sub).items()):
+                if isinstance(value, torch.Tensor) and value.is_floating_point():
+                    setattr(sub, name, value.to(dtype))
+    return module
+
+
+# Ops whose boolean argument at this position says "training": batch statistics, dropout.
+_TRAINING_FLAGS = {"aten.batch_norm.default": 5, "aten.dropout.default": 2}
+
+
+def _program_problems(
+    graph_module: torch.nn.Module, dtype: torch.dtype, config: ModelConfig
+) -> list[str]:
+    """Why an exported graph cannot serve ``config``: ops recorded in training mode, and
+    floating dtypes fixed in the graph other than ``dtype`` (only checked below fp32)."""
+    problems = []
+    for sub in graph_module.modules():
+        if not isinstance(sub, torch.fx.GraphModule):
+            continue
+        for node in sub.graph.nodes:
+            flag = _TRAINING_FLAGS.get(str(node.target))
+            if flag is not None and len(node.args) > flag and node.args[flag] is True:
+                problems.append(
+                    f"{config.name}: node {node.name} ({node.target}) was exported in "
+                    "training mode; call .eval() before torch.export.export"
+                )
+            fixed = [
+                arg
+                for arg in (*node.args, *node.kwargs.values())
+                if isinstance(arg, torch.dtype) and arg.is_floating_point and arg != dtype
+            ]
+            if fixed and dtype != torch.float32:
+                problems.append(
+                    f"{config.name}: precision {config.precision}: node {node.name} "
+                    f"({node.target}) fixes dtype {fixed[0]} in the exported graph; export "
+                    f"the module at {config.precision}, or serve it at fp32"
+                )
+    return problems
+
+
+def _check_script_cast(module: torch.nn.Module, dtype: torch.dtype, config: ModelConfig) -> None:
+    """After a cast to ``dtype``: refuse the floating tensors that did not follow, the
+    TorchScript graph constants (a frozen module's weights) and unregistered tensor
+    attributes that ``Module.to`` does not cast."""
+    if dtype == torch.float32:
+        return
+    stuck = [t for t in module_tensors(module) if t.is_floating_point() and t.dtype != dtype]
+    if stuck:
+        raise ConfigError(
+            [
+                f"{config.name}: precision {config.precision}: the TorchScript module keeps "
+                f"{len(stuck)} floating tensors as graph constants or attributes (a frozen "
+                f"module's weights) that cannot be cast; freeze it at {config.precision}, "
+                "or serve it at fp32"
+            ]
+        )
 
 
 def module_tensors(module: torch.nn.Module) -> Iterator[torch.Tensor]:
@@ -98,6 +200,10 @@ def storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
     return sum(storages.values())
 
 
+def _weigh(module: torch.nn.Module) -> int:
+    return storage_bytes(module_tensors(module))
+
+
 def _check_datatypes(config: ModelConfig) -> None:
     problems = [
         f"{config.name}: input {spec.name!r}: torch backends cannot take BYTES"
@@ -109,36 +215,52 @@ def _check_datatypes(config: ModelConfig) -> None:
 
 
 class TorchBackend:
-    def __init__(self, config: ModelConfig, module: torch.nn.Module, device: str) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        module: torch.nn.Module,
+        device: str,
+        lease: ModuleLease | None = None,
+    ) -> None:
         self.config = config
         self.module = module
         self.device = device
         self.dtype = _TORCH_DTYPE[config.precision]
         self.workspace_bytes = 0
-        self.weight_bytes = storage_bytes(module_tensors(module))
+        self.weight_bytes = lease.weight_bytes if lease else _weigh(module)
+        self.shared_weights: Mapping[str, int] = lease.shared_weights if lease else {}
+        # The lease is released at close, or when a backend that never got closed (its
+        # model failed to warm up) is collected: the store must not keep it forever.
+        self._release = weakref.finalize(self, lease.release) if lease else None
+        self._warm_ups: dict[Hashable, int] = lease.warm_ups if lease else {}
         self._streams = threading.local()
         self._output_dtypes = [numpy_dtype(spec.datatype) for spec in config.outputs]
 
     @classmethod
-    def load_instances(cls, source: ModelSource) -> list[TorchBackend]:
-        """One backend per instance; instances on the same device share one module."""
+    def load_instances(
+        cls, source: ModelSource, store: TensorStore | None = None
+    ) -> list[TorchBackend]:
+        """One backend per instance; instances on the same device share one module, and
+        models share weights through ``store`` (the process-wide one by default)."""
+        store = store or default_store()
         _check_datatypes(source.config)
         by_device: dict[str, TorchBackend] = {}
         instances = []
         for index in range(source.config.instances.count):
             device = resolve_device(source.config.instances.device, index)
             if device not in by_device:
-                by_device[device] = cls._load_on(source, device)
+                by_device[device] = cls._load_on(source, device, store)
             instances.append(by_device[device])
         return instances
 
     @classmethod
-    def _load_on(cls, source: ModelSource, device: str) -> TorchBackend:
-        module = _load_module(source, device).to(device)
-        if source.config.precision != "fp32":
-            module = module.to(_TORCH_DTYPE[source.config.precision])
-        module.eval()
-        return cls(source.config, module, device)
+    def _load_on(cls, source: ModelSource, device: str, store: TensorStore) -> TorchBackend:
+        """Load through the weight store: a module already loaded from the same bytes with
+        the same loading settings is shared whole; otherwise the new module's weights are
+        shared tensor by tensor with those already stored."""
+        key = store.module_key(source, device)
+        lease = store.lease_module(key, lambda: _load_module(source, device), _weigh)
+        return cls(source.config, lease.module, device, lease)
 
     def run(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
         with torch.inference_mode(), self._stream_context():
@@ -153,6 +275,23 @@ class TorchBackend:
             }
 
     def warm_up(self, inputs: dict[str, Tensor]) -> None:
+        """:meth:`_warm_up_once`, unless the module (shared whole with other models) was
+        already warmed up with inputs and tensor specs like these: then its workspace is
+        theirs, and the 3,000th copy of a model loads without running a batch."""
+        signature = (
+            self.config.inputs,
+            self.config.outputs,
+            self.config.max_batch_size,
+            tuple((name, array.shape, array.dtype.str) for name, array in inputs.items()),
+        )
+        known = self._warm_ups.get(signature)
+        if known is None:
+            self._warm_up_once(inputs)
+            self._warm_ups[signature] = self.workspace_bytes
+        else:
+            self.workspace_bytes = max(self.workspace_bytes, known)
+
+    def _warm_up_once(self, inputs: dict[str, Tensor]) -> None:
         """Run ``inputs``; on CUDA then measure the workspace: the peak memory allocated
         while running a batch of the largest size, above what was allocated before.
 
@@ -188,6 +327,8 @@ class TorchBackend:
 
     def close(self) -> None:
         self.module = torch.nn.Identity()
+        if self._release is not None:
+            self._release()
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
 

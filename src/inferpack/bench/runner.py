@@ -1,6 +1,7 @@
 """Run a bench sweep and build its result document (schema: docs/bench-schema.md).
 
 for precision:        load once per instance count; accuracy vs the fp32 reference
+                      (fp32 weights, also for a model.yaml with storage_precision)
   for instances:      N data-parallel copies (threads; on CPU the cores are split)
     for batch size:   warm up, measure windows, sample utilisation, optional profile
 """
@@ -48,9 +49,17 @@ def model_source(spec: BenchSpec) -> Iterator[ModelSource]:
         yield LocalRepository(Path(folder)).sources(spec.model)[-1]
 
 
-def _variant(source: ModelSource, device: str, precision: str, count: int) -> ModelSource:
+def _variant(
+    source: ModelSource, device: str, precision: str, count: int, *, reference: bool = False
+) -> ModelSource:
+    """``source`` at ``precision`` on ``count`` instances. Weights stay at the model's
+    storage_precision where it computes in fp32, except in the ``reference``."""
+    storage = None if reference or precision != "fp32" else source.config.storage_precision
     config = dataclasses.replace(
-        source.config, precision=precision, instances=InstanceConfig(count=count, device=device)
+        source.config,
+        precision=precision,
+        storage_precision=storage,
+        instances=InstanceConfig(count=count, device=device),
     )
     return dataclasses.replace(source, config=config)
 
@@ -154,9 +163,10 @@ def run_bench(spec: BenchSpec, progress: Progress | None = None) -> dict[str, An
     device = _resolve_device(spec.device)
     results: list[dict[str, Any]] = []
     with model_source(spec) as source:
+        storage_precision = source.config.storage_precision
         max_batch = source.config.max_batch_size
         batches = _batch_sizes(spec, max_batch, warnings)
-        reference = load_backends(_variant(source, device, "fp32", 1))[0]
+        reference = load_backends(_variant(source, device, "fp32", 1, reference=True))[0]
         for precision in spec.precisions:
             for instances in spec.instances:
                 backends = load_backends(_variant(source, device, precision, instances))
@@ -176,7 +186,7 @@ def run_bench(spec: BenchSpec, progress: Progress | None = None) -> dict[str, An
             )
     return {
         "schema": SCHEMA,
-        "spec": {**spec.to_dict(), "device": device},
+        "spec": {**spec.to_dict(), "device": device, "storage_precision": storage_precision},
         "environment": describe(device),
         "results": results,
         "summary": conditions(results),

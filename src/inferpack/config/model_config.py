@@ -20,6 +20,8 @@ PLATFORMS: Final[dict[str, str]] = {
     "workload": "model.safetensors",
 }
 PRECISIONS: Final[frozenset[str]] = frozenset({"fp32", "bf16", "fp16"})
+# Narrower than fp32: what weights may be kept in while computing in fp32.
+STORAGE_PRECISIONS: Final[frozenset[str]] = frozenset({"bf16", "fp16"})
 # Bounded by default: admission control instead of unbounded memory growth under overload.
 DEFAULT_MAX_QUEUE_SIZE: Final = 1024
 
@@ -63,6 +65,9 @@ class ModelConfig:
     dynamic_batching: DynamicBatchingConfig | None = None
     instances: InstanceConfig = InstanceConfig()
     precision: str = "fp32"
+    # None: weights are kept at ``precision``; bf16/fp16: kept narrower, cast to
+    # ``precision`` (fp32) layer by layer as each batch runs (docs/model-memory.md).
+    storage_precision: str | None = None
     version_policy: str = "latest"
     warmup: bool = True
 
@@ -189,6 +194,30 @@ def _check_batching(config: ModelConfig, problems: _Problems) -> None:
         )
 
 
+def _storage_precision(
+    raw: Mapping[str, Any], platform: str, precision: str, problems: _Problems
+) -> str | None:
+    value = raw.get("storage_precision")
+    if value is None:
+        return None
+    if value not in STORAGE_PRECISIONS:
+        problems.add("storage_precision", f"{value!r} is not one of {sorted(STORAGE_PRECISIONS)}")
+        return None
+    if precision != "fp32":
+        problems.add(
+            "storage_precision",
+            f"needs precision fp32 (weights kept in {value}, computed in fp32), "
+            f"got precision {precision!r}",
+        )
+    if platform == "torchscript":
+        problems.add(
+            "storage_precision",
+            "not available for torchscript (a frozen module's weights are constants of its "
+            "graph); use platform workload or torch_export",
+        )
+    return str(value)
+
+
 def parse_model_config(raw: Any, source: str, default_name: str | None = None) -> ModelConfig:
     """Validate a parsed model.yaml mapping; raise ConfigError listing every problem."""
     problems = _Problems(source)
@@ -242,6 +271,7 @@ def parse_model_config(raw: Any, source: str, default_name: str | None = None) -
         dynamic_batching=_dynamic_batching(raw.get("dynamic_batching"), problems),
         instances=_instances(raw.get("instances"), problems),
         precision=precision,
+        storage_precision=_storage_precision(raw, platform, precision, problems),
         version_policy=version_policy,
         warmup=warmup,
     )
@@ -270,6 +300,8 @@ def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
         }
     data["instances"] = {"count": config.instances.count, "device": config.instances.device}
     data["precision"] = config.precision
+    if config.storage_precision is not None:
+        data["storage_precision"] = config.storage_precision
     return data
 
 

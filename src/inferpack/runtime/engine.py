@@ -12,7 +12,7 @@ from inferpack.repository import Repository
 from inferpack.runtime.manager import ModelManager
 from inferpack.runtime.metrics import ServingMetrics
 from inferpack.runtime.request_parameters import request_deadline, request_timeout_us
-from inferpack.runtime.residency import ModelEntry, ModelState
+from inferpack.runtime.residency import ModelEntry, ModelState, memory_split
 from inferpack.runtime.served_model import ServedModel
 from inferpack.types import InferRequest, InferResponse
 
@@ -120,8 +120,11 @@ class Engine:
         ]
 
     async def index(self, ready_only: bool = False) -> list[dict[str, object]]:
-        """The repository index: every model with its state, reason and measured memory."""
+        """The repository index: every model with its state, reason and measured memory:
+        ``memory_bytes`` a loaded version uses, of which ``shared_bytes`` are weights that
+        another loaded version holds too (stored once) and ``own_bytes`` the rest."""
         await self.manager.refresh()
+        split = memory_split(self.manager.entries.values())
         rows: list[dict[str, object]] = []
         for name in sorted(self.manager.entries):
             entry = self.manager.entries[name]
@@ -132,7 +135,9 @@ class Engine:
                 row: dict[str, object] = {"name": name, "state": entry.state.value}
                 if version:
                     row["version"] = version
-                    row["memory_bytes"] = entry.versions[version].memory_bytes
+                    memory = entry.versions[version].memory_bytes
+                    row["memory_bytes"] = memory
+                    row["own_bytes"], row["shared_bytes"] = split.get((name, version), (memory, 0))
                 if entry.reason:
                     row["reason"] = entry.reason
                 rows.append(row)

@@ -12,7 +12,7 @@ Under ``lru`` a request loads its model; a load makes room under the memory budg
         loop:                                                  # bookkeeping: no await
             victims = plan_room(entries, budget, estimate(m))  # see residency.plan_room
             if victims is None: wait until a model goes idle or a load ends; continue
-            m.reserved = estimate(m)
+            m.reserved = estimate(m) less shared weights held by models staying READY
             for v in victims: v READY -> UNAVAILABLE "evicted", versions detached
             break
         await close(victims)              # drain (empty) batchers, free backends
@@ -24,9 +24,11 @@ they are atomic: no lock is needed and no other load sees a half-made decision (
 re-check after waking is the loop above). Eviction never waits: victims are idle, so their
 close only stops a batcher with nothing queued. A load waits only for loader threads and
 for room, and room comes when requests end or loads finish; requests never wait for room
-while holding a model, so no cycle of waits exists. Bytes held (READY measured + reserved)
-stay within the budget unless one model alone exceeds it, or a measurement exceeds its
-estimate (the first load estimates by artifact size; later ones by the last measurement).
+while holding a model, so no cycle of waits exists. Bytes held (READY measured, each
+shared weight once, + reserved) stay within the budget unless one model alone exceeds it,
+or a measurement exceeds its estimate (the first load estimates by artifact size, not
+knowing which weights it will share; later ones by the last measurement, shared weights
+counted only where no READY model holds them).
 """
 
 from __future__ import annotations
@@ -50,10 +52,13 @@ from inferpack.runtime.residency import (
     EVICTED,
     NOT_LOADED,
     SHUTTING_DOWN,
+    Footprint,
     ModelEntry,
     ModelState,
     held_bytes,
+    measure_footprint,
     plan_room,
+    reservation_bytes,
 )
 from inferpack.runtime.served_model import ServedModel
 from inferpack.runtime.workers import DevicePools
@@ -179,7 +184,7 @@ class ModelManager:
         try:
             loop = asyncio.get_running_loop()
             sources = await loop.run_in_executor(self._loader, self.repository.sources, entry.name)
-            await self._reserve(entry, entry.measured_bytes or _artifact_bytes(sources))
+            await self._reserve(entry, entry.measured or Footprint(_artifact_bytes(sources)))
             for source in sources:
                 # Cancelled here (shutdown), the thread finishes alone and its model, never
                 # started, is garbage: nothing else refers to it.
@@ -191,6 +196,7 @@ class ModelManager:
             return await self._load_failed(entry, versions, error)  # take the server down
         entry.versions, entry.reserved_bytes = versions, 0
         entry.measured_bytes = entry.memory_bytes
+        entry.measured = measure_footprint(versions.values())
         entry.state, entry.reason = ModelState.READY, ""
         entry.last_used_s = time.monotonic()
         return None
@@ -213,18 +219,20 @@ class ModelManager:
         log.error("model %s unavailable: %s", entry.name, reason)
         return reason
 
-    async def _reserve(self, entry: ModelEntry, estimate_bytes: int) -> None:
-        """Wait until ``estimate_bytes`` fit (evicting idle models), then hold them."""
+    async def _reserve(self, entry: ModelEntry, estimate: Footprint) -> None:
+        """Wait until ``estimate`` fits (evicting idle models), then hold what it adds: its
+        own bytes and its shared weights that no model staying READY holds."""
         budget = self.control.memory_budget_bytes
         if self.control.mode is not ControlMode.LRU or budget is None:
             return
         while True:
             self._check_open()
-            victims = plan_room(self.entries.values(), budget, estimate_bytes)
+            entries = self.entries.values()
+            victims = plan_room(entries, budget, estimate.own_bytes, estimate.shared)
             if victims is not None:
                 break
             await self._room_changed.wait()  # re-checked above: another load may win
-        entry.reserved_bytes = estimate_bytes
+        entry.reserved_bytes = reservation_bytes(entries, victims, estimate)
         await self._evict(victims)
 
     async def _trim(self) -> None:
@@ -294,7 +302,8 @@ class ModelManager:
             await self._close_later(self._detach(entry, reason), entry)
 
     def used_bytes(self) -> int:
-        """Bytes held: measured READY models plus reservations of loads in flight."""
+        """Bytes held: measured READY models (each shared weight once) plus reservations
+        of loads in flight."""
         return held_bytes(self.entries.values())
 
     @asynccontextmanager

@@ -58,6 +58,14 @@ def warmup_inputs(config: ModelConfig) -> dict[str, Tensor]:
 
 
 class ServedModel:
+    """A loaded model version: what a request reaches after the manager has picked it.
+
+    Its bookkeeping is O(1) small objects (batcher, statistics, one metrics array shared
+    through :class:`ServingMetrics`), none of which runs or allocates while the model is
+    idle: the batcher's scheduler task exists only while requests are queued."""
+
+    __slots__ = ("_executors", "_metrics", "backends", "batcher", "config", "statistics", "version")
+
     def __init__(
         self,
         source: ModelSource,
@@ -121,8 +129,9 @@ class ServedModel:
         waits = [item.dispatched_at - item.enqueued_at for item in items]
         self._metrics.record_batch(name, sum(rows), compute_s)
         self.statistics.record_batch(sum(rows), timing, waits)
+        queue_s = self._metrics.queue_s.labels(name)
         for wait in waits:
-            self._metrics.queue_s.labels(name).observe(wait)
+            queue_s.observe(wait)
         return results
 
     def _run_batch(

@@ -23,7 +23,6 @@ copies: backends do not time those apart), *output* splits the outputs back by r
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -68,7 +67,9 @@ class ComputeDurations:
 class ModelStatistics:
     """Cumulative statistics of one model version since it was loaded.
 
-    Mutated only on the event loop (never from instance worker threads), so no lock."""
+    Mutated only on the event loop (never from instance worker threads), so no lock. A
+    model holds one of these per loaded version whether it serves or not: fixed-size
+    counters, plus one entry in ``batches`` per batch size it has executed."""
 
     last_inference_ms: int = 0
     inference_count: int = 0  # rows inferred
@@ -77,9 +78,7 @@ class ModelStatistics:
     fail: Duration = field(default_factory=Duration)
     queue: Duration = field(default_factory=Duration)
     compute: ComputeDurations = field(default_factory=ComputeDurations)
-    batches: defaultdict[int, ComputeDurations] = field(
-        default_factory=lambda: defaultdict(ComputeDurations)
-    )
+    batches: dict[int, ComputeDurations] = field(default_factory=dict)
 
     def record_batch(self, rows: int, timing: BatchTiming, queue_s: Sequence[float]) -> None:
         """One successful execution of ``rows`` rows for ``len(queue_s)`` requests, each of
@@ -87,7 +86,10 @@ class ModelStatistics:
         self.inference_count += rows
         self.execution_count += 1
         self.compute.add(timing, len(queue_s))
-        self.batches[rows].add(timing)
+        batch = self.batches.get(rows)
+        if batch is None:
+            batch = self.batches[rows] = ComputeDurations()
+        batch.add(timing)
         for wait in queue_s:
             self.queue.add(wait)
 

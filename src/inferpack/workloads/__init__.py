@@ -83,6 +83,14 @@ WORKLOADS: dict[str, WorkloadSpec] = {
             description="3 conv blocks on 3x64x64 -> 10 classes",
         ),
         WorkloadSpec(
+            "medium-cnn",
+            "small:medium_cnn",
+            _image(64),
+            _logits(100),
+            32,
+            description="5 conv blocks on 3x64x64 -> 100 classes, 483k parameters",
+        ),
+        WorkloadSpec(
             "squeezenet",
             "small:squeezenet",
             _image(224),

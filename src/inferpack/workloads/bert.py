@@ -28,5 +28,5 @@ def bert_base(options: Mapping[str, Any]) -> nn.Module:
         from transformers import BertConfig, BertModel
     except ImportError as error:
         raise MissingExtraError("transformers", "text") from error
-    config = BertConfig(attn_implementation="sdpa")  # defaults are bert-base
+    config = BertConfig(attn_implementation="sdpa")  # type: ignore[call-arg]  # bert-base defaults
     return _BertClassifier(BertModel(config), config.hidden_size, int(options.get("classes", 2)))

@@ -1,7 +1,8 @@
-"""Small workloads: a tiny MLP, a small CNN, SqueezeNet 1.1 and a sleeping identity."""
+"""Small workloads: a tiny MLP, two CNNs, SqueezeNet 1.1 and a sleeping identity."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -14,23 +15,25 @@ def tiny_mlp(options: Mapping[str, Any]) -> nn.Module:
     return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
 
 
-def small_cnn(options: Mapping[str, Any]) -> nn.Module:
-    def block(cin: int, cout: int) -> list[nn.Module]:
-        return [
-            nn.Conv2d(cin, cout, 3, padding=1),
-            nn.BatchNorm2d(cout),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        ]
+def _conv_classifier(widths: tuple[int, ...], classes: int) -> nn.Module:
+    """3x3 conv + batch norm + ReLU + 2x2 max pool per width, then global average pool and
+    one linear layer: input 3 x H x W (H, W divisible by 2 ** len(widths))."""
+    layers: list[nn.Module] = []
+    for cin, cout in itertools.pairwise((3, *widths)):
+        layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+        layers.append(nn.MaxPool2d(2))
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], classes)]
+    return nn.Sequential(*layers)
 
-    return nn.Sequential(
-        *block(3, 16),
-        *block(16, 32),
-        *block(32, 64),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(64, 10),
-    )
+
+def small_cnn(options: Mapping[str, Any]) -> nn.Module:
+    return _conv_classifier((16, 32, 64), 10)
+
+
+def medium_cnn(options: Mapping[str, Any]) -> nn.Module:
+    """482,596 parameters and 1,093 buffer values (1.85 MiB in fp32): the model of the
+    many-models memory benchmark, small enough that per-model overhead shows beside it."""
+    return _conv_classifier((32, 64, 128, 128, 192), 100)
 
 
 class _Fire(nn.Module):
