@@ -11,12 +11,14 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -80,6 +82,27 @@ def started(command: list[str], ready: str) -> Iterator[list[str]]:
     finally:
         process.terminate()
         process.wait(timeout=60)
+
+
+def loadtest_level(url: str, arguments: list[str], timeout_s: float) -> dict[str, Any]:
+    """Run ``inferpack loadtest --url URL ARGUMENTS`` (the CLI, in a subprocess) for one
+    level and return that level of its result document."""
+    with tempfile.TemporaryDirectory() as tmp:
+        output = Path(tmp) / "loadtest.json"
+        command = [
+            sys.executable,
+            "-c",
+            "from inferpack.cli import main; main()",
+            "loadtest",
+            "--url",
+            url,
+            *arguments,
+            "--output",
+            str(output),
+        ]
+        subprocess.run(command, check=True, timeout=timeout_s, capture_output=True)
+        level: dict[str, Any] = json.loads(output.read_text())["levels"][0]
+    return level
 
 
 def serve_command(repo: Path, *args: str) -> list[str]:

@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from benchmarks.common import ROOT, served, started, write_result
+from benchmarks.common import ROOT, loadtest_level, served, started, write_result
 from benchmarks.loadtest_pytriton import _free_port
 
 CONCURRENCY = 32
@@ -58,30 +56,10 @@ def build_repository(root: Path) -> Path:
     return folder / "model.pt"
 
 
-def loadtest(url: str, out: Path) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        "-c",
-        "from inferpack.cli import main; main()",
-        "loadtest",
-        "--url",
-        url,
-        "--model",
-        "cnn",
-        "--no-binary",
-        "--concurrency",
-        str(CONCURRENCY),
-        "--duration-s",
-        "15",
-        "--warmup-s",
-        "3",
-        "--max-windows",
-        "6",
-        "--output",
-        str(out),
-    ]
-    subprocess.run(command, check=True, timeout=300, capture_output=True)
-    level: dict[str, Any] = json.loads(out.read_text())["levels"][0]
+def loadtest(url: str) -> dict[str, Any]:
+    arguments = ["--model", "cnn", "--no-binary", "--concurrency", str(CONCURRENCY)]
+    timing = ["--duration-s", "15", "--warmup-s", "3", "--max-windows", "6"]
+    level = loadtest_level(url, [*arguments, *timing], 300)
     return {
         "throughput_rps": level["throughput_rps"],
         "latency_ms": level["latency_ms"],
@@ -90,7 +68,7 @@ def loadtest(url: str, out: Path) -> dict[str, Any]:
     }
 
 
-def run_pytriton(python: str, model: Path, out: Path) -> dict[str, Any]:
+def run_pytriton(python: str, model: Path) -> dict[str, Any]:
     http, grpc = _free_port(), _free_port()
     command = [
         python,
@@ -108,12 +86,12 @@ def run_pytriton(python: str, model: Path, out: Path) -> dict[str, Any]:
     ]
     os.environ["PYTHONPATH"] = str(ROOT)
     with started(command, "ready"):
-        return loadtest(f"http://127.0.0.1:{http}", out)
+        return loadtest(f"http://127.0.0.1:{http}")
 
 
-def run_inferpack(repo: Path, out: Path) -> dict[str, Any]:
+def run_inferpack(repo: Path) -> dict[str, Any]:
     with served(repo, extra_args=["--cpu-threads", "1"]) as url:
-        return loadtest(url, out)
+        return loadtest(url)
 
 
 def main() -> None:
@@ -124,10 +102,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repo = Path(tmp) / "models"
         model = build_repository(repo)
-        for repeat in range(REPEATS):
-            out = Path(tmp) / f"run{repeat}.json"
-            runs["pytriton"].append(run_pytriton(args.pytriton_python, model, out))
-            runs["inferpack"].append(run_inferpack(repo, out))
+        for _ in range(REPEATS):
+            runs["pytriton"].append(run_pytriton(args.pytriton_python, model))
+            runs["inferpack"].append(run_inferpack(repo))
     best = {name: max(r["throughput_rps"] for r in rows) for name, rows in runs.items()}
     result = {
         "model": "small-cnn (TorchScript, seed 0), FP32 [3,64,64], JSON body ~85 KB",

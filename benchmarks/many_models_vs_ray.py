@@ -36,7 +36,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -49,7 +48,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from benchmarks.common import ROOT, served, started, write_result
+from benchmarks.common import ROOT, loadtest_level, served, started, write_result
 
 WORKLOAD = "medium-cnn"
 CONCURRENCY = 8
@@ -134,23 +133,12 @@ def listening_pid(url: str) -> int:
 
 def loadtest(url: str, models: list[str], **options: Any) -> dict[str, Any]:
     """One level of ``inferpack loadtest`` (the CLI in a subprocess); its level result."""
-    with tempfile.NamedTemporaryFile(suffix=".json") as output:
-        command = [
-            sys.executable,
-            "-c",
-            "from inferpack.cli import main; main()",
-            "loadtest",
-            "--url",
-            url,
-            "--output",
-            output.name,
-            "--models",
-            ",".join(models),
-            *(f"--{k.replace('_', '-')}={v}" for k, v in options.items()),
-        ]
-        subprocess.run(command, check=True, timeout=STEP_TIMEOUT_S, capture_output=True)
-        level: dict[str, Any] = json.loads(Path(output.name).read_text())["levels"][0]
-    return level
+    arguments = [
+        "--models",
+        ",".join(models),
+        *(f"--{k.replace('_', '-')}={v}" for k, v in options.items()),
+    ]
+    return loadtest_level(url, arguments, STEP_TIMEOUT_S)
 
 
 def touch(url: str, models: list[str]) -> dict[str, Any]:

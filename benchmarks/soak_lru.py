@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -25,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import served, write_result
+from benchmarks.common import loadtest_level, served, write_result
 from benchmarks.many_models import build_repository, server_rss_mb
 
 RESIDENT_FRACTION = 0.25
@@ -35,16 +33,8 @@ RSS_SAMPLE_S = 5.0
 WARMUP_S = 30.0
 
 
-def _loadtest(
-    url: str, repo: Path, out: Path, load: list[str], duration_s: float
-) -> dict[str, Any]:
-    command = [
-        sys.executable,
-        "-c",
-        "from inferpack.cli import main; main()",
-        "loadtest",
-        "--url",
-        url,
+def _loadtest(url: str, repo: Path, load: list[str], duration_s: float) -> dict[str, Any]:
+    arguments = [
         "--models-from-repository",
         str(repo),
         "--distribution",
@@ -56,12 +46,8 @@ def _loadtest(
         str(WARMUP_S if duration_s > 60 else 2),
         "--max-windows",
         "3",
-        "--output",
-        str(out),
     ]
-    subprocess.run(command, check=True, timeout=duration_s * 2 + 300, capture_output=True)
-    document: dict[str, Any] = json.loads(out.read_text())
-    return dict(document["levels"][0])
+    return loadtest_level(url, arguments, duration_s * 2 + 300)
 
 
 def _index_bytes(url: str) -> int:
@@ -101,7 +87,6 @@ def soak(models: int, duration_s: float) -> dict[str, Any]:
             capacity = _loadtest(
                 url,
                 repo,
-                Path(tmp) / "capacity.json",
                 ["--concurrency", str(CAPACITY_CONCURRENCY)],
                 15,
             )
@@ -111,9 +96,7 @@ def soak(models: int, duration_s: float) -> dict[str, Any]:
             sampler = threading.Thread(target=_sample_rss, args=(url, samples, stop), daemon=True)
             sampler.start()
             try:
-                level = _loadtest(
-                    url, repo, Path(tmp) / "soak.json", ["--rate-rps", str(rate)], duration_s
-                )
+                level = _loadtest(url, repo, ["--rate-rps", str(rate)], duration_s)
             finally:
                 stop.set()
                 sampler.join()
