@@ -106,6 +106,10 @@ def main() -> None:
             runs["pytriton"].append(run_pytriton(args.pytriton_python, model))
             runs["inferpack"].append(run_inferpack(repo))
     best = {name: max(r["throughput_rps"] for r in rows) for name, rows in runs.items()}
+    mean = {
+        name: round(sum(r["throughput_rps"] for r in rows) / len(rows), 1)
+        for name, rows in runs.items()
+    }
     result = {
         "model": "small-cnn (TorchScript, seed 0), FP32 [3,64,64], JSON body ~85 KB",
         "setup": {
@@ -117,7 +121,9 @@ def main() -> None:
         },
         "runs": runs,
         "best_throughput_rps": best,
+        "mean_throughput_rps": mean,
         "inferpack_vs_pytriton": round(best["inferpack"] / best["pytriton"], 3),
+        "inferpack_vs_pytriton_mean": round(mean["inferpack"] / mean["pytriton"], 3),
     }
     path = write_result("json_vs_pytriton.json", result)
     print(json.dumps(best), f"\nwrote {path}")
