@@ -365,7 +365,7 @@ async def _until_in_flight(server: ServerThread) -> None:
             await asyncio.sleep(0.005)
 
 
-async def test_bytes_in_flight_past_the_cap_are_refused_on_both_protocols(
+async def test_bytes_in_flight_past_the_cap_are_refused_on_every_route(
     tight_server: ServerThread,
 ) -> None:
     url = f"{tight_server.url}/v2/models/hold/infer"
@@ -383,6 +383,9 @@ async def test_bytes_in_flight_past_the_cap_are_refused_on_both_protocols(
             assert refused.status == 429, await refused.text()
             assert refused.headers["Retry-After"] == "1"
             assert "bytes of requests in flight" in (await refused.json())["error"]
+        predictions = f"{tight_server.url}/predictions/hold"
+        async with session.post(predictions, data=b"[1.0]".ljust(TIGHT_BYTES // 2)) as refused:
+            assert refused.status == 429, await refused.text()
         with pytest.raises(grpc.aio.AioRpcError) as over_grpc:
             await stub.ModelInfer(message)
         assert over_grpc.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -97,18 +97,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
         An unknown model is refused before decoding; the message's bytes count in flight
         (:mod:`inferpack.runtime.inflight`) until the answer is encoded."""
-        try:
+        with self.engine.counting_failures(request.model_name):
             self.engine.entry(request.model_name)
             reservation = self.inflight.reserve(request.ByteSize())
-        except InferpackError as error:
-            self.engine.record_failure(request.model_name, error)
-            raise
         with reservation:
-            try:
+            with self.engine.counting_failures(request.model_name):
                 infer_request = decode_model_infer(request)
-            except InferpackError as error:
-                self.engine.record_failure(request.model_name, error)
-                raise
             return encode_model_infer(await self.engine.infer(infer_request))
 
     async def ModelStreamInfer(  # noqa: N802

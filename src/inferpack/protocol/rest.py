@@ -34,7 +34,7 @@ from inferpack.protocol.v2_codec import (
     raw_input_shape,
 )
 from inferpack.runtime import Engine
-from inferpack.runtime.inflight import InflightBytes
+from inferpack.runtime.inflight import InflightBytes, Reservation
 from inferpack.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from inferpack.types import InferRequest, InferResponse
 
@@ -200,28 +200,31 @@ async def _encode(response: InferResponse, encoding: OutputEncoding) -> tuple[by
     return await asyncio.to_thread(encode_infer_response, response, encoding)
 
 
-async def infer(request: web.Request) -> web.Response:
+def _admit(request: web.Request, name: str) -> Reservation:
     """An unknown model is refused before the body is read; the body's bytes count in flight
     (:mod:`inferpack.runtime.inflight`) from before it is read until the answer is encoded."""
+    _engine(request).entry(name)
+    return request.app[INFLIGHT_BYTES].reserve(request.content_length or 0)
+
+
+async def _read_admitted_body(request: web.Request, reservation: Reservation) -> bytes:
+    body = await _read_body(request)
+    reservation.grow_to(len(body))  # a body of unannounced length, now read
+    return body
+
+
+async def infer(request: web.Request) -> web.Response:
     engine = _engine(request)
     name, version = _model_args(request)
-    try:
-        engine.entry(name)
+    with engine.counting_failures(name):
         header_length = _header_length(request)
-        reservation = request.app[INFLIGHT_BYTES].reserve(request.content_length or 0)
-    except InferpackError as error:
-        engine.record_failure(name, error)
-        raise
+        reservation = _admit(request, name)
     with reservation:
-        try:
-            body = await _read_body(request)
-            reservation.grow_to(len(body))  # a body of unannounced length, now read
+        with engine.counting_failures(name):
+            body = await _read_admitted_body(request, reservation)
             if header_length == 0:
                 body, header_length = await _raw_binary_request(request, body)
             infer_request, encoding = await _decode(body, header_length, name, version)
-        except InferpackError as error:
-            engine.record_failure(name, error)
-            raise
         del body  # the tensors keep what they need (binary inputs are views of it)
         response = await engine.infer(infer_request)
         payload, json_length = await _encode(response, encoding)
@@ -237,17 +240,17 @@ async def infer(request: web.Request) -> web.Response:
 async def predictions(request: web.Request) -> web.Response:
     engine = _engine(request)
     name, version = _model_args(request)
-    try:
-        body = await _read_body(request)
-        config = await engine.model_config(name, version)  # engine.infer loads under lru
-        infer_request, added_batch = decode_prediction(body, config, version)
-    except InferpackError as error:
-        engine.record_failure(name, error)
-        raise
-    response = await engine.infer(infer_request)
-    return web.Response(
-        body=encode_prediction(response, added_batch), content_type="application/json"
-    )
+    with engine.counting_failures(name):
+        reservation = _admit(request, name)
+    with reservation:
+        with engine.counting_failures(name):
+            body = await _read_admitted_body(request, reservation)
+            config = await engine.model_config(name, version)  # engine.infer loads under lru
+            infer_request, added_batch = decode_prediction(body, config, version)
+        del body
+        response = await engine.infer(infer_request)
+        payload = encode_prediction(response, added_batch)
+    return web.Response(body=payload, content_type="application/json")
 
 
 async def _optional_json(request: web.Request) -> dict[str, Any]:

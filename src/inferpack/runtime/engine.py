@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from inferpack import __version__
 from inferpack.config.control import ControlConfig, ControlMode
@@ -160,6 +162,16 @@ class Engine:
                 "model load/unload is disabled: start the server with "
                 "--model-control-mode explicit or lru"
             )
+
+    @contextmanager
+    def counting_failures(self, model_name: str) -> Iterator[None]:
+        """Count an error of ours raised inside (admission, decoding: before :meth:`infer`,
+        which counts its own) as a failed request of ``model_name``, and let it go on."""
+        try:
+            yield
+        except InferpackError as error:
+            self.record_failure(model_name, error)
+            raise
 
     def record_failure(self, model_name: str, error: BaseException) -> None:
         """Count a failed request; unknown model names are pooled to bound label cardinality."""
