@@ -227,12 +227,12 @@ class TensorStore:
         slots = [slot for slot in _slots(module) if _shareable(slot[2])]
         keys: dict[tuple[str, int], str] = {}
         for _, _, tensor in slots:
-            ident = _identity(tensor)
+            ident = storage_identity(tensor)
             if ident not in keys:
                 keys[ident] = storage_key(tensor.untyped_storage())
         firsts: dict[str, torch.Tensor] = {}
         for _, _, tensor in slots:
-            firsts.setdefault(keys[_identity(tensor)], tensor)
+            firsts.setdefault(keys[storage_identity(tensor)], tensor)
         with self._lock:
             stored = {key: self._acquire(key, t.untyped_storage()) for key, t in firsts.items()}
         sizes = {key: storage.nbytes() for key, storage in stored.items()}
@@ -240,7 +240,8 @@ class TensorStore:
         try:
             for table, name, tensor in slots:
                 if id(tensor) not in replaced:
-                    replaced[id(tensor)] = _on_storage(stored[keys[_identity(tensor)]], tensor)
+                    storage = stored[keys[storage_identity(tensor)]]
+                    replaced[id(tensor)] = _on_storage(storage, tensor)
                 table[name] = replaced[id(tensor)]
         except BaseException:
             self._release_storages(sizes)
@@ -332,7 +333,8 @@ def _shareable(tensor: torch.Tensor) -> bool:
     )
 
 
-def _identity(tensor: torch.Tensor) -> tuple[str, int]:
+def storage_identity(tensor: torch.Tensor) -> tuple[str, int]:
+    """Which storage ``tensor`` views: tensors with equal identities share their bytes."""
     return str(tensor.device), tensor.untyped_storage().data_ptr()
 
 

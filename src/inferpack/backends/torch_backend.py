@@ -23,7 +23,12 @@ import numpy as np
 import torch
 
 from inferpack.backends.storage_precision import keep_narrow
-from inferpack.backends.tensor_store import ModuleLease, TensorStore, default_store
+from inferpack.backends.tensor_store import (
+    ModuleLease,
+    TensorStore,
+    default_store,
+    storage_identity,
+)
 from inferpack.config.model_config import ModelConfig
 from inferpack.datatypes import numpy_dtype
 from inferpack.errors import ConfigError
@@ -195,8 +200,7 @@ def storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
     tensors (tied weights, views, one constant used twice) counts once."""
     storages: dict[tuple[str, int], int] = {}
     for tensor in tensors:
-        storage = tensor.untyped_storage()
-        storages[(str(tensor.device), storage.data_ptr())] = storage.nbytes()
+        storages[storage_identity(tensor)] = tensor.untyped_storage().nbytes()
     return sum(storages.values())
 
 
