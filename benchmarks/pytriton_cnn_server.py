@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
 
 import numpy as np
 import torch
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-from pytriton.triton import Triton, TritonConfig
+from pytriton.triton import Triton
 
-from benchmarks.pytriton_server import _use_this_libpython
+from benchmarks.pytriton_server import serve
 
 
 def main() -> None:
@@ -43,22 +41,7 @@ def main() -> None:
         with torch.inference_mode():
             return {"logits": module(torch.from_numpy(input)).numpy()}
 
-    config = TritonConfig(
-        http_address="127.0.0.1",
-        http_port=args.http_port,
-        grpc_address="127.0.0.1",
-        grpc_port=args.grpc_port,
-        allow_metrics=False,
-        allow_gpu_metrics=False,
-        allow_cpu_metrics=False,
-        exit_timeout_secs=5,
-    )
-    _use_this_libpython()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    triton = Triton(config=config)
-    try:
+    def bind(triton: Triton) -> None:
         triton.bind(
             model_name="cnn",
             infer_func=cnn,
@@ -70,12 +53,8 @@ def main() -> None:
                 batcher=DynamicBatcher(max_queue_delay_microseconds=args.delay_us),
             ),
         )
-        triton.run()
-        print("ready", flush=True)
-        while not stop.is_set():
-            stop.wait(1.0)
-    finally:
-        triton.stop()
+
+    serve(args.http_port, args.grpc_port, bind)
 
 
 if __name__ == "__main__":

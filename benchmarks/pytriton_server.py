@@ -25,6 +25,7 @@ import sys
 import sysconfig
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 from pytriton.decorators import batch
@@ -72,15 +73,40 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
 
+    serve(args.http_port, args.grpc_port, _bind_models, args.log_verbose)
+
+
+def _bind_models(triton: Triton) -> None:
+    triton.bind(
+        model_name="sleep20",
+        infer_func=sleep20,
+        inputs=[Tensor(name="input", dtype=np.float32, shape=(-1,))],
+        outputs=[Tensor(name="output", dtype=np.float32, shape=(-1,))],
+        config=ModelConfig(batching=False),
+    )
+    triton.bind(
+        model_name="tiny",
+        infer_func=tiny,
+        inputs=[Tensor(name="input", dtype=np.float32, shape=(16,))],
+        outputs=[Tensor(name="output", dtype=np.float32, shape=(4,))],
+        config=ModelConfig(batching=True, max_batch_size=64, batcher=DynamicBatcher()),
+    )
+
+
+def serve(
+    http_port: int, grpc_port: int, bind: Callable[[Triton], None], log_verbose: int = 0
+) -> None:
+    """Triton on 127.0.0.1 (no metrics) with the models ``bind`` adds; prints "ready" once
+    serving and returns after SIGTERM or SIGINT (exits 1 if Triton dies first)."""
     config = TritonConfig(
         http_address="127.0.0.1",
-        http_port=args.http_port,
+        http_port=http_port,
         grpc_address="127.0.0.1",
-        grpc_port=args.grpc_port,
+        grpc_port=grpc_port,
         allow_metrics=False,
         allow_gpu_metrics=False,
         allow_cpu_metrics=False,
-        log_verbose=args.log_verbose,
+        log_verbose=log_verbose,
         exit_timeout_secs=5,
     )
     _use_this_libpython()
@@ -90,20 +116,7 @@ def main() -> None:
 
     triton = Triton(config=config)
     try:
-        triton.bind(
-            model_name="sleep20",
-            infer_func=sleep20,
-            inputs=[Tensor(name="input", dtype=np.float32, shape=(-1,))],
-            outputs=[Tensor(name="output", dtype=np.float32, shape=(-1,))],
-            config=ModelConfig(batching=False),
-        )
-        triton.bind(
-            model_name="tiny",
-            infer_func=tiny,
-            inputs=[Tensor(name="input", dtype=np.float32, shape=(16,))],
-            outputs=[Tensor(name="output", dtype=np.float32, shape=(4,))],
-            config=ModelConfig(batching=True, max_batch_size=64, batcher=DynamicBatcher()),
-        )
+        bind(triton)
         triton.run()
         print("ready", flush=True)
         while not stop.is_set():
