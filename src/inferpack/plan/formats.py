@@ -8,6 +8,7 @@ can read and edit; unknown keys are kept out of the dataclasses but tolerated on
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -52,7 +53,7 @@ class Profile:
             return None
         if rate_rps <= points[0].rate_rps:
             return points[0].p90_ms
-        for low, high in zip(points, points[1:], strict=False):
+        for low, high in itertools.pairwise(points):
             if rate_rps <= high.rate_rps:
                 share = (rate_rps - low.rate_rps) / (high.rate_rps - low.rate_rps)
                 return low.p90_ms + share * (high.p90_ms - low.p90_ms)
@@ -124,8 +125,7 @@ class Plan:
 
 
 def _problems_error(path: Path | str, problems: list[str]) -> ConfigError:
-    listed = "\n".join(f"  - {p}" for p in problems)
-    return ConfigError(f"{path}: {len(problems)} problem(s):\n{listed}")
+    return ConfigError([f"{path}: {p}" for p in problems])
 
 
 def _positive(entry: Mapping[str, Any], key: str, where: str, problems: list[str]) -> float:
@@ -172,7 +172,7 @@ def _points(raw: Any, where: str, problems: list[str]) -> tuple[RatePoint, ...]:
 def parse_profiles(data: Any, source: Path | str) -> list[Profile]:
     """Profiles from a loaded profiles.yaml document; every problem reported at once."""
     if not isinstance(data, Mapping) or not isinstance(data.get("profiles"), list):
-        raise ConfigError(f"{source}: expected a mapping with a 'profiles' list")
+        raise ConfigError([f"{source}: expected a mapping with a 'profiles' list"])
     problems: list[str] = []
     profiles = []
     for i, entry in enumerate(data["profiles"]):
@@ -225,14 +225,14 @@ def read_profiles(paths: Iterable[Path]) -> list[Profile]:
         try:
             data = yaml.safe_load(Path(path).read_text())
         except OSError as error:
-            raise ConfigError(f"cannot read profiles {path}: {error.strerror}") from None
+            raise ConfigError([f"cannot read profiles {path}: {error.strerror}"]) from None
         except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+            raise ConfigError([f"{path}: not valid YAML: {error}"]) from None
         for profile in parse_profiles(data, path):
             key = (profile.kind, profile.instance_type)
             if key in origin:
                 raise ConfigError(
-                    f"{path}: {profile.kind} on {profile.instance_type} is also in {origin[key]}"
+                    [f"{path}: {profile.kind} on {profile.instance_type} is also in {origin[key]}"]
                 )
             origin[key] = path
             profiles.append(profile)
@@ -250,7 +250,9 @@ def profile_to_dict(profile: Profile) -> dict[str, Any]:
     return data
 
 
-def write_profiles(path: Path, profiles: Iterable[Profile], extra: Mapping[str, Any] | None = None) -> None:
+def write_profiles(
+    path: Path, profiles: Iterable[Profile], extra: Mapping[str, Any] | None = None
+) -> None:
     document: dict[str, Any] = dict(extra or {})
     document["profiles"] = [profile_to_dict(p) for p in profiles]
     Path(path).write_text(yaml.safe_dump(document, sort_keys=False))
@@ -264,11 +266,13 @@ def read_demand(path: Path) -> list[Demand]:
     try:
         text = Path(path).read_text()
     except OSError as error:
-        raise ConfigError(f"cannot read demand {path}: {error.strerror}") from None
+        raise ConfigError([f"cannot read demand {path}: {error.strerror}"]) from None
     reader = csv.DictReader(text.splitlines())
     header = tuple(h.strip() for h in reader.fieldnames or ())
     if header[:3] != DEMAND_COLUMNS:
-        raise ConfigError(f"{path}: the header must start with model,kind,rps (got {','.join(header)})")
+        raise ConfigError(
+            [f"{path}: the header must start with model,kind,rps (got {','.join(header)})"]
+        )
     problems: list[str] = []
     demand: list[Demand] = []
     seen: dict[str, int] = {}
@@ -295,7 +299,7 @@ def read_demand(path: Path) -> list[Demand]:
     if problems:
         raise _problems_error(path, problems)
     if not demand:
-        raise ConfigError(f"{path}: no models")
+        raise ConfigError([f"{path}: no models"])
     return demand
 
 
@@ -328,10 +332,10 @@ def write_plan(path: Path, plan: Plan) -> None:
 
 def parse_plan(data: Any, source: Path | str) -> Plan:
     if not isinstance(data, Mapping) or not isinstance(data.get("servers"), list):
-        raise ConfigError(f"{source}: expected a plan with a 'servers' list")
+        raise ConfigError([f"{source}: expected a plan with a 'servers' list"])
     raw_summary = data.get("plan")
     if not isinstance(raw_summary, Mapping):
-        raise ConfigError(f"{source}: expected a 'plan' mapping")
+        raise ConfigError([f"{source}: expected a 'plan' mapping"])
     problems: list[str] = []
     try:
         summary = PlanSummary(
@@ -345,7 +349,7 @@ def parse_plan(data: Any, source: Path | str) -> Plan:
             notes=tuple(str(n) for n in raw_summary.get("notes") or ()),
         )
     except (KeyError, TypeError, ValueError) as error:
-        raise ConfigError(f"{source}: plan: missing or invalid field {error}") from None
+        raise ConfigError([f"{source}: plan: missing or invalid field {error}"]) from None
     servers = []
     names: set[str] = set()
     for i, raw in enumerate(data["servers"]):
@@ -389,7 +393,7 @@ def read_plan(path: Path) -> Plan:
     try:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as error:
-        raise ConfigError(f"cannot read plan {path}: {error.strerror}") from None
+        raise ConfigError([f"cannot read plan {path}: {error.strerror}"]) from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        raise ConfigError([f"{path}: not valid YAML: {error}"]) from None
     return parse_plan(data, path)

@@ -1,0 +1,220 @@
+"""make_plan: profiles + demand + server types + options → the cheapest Plan found, with
+its lower bound and gap.
+
+    problem  = sizes of every model on every type          (problem.py)
+    bound, z = aggregated MILP: server counts per type     (milp.py; any size)
+    plans    = FFD on the cheapest-share assignment, on the bound's assignment, and on each
+               type alone; each improved (close emptiest servers, downsize)   (packing.py)
+    best     = the cheapest of them
+    if the exact assignment model is small enough and a gap remains:
+        best, bound = exact MILP warm-started by best, within the time left
+    gap      = (cost - bound) / cost
+
+Pure: no files, no clock but the one timing the solve, no printing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from inferpack.plan.formats import Demand, ModelShare, Plan, PlanSummary, Profile, ServerPlan
+from inferpack.plan.milp import (
+    EXACT_MAX_ASSIGNMENTS,
+    aggregated_bound,
+    exact_assignment,
+    exact_size,
+)
+from inferpack.plan.packing import (
+    Bin,
+    balanced_fill,
+    cheapest_share_assignment,
+    cost_of,
+    first_fit_decreasing,
+    improve,
+)
+from inferpack.plan.problem import PlanOptions, Problem, ServerType, build_problem
+
+# Gap below which the exact model is not worth starting (solver tolerance).
+GAP_TOLERANCE = 1e-6
+# Past this many models the planner tries fewer packings (balanced_fill is quadratic).
+LARGE_MODELS = 5_000
+# Largest compute share of one replica tried when packing (see packing.balanced_fill).
+REPLICA_SHARES = (1.0, 0.5)
+# Share of the time limit the aggregated bound may take; the exact model gets the rest.
+BOUND_TIME_SHARE = 0.4
+
+
+def make_plan(
+    profiles: Sequence[Profile],
+    demand: Sequence[Demand],
+    types: Sequence[ServerType],
+    options: PlanOptions,
+) -> Plan:
+    started = time.perf_counter()
+    problem = build_problem(profiles, demand, types, options)
+    bound_result, z = aggregated_bound(problem, options.time_limit_s * BOUND_TIME_SHARE)
+    lower = bound_result.bound
+    candidates = _heuristic_plans(problem, z)
+    best = min(candidates.values(), key=lambda bins: cost_of(problem, bins))
+    solver = f"ffd + highs aggregated bound ({bound_result.status.lower()})"
+    notes: list[str] = []
+    cost = cost_of(problem, best)
+    counts = _candidate_counts(problem, cost)
+    if cost - lower > GAP_TOLERANCE * cost and exact_size(problem, counts) <= EXACT_MAX_ASSIGNMENTS:
+        left_s = options.time_limit_s - (time.perf_counter() - started)
+        result, bins = exact_assignment(problem, counts, best, left_s)
+        if result.objective is not None and cost_of(problem, bins) < cost - 1e-9:
+            best, cost = bins, cost_of(problem, bins)
+        proven = result.status == "Optimal"
+        lower = max(lower, cost if proven else min(result.bound, cost))
+        solver = f"highs exact assignment MILP, ffd warm start ({result.status.lower()})"
+    elif cost - lower > GAP_TOLERANCE * cost:
+        notes.append(
+            f"exact model too large ({exact_size(problem, counts):,} assignments > "
+            f"{EXACT_MAX_ASSIGNMENTS:,}): ffd packing, gap against the aggregated bound"
+        )
+    lower = min(lower, cost)
+    summary = PlanSummary(
+        slo_p90_ms=options.slo_p90_ms,
+        solver=solver,
+        solve_seconds=round(time.perf_counter() - started, 3),
+        objective_usd_per_hour=round(cost, 6),
+        lower_bound_usd_per_hour=round(lower, 6),
+        gap=round((cost - lower) / cost, 6) if cost else 0.0,
+        status="optimal" if cost - lower <= GAP_TOLERANCE * cost else "feasible",
+        notes=tuple(notes),
+    )
+    servers = _server_plans(problem, best, options)
+    return Plan(summary, tuple(servers), tuple(_alternatives(problem, candidates)))
+
+
+def _heuristic_plans(problem: Problem, z: np.ndarray) -> dict[str, list[Bin]]:
+    """Improved packings keyed by how types were chosen: the mixed candidates, then each
+    type alone (kept for the comparison the report shows)."""
+    cheapest = cheapest_share_assignment(problem)
+    mixed: dict[str, tuple[list[int], float]] = {}
+    if z.any():
+        guided = [int(np.argmax(row)) if row.max() > 0 else cheapest[m] for m, row in enumerate(z)]
+        for share in REPLICA_SHARES if len(problem.models) <= LARGE_MODELS else (1.0,):
+            mixed[f"bound-guided/{share:g}"] = (guided, share)
+    if not mixed or len(problem.models) <= LARGE_MODELS:
+        mixed["cheapest-share"] = (cheapest, 1.0)
+    plans = {
+        name: improve(problem, balanced_fill(problem, assignment, share))
+        for name, (assignment, share) in mixed.items()
+    }
+    # Single-type plans are for comparison: FFD is enough past LARGE_MODELS.
+    fill = balanced_fill if len(problem.models) <= LARGE_MODELS else first_fit_decreasing
+    for t, server in enumerate(problem.types):
+        if problem.usable[:, t].all():
+            alone = fill(problem, [t] * len(problem.models))
+            plans[server.name] = improve(problem, alone, downsize=False)
+    return plans
+
+
+def _candidate_counts(problem: Problem, cost: float) -> list[int]:
+    """Servers per type an optimum could use: no more than ``cost`` buys, no more than
+    there are replicas that may run there."""
+    counts = []
+    for t, server in enumerate(problem.types):
+        affordable = math.floor(cost / server.usd_per_hour + 1e-9)
+        usable = np.flatnonzero(problem.usable[:, t])
+        replicas = sum(problem.replicas(int(m), t) for m in usable)
+        counts.append(min(affordable, replicas))
+    return counts
+
+
+def _server_plans(problem: Problem, bins: list[Bin], options: PlanOptions) -> list[ServerPlan]:
+    ordered = sorted(bins, key=lambda b: (problem.types[b.type_index].name, -b.used.max()))
+    numbers: dict[str, int] = {}
+    servers = []
+    for server in ordered:
+        kind = problem.types[server.type_index]
+        numbers[kind.name] = numbers.get(kind.name, 0) + 1
+        servers.append(_server_plan(problem, server, options, numbers[kind.name]))
+    return servers
+
+
+def _server_plan(problem: Problem, server: Bin, options: PlanOptions, number: int) -> ServerPlan:
+    t = server.type_index
+    kind = problem.types[t]
+    shares = []
+    memory_mb = 0.0
+    load: dict[str, float] = {}  # kind → share of that kind's capacity, summed
+    for m, fraction in sorted(server.members.items(), key=lambda kv: problem.models[kv[0]].model):
+        model = problem.models[m]
+        rps = model.rps * fraction
+        shares.append(ModelShare(model.model, model.kind, round(rps, 6)))
+        memory_mb += float(problem.memory_mb[m, t])
+        capacity = problem.capacity_rps[(model.kind, kind.name)]
+        load[model.kind] = load.get(model.kind, 0.0) + rps / capacity
+    utilization = sum(load.values())
+    return ServerPlan(
+        name=f"{kind.name.replace('.', '-')}-{number:03d}",
+        instance_type=kind.name,
+        usd_per_hour=kind.usd_per_hour,
+        models=tuple(shares),
+        memory_mb=round(memory_mb, 3),
+        memory_utilization=round((memory_mb + options.server_overhead_mb) / kind.memory_mb, 4),
+        compute_utilization=round(utilization, 4),
+        predicted_p90_ms=_predicted_p90_ms(problem, kind.name, load.keys(), utilization),
+    )
+
+
+def _predicted_p90_ms(
+    problem: Problem, type_name: str, kinds: Any, utilization: float
+) -> float | None:
+    """The worst kind's p90 at the server's load, from its profile's measured points.
+
+    A server running at a fraction u of capacity is taken to behave like a server of one
+    kind at u x that kind's capacity_rps (capacity shares add up, which is how the
+    planner packs them). None when a profile has no measured points."""
+    worst = None
+    for kind in kinds:
+        profile = problem.profiles[(kind, type_name)]
+        p90 = profile.p90_at_ms(utilization * problem.capacity_rps[(kind, type_name)])
+        if p90 is None:
+            return None
+        worst = p90 if worst is None else max(worst, p90)
+    return None if worst is None else round(worst, 3)
+
+
+def _alternatives(problem: Problem, plans: dict[str, list[Bin]]) -> list[dict[str, Any]]:
+    """The cheapest plan on each instance type alone, beside its own bound."""
+    rows: list[dict[str, Any]] = []
+    count = len(problem.models)
+    for t, server in enumerate(problem.types):
+        if server.name not in plans:
+            missing = int((~problem.usable[:, t]).sum())
+            rows.append(
+                {
+                    "instance_type": server.name,
+                    "feasible": False,
+                    "reason": f"{missing} of {count} models cannot run on it",
+                }
+            )
+            continue
+        bins = plans[server.name]
+        replicas = np.maximum(1.0, problem.compute[:, t])
+        need = max(
+            float((problem.memory[:, t] * replicas).sum()),
+            float(problem.compute[:, t].sum()),
+            float((problem.slots[:, t] * replicas).sum()),
+        )
+        usd = cost_of(problem, bins)
+        rows.append(
+            {
+                "instance_type": server.name,
+                "feasible": True,
+                "servers": len(bins),
+                "usd_per_hour": round(usd, 6),
+                "usd_per_model_hour": round(usd / count, 8),
+                "lower_bound_usd_per_hour": round(math.ceil(need - 1e-9) * server.usd_per_hour, 6),
+            }
+        )
+    return rows
