@@ -40,9 +40,7 @@ def deploy(
     router_grpc_port: Annotated[
         int, typer.Option(help="local: router gRPC port (-1 turns it off).")
     ] = 8001,
-    base_port: Annotated[
-        int, typer.Option(help="local: first server port (0: free ports).")
-    ] = 0,
+    base_port: Annotated[int, typer.Option(help="local: first server port (0: free ports).")] = 0,
     cpu_threads: Annotated[
         int | None, typer.Option(min=1, help="local: --cpu-threads of each server.")
     ] = None,
@@ -52,6 +50,9 @@ def deploy(
     from inferpack.deploy.spec import server_specs
     from inferpack.plan.formats import read_plan
 
+    if target is Target.KUBERNETES and (image is None or output is None):
+        console.print("[red]error:[/] --target kubernetes needs --image and --output")
+        raise typer.Exit(2)
     try:
         plan = read_plan(plan_file)
         shapes = Catalog.load(catalog)
@@ -68,10 +69,10 @@ def deploy(
         if target is Target.KUBERNETES:
             from inferpack.deploy.kubernetes import write_manifests
 
-            if image is None or output is None:
-                console.print("[red]error:[/] --target kubernetes needs --image and --output")
-                raise typer.Exit(2)
-            written = write_manifests(specs, output, image=image, namespace=namespace)
+            assert image is not None and output is not None  # checked above
+            written = write_manifests(
+                specs, output, image=image, namespace=namespace, plan_name=plan_file.stem
+            )
             console.print(f"wrote {len(written)} files to {output}")
             return
         from inferpack.deploy.local import run_local_fleet

@@ -104,7 +104,7 @@ def _spec(
 
     if server.instance_type not in instances:
         raise ConfigError(
-            f"server {server.name}: instance type {server.instance_type} is not in the catalogue"
+            [f"server {server.name}: instance type {server.instance_type} is not in the catalogue"]
         )
     accelerator, count, vcpu, memory_gib = instances[server.instance_type]
     models = tuple(dict.fromkeys(m.name for m in server.models))
