@@ -1,0 +1,295 @@
+"""``inferpack deploy --target local``: a plan's servers as local processes behind a router.
+
+    start every server (its ServerSpec's argv, on 127.0.0.1), output to a log file each
+    wait until each is ready (a server that exits, or is not ready in time, stops them all)
+    start the router on host:router ports, print the fleet, run until SIGINT or SIGTERM
+    stop: router stops accepting and drains, then SIGTERM each server by PID (each drains
+    its own requests), SIGKILL what is left after a timeout
+
+The servers listen on loopback only: the router is the fleet's one address. A server that
+dies while running is reported; its models answer 503 unless a replica is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from inferpack.deploy.processes import ChildProcess, start_child, stop_children
+from inferpack.deploy.spec import ServerSpec
+from inferpack.errors import ConfigError, UnavailableError
+from inferpack.router import Backend, RouterConfig, RoutingTable, RunningRouter, start_router
+
+# Model loading can take minutes (large weights, first compile); a hung start must not
+# wait forever either.
+READY_TIMEOUT_S = 600.0
+# A server drains for up to 10 s (SHUTDOWN_TIMEOUT_S) and then unloads; past this it is
+# killed.
+STOP_TIMEOUT_S = 30.0
+# How often starting servers are polled, and how often a dead one is looked for.
+POLL_S = 0.2
+WATCH_S = 0.5
+SERVER_HOST = "127.0.0.1"
+# Rich may wrap the line in a log file: any whitespace may be a line break.
+_LISTENING = re.compile(r"listening\s+on\s+http://(\S+?):(\d+),\s+gRPC\s+on\s+(\S+?):(\d+)\s")
+_NOT_READY = re.compile(r"live\s+but\s+not\s+ready")
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LocalFleetConfig:
+    """The local target's options; router_grpc_port -1 turns the router's gRPC off, port 0
+    picks a free port, base_port 0 lets each server pick free ports."""
+
+    host: str = "127.0.0.1"
+    router_http_port: int = 8000
+    router_grpc_port: int = 8001
+    base_port: int = 0
+    cpu_threads: int | None = None
+    log_dir: Path | None = None
+    ready_timeout_s: float = READY_TIMEOUT_S
+    stop_timeout_s: float = STOP_TIMEOUT_S
+
+
+def _echo(line: str) -> None:
+    print(line, flush=True)
+
+
+def run_local_fleet(
+    specs: Sequence[ServerSpec],
+    *,
+    host: str = "127.0.0.1",
+    router_http_port: int = 8000,
+    router_grpc_port: int = 8001,
+    base_port: int = 0,
+    cpu_threads: int | None = None,
+    log_dir: Path | None = None,
+    echo: Echo = _echo,
+) -> int:
+    """Run the fleet in the foreground until SIGINT/SIGTERM; the exit code (0: clean stop).
+
+    The keywords are the CLI's flags (see LocalFleetConfig)."""
+    if not specs:
+        raise ConfigError(["the plan has no servers: nothing to run"])
+    config = LocalFleetConfig(
+        host=host,
+        router_http_port=router_http_port,
+        router_grpc_port=router_grpc_port,
+        base_port=base_port,
+        cpu_threads=cpu_threads,
+        log_dir=log_dir,
+    )
+    return asyncio.run(_run(list(specs), config, echo))
+
+
+def placed_specs(specs: Sequence[ServerSpec], config: LocalFleetConfig) -> list[ServerSpec]:
+    """The specs on loopback with their ports: base_port + 2i (HTTP) and + 2i + 1 (gRPC),
+    or 0 (the server picks, and prints what it picked) when base_port is 0."""
+    placed = []
+    for index, spec in enumerate(specs):
+        http_port = config.base_port + 2 * index if config.base_port else 0
+        grpc_port = http_port + 1 if config.base_port else 0
+        threads = config.cpu_threads or spec.cpu_threads
+        placed.append(
+            replace(
+                spec,
+                host=SERVER_HOST,
+                http_port=http_port,
+                grpc_port=grpc_port,
+                cpu_threads=threads,
+            )
+        )
+    return placed
+
+
+def server_argv(spec: ServerSpec) -> list[str]:
+    """The spec's serve command run by this interpreter (the servers share our environment)."""
+    return [sys.executable, "-m", "inferpack", *spec.argv()[1:]]
+
+
+@dataclass
+class Member:
+    """One server of the fleet: its spec (ports as asked), process and, once known, addresses."""
+
+    spec: ServerSpec
+    child: ChildProcess
+    backend: Backend | None = None
+    reported_exit: bool = False
+
+
+async def _run(specs: list[ServerSpec], config: LocalFleetConfig, echo: Echo) -> int:
+    stop = _stop_event()
+    log_dir = config.log_dir or Path(tempfile.mkdtemp(prefix="inferpack-fleet-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    echo(f"starting {len(specs)} servers; their output goes to {log_dir}")
+    members = [
+        Member(spec, start_child(spec.name, server_argv(spec), log_dir / f"{spec.name}.log"))
+        for spec in placed_specs(specs, config)
+    ]
+    try:
+        if not await _until_stopped(_all_ready(members, config.ready_timeout_s), stop):
+            return 0
+        router = await _start_router(members, config)
+        _print_fleet(members, router, echo)
+        await _serve_until_stopped(members, router, stop, echo)
+    finally:
+        await _stop_servers(members, config.stop_timeout_s, echo)
+    return 0
+
+
+def _stop_event() -> asyncio.Event:
+    """Set by SIGINT or SIGTERM, from the start: a stop during start-up stops the servers."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run ``work`` unless ``stop`` is set first; whether it finished."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return False
+    task.result()  # re-raises a start-up failure
+    return True
+
+
+async def _all_ready(members: list[Member], timeout_s: float) -> None:
+    """Wait until every server is ready; the first failure cancels the other waits."""
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        waits = [asyncio.ensure_future(_ready(m, session, deadline)) for m in members]
+        done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_EXCEPTION)
+        for wait in pending:
+            wait.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for wait in done:
+            wait.result()
+
+
+async def _ready(member: Member, session: aiohttp.ClientSession, deadline: float) -> None:
+    """Poll one server: its addresses (from its spec or its log), then /v2/health/ready."""
+    while True:
+        _check_starting(member, deadline)
+        member.backend = member.backend or _addresses(member)
+        if member.backend is not None and await _is_ready(session, member.backend):
+            return
+        await asyncio.sleep(POLL_S)
+
+
+def _check_starting(member: Member, deadline: float) -> None:
+    """UnavailableError naming the server (and its log) if it exited or cannot get ready."""
+    child = member.child
+    code = child.exit_code()
+    problem = None
+    if code is not None:
+        problem = f"exited with code {code} before it was ready"
+    elif _NOT_READY.search(child.log_text()):
+        problem = "is live but not ready (a model failed to load)"
+    elif time.monotonic() > deadline:
+        problem = "was not ready in time"
+    if problem:
+        raise UnavailableError(
+            f"server {child.name} {problem}; its log {child.log_path} ends with:\n"
+            f"{child.log_tail()}"
+        )
+
+
+def _addresses(member: Member) -> Backend | None:
+    spec = member.spec
+    if spec.http_port:
+        http, grpc_address = f"{spec.host}:{spec.http_port}", f"{spec.host}:{spec.grpc_port}"
+    else:
+        found = _LISTENING.search(member.child.log_text())
+        if found is None:
+            return None
+        http, grpc_address = f"{found[1]}:{found[2]}", f"{found[3]}:{found[4]}"
+    return Backend(spec.name, f"http://{http}", grpc_address)
+
+
+async def _is_ready(session: aiohttp.ClientSession, backend: Backend) -> bool:
+    try:
+        async with session.get(f"{backend.http_url}/v2/health/ready") as answer:
+            return answer.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+async def _start_router(members: list[Member], config: LocalFleetConfig) -> RunningRouter:
+    hosts = [(m.backend, m.spec.models) for m in members if m.backend is not None]
+    router_config = RouterConfig(
+        table=RoutingTable.from_hosts(hosts),
+        host=config.host,
+        http_port=config.router_http_port,
+        grpc_port=None if config.router_grpc_port < 0 else config.router_grpc_port,
+    )
+    try:
+        return await start_router(router_config)
+    except (OSError, RuntimeError) as error:  # grpc reports a port in use as RuntimeError
+        raise UnavailableError(
+            f"router cannot listen on {config.host} ports "
+            f"{config.router_http_port}/{config.router_grpc_port}: {error}"
+        ) from None
+
+
+def _print_fleet(members: list[Member], router: RunningRouter, echo: Echo) -> None:
+    width = max(len(m.spec.name) for m in members)
+    for member in members:
+        spec, backend = member.spec, member.backend
+        assert backend is not None
+        echo(
+            f"  {spec.name:<{width}}  {spec.instance_type:<14} {len(spec.models):>3} models  "
+            f"{backend.http_url}  gRPC {backend.grpc_address}  pid {member.child.pid}"
+        )
+    grpc_note = f", gRPC on {router.grpc_address}" if router.grpc_address else ""
+    echo(f"router listening on {router.url}{grpc_note}")
+    echo("ready: SIGINT (Ctrl-C) or SIGTERM stops the fleet")
+
+
+async def _serve_until_stopped(
+    members: list[Member], router: RunningRouter, stop: asyncio.Event, echo: Echo
+) -> None:
+    """Report servers that die while the router runs; on stop, drain the router."""
+    watcher = asyncio.create_task(_watch(members, echo))
+    try:
+        await stop.wait()
+    finally:
+        watcher.cancel()
+        echo("stopping: the router drains its requests, then each server stops")
+        await router.stop()
+
+
+async def _watch(members: list[Member], echo: Echo) -> None:
+    while True:
+        for member in members:
+            code = member.child.exit_code()
+            if code is None or member.reported_exit:
+                continue
+            member.reported_exit = True
+            echo(
+                f"server {member.spec.name} (pid {member.child.pid}) exited with code {code}: "
+                f"its models answer 503 where no replica is left; log {member.child.log_path}"
+            )
+        await asyncio.sleep(WATCH_S)
+
+
+async def _stop_servers(members: list[Member], timeout_s: float, echo: Echo) -> None:
+    killed = await stop_children([m.child for m in members], timeout_s)
+    for child in killed:
+        echo(f"server {child.name} (pid {child.pid}) did not stop in {timeout_s:.0f} s: killed")

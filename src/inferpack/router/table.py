@@ -1,0 +1,163 @@
+"""Where each model lives, and which of its replicas takes the next request.
+
+The routing table maps a model name to the backends (servers) that host it; it is built
+once from the fleet's specs and never changes. The picker spreads requests over a model's
+replicas by least outstanding requests:
+
+    candidates = replicas of the model not marked down (all of them if every one is)
+    fewest = min(outstanding[b] for b in candidates)
+    pick the first such replica after the model's last pick (round robin); outstanding += 1
+    ... forward ...; outstanding -= 1
+
+Least outstanding adapts to replicas of unequal speed without measuring latency (a slow
+server keeps more requests and so gets fewer new ones); round robin among ties keeps an
+idle fleet evenly used. Counts are per backend, not per model, because a server's models
+share its CPUs. A backend that refused a connection is skipped for ``DOWN_FOR_S`` so a
+replicated model keeps working while one replica is gone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+from inferpack.errors import NotFoundError, UnavailableError
+
+T = TypeVar("T")
+
+# After a refused connection a backend is skipped this long (when a replica is left): long
+# enough to spare clients a burst of failed attempts, short enough that a restarted server
+# is used again soon.
+DOWN_FOR_S = 2.0
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One server behind the router: its name (for messages) and its two addresses."""
+
+    name: str
+    http_url: str  # http://host:port
+    grpc_address: str  # host:port
+
+
+class RoutingTable:
+    """Model name → the backends hosting it (in plan order)."""
+
+    def __init__(self, placements: Mapping[str, Sequence[Backend]]) -> None:
+        self._placements = {model: tuple(hosts) for model, hosts in placements.items() if hosts}
+        self.backends = tuple(
+            dict.fromkeys(b for hosts in self._placements.values() for b in hosts)
+        )
+
+    @classmethod
+    def from_hosts(cls, hosts: Iterable[tuple[Backend, Sequence[str]]]) -> RoutingTable:
+        """From (backend, models it serves) pairs; a model on several backends is replicated."""
+        placements: dict[str, list[Backend]] = {}
+        for backend, models in hosts:
+            for model in dict.fromkeys(models):
+                placements.setdefault(model, []).append(backend)
+        return cls(placements)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return tuple(self._placements)
+
+    def replicas(self, model: str) -> tuple[Backend, ...]:
+        """The backends hosting ``model``; NotFoundError (the server's wording) otherwise."""
+        hosts = self._placements.get(model)
+        if hosts is None:
+            raise NotFoundError(f"Request for unknown model: '{model}' is not found")
+        return hosts
+
+
+class Picker:
+    """Least-outstanding choice among a model's replicas, with round robin among ties.
+
+    Single-threaded (one event loop) by design: no locks. ``clock`` is injectable so tests
+    can mark backends down and let time pass without sleeping."""
+
+    def __init__(self, table: RoutingTable, clock: Callable[[], float] = time.monotonic) -> None:
+        self.table = table
+        self.outstanding = {backend: 0 for backend in table.backends}
+        self._down_until: dict[Backend, float] = {}
+        self._turn: dict[str, int] = {}
+        self._clock = clock
+
+    def acquire(self, model: str, exclude: Iterable[Backend] = ()) -> Backend:
+        """The backend for the next request of ``model``, counted as outstanding.
+
+        ``exclude``: replicas already tried for this request (skipped while others remain)."""
+        replicas = self.table.replicas(model)
+        tried = set(exclude)
+        candidates = [b for b in replicas if b not in tried] or list(replicas)
+        now = self._clock()
+        up = [b for b in candidates if self._down_until.get(b, 0.0) <= now]
+        candidates = up or candidates
+        fewest = min(self.outstanding[b] for b in candidates)
+        start = self._turn.get(model, 0) % len(replicas)
+        for offset in range(len(replicas)):  # the next tied replica after the last pick
+            backend = replicas[(start + offset) % len(replicas)]
+            if backend in candidates and self.outstanding[backend] == fewest:
+                break
+        self._turn[model] = start + offset + 1
+        self.outstanding[backend] += 1
+        return backend
+
+    def release(self, backend: Backend) -> None:
+        if self.outstanding[backend] <= 0:
+            raise AssertionError(f"release of {backend.name} with no request outstanding")
+        self.outstanding[backend] -= 1
+
+    @contextmanager
+    def lease(self, model: str, exclude: Iterable[Backend] = ()) -> Iterator[Backend]:
+        """acquire() for the duration of a ``with`` block; released however it ends."""
+        backend = self.acquire(model, exclude)
+        try:
+            yield backend
+        finally:
+            self.release(backend)
+
+    def mark_down(self, backend: Backend) -> None:
+        """``backend`` refused a connection: prefer its peers for ``DOWN_FOR_S``."""
+        self._down_until[backend] = self._clock() + DOWN_FOR_S
+
+    def mark_up(self, backend: Backend) -> None:
+        self._down_until.pop(backend, None)
+
+    def is_down(self, backend: Backend) -> bool:
+        return self._down_until.get(backend, 0.0) > self._clock()
+
+
+class BackendUnreachableError(UnavailableError):
+    """No connection to a backend (refused, reset, closed): 503 / UNAVAILABLE naming it.
+
+    ``refused``: the connection was never made, so the request did not reach the backend
+    and another replica may take it."""
+
+    def __init__(self, backend: Backend, address: str, reason: str, refused: bool) -> None:
+        super().__init__(f"backend {backend.name} at {address} is unreachable: {reason}")
+        self.backend = backend
+        self.refused = refused
+
+
+async def with_failover(picker: Picker, model: str, call: Callable[[Backend], Awaitable[T]]) -> T:
+    """``call`` on a replica of ``model``; on a refused connection, on the next replica.
+
+    Only a refused connection moves on: the request never arrived, so retrying cannot run
+    it twice. Every other outcome, failures included, is the answer."""
+    tried: list[Backend] = []
+    while True:
+        with picker.lease(model, tried) as backend:
+            try:
+                result = await call(backend)
+            except BackendUnreachableError as error:
+                picker.mark_down(backend)
+                tried.append(backend)
+                if not error.refused or len(tried) >= len(picker.table.replicas(model)):
+                    raise
+                continue
+        picker.mark_up(backend)
+        return result

@@ -1,0 +1,104 @@
+"""profiles.yaml, demand CSV and plan.yaml: round trips and every problem reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from inferpack.errors import ConfigError
+from inferpack.plan.formats import (
+    Demand,
+    ModelShare,
+    Plan,
+    PlanSummary,
+    Profile,
+    RatePoint,
+    ServerPlan,
+    parse_profiles,
+    read_demand,
+    read_plan,
+    read_profiles,
+    write_demand,
+    write_plan,
+    write_profiles,
+)
+
+
+def test_profiles_round_trip(tmp_path: Path) -> None:
+    point = RatePoint(100.0, 99.5, 4.0, 9.0, 20.0, 0.0)
+    profiles = [
+        Profile("bert", "inf1.6xlarge", 300.0, 620.0, 100.0, "seeds", max_models=76),
+        Profile("cnn", "c5.2xlarge", 0.2, 700.0, 50.0, "measured", points=(point,)),
+    ]
+    write_profiles(tmp_path / "p.yaml", profiles, {"machine": "test"})
+    assert read_profiles([tmp_path / "p.yaml"]) == profiles
+    assert yaml.safe_load((tmp_path / "p.yaml").read_text())["machine"] == "test"
+
+
+def test_profile_problems_are_reported_together() -> None:
+    data = {
+        "profiles": [
+            {"kind": "a", "instance_type": "t", "model_memory_mb": -1, "capacity_rps": "x",
+             "slo_p90_ms": 100, "source": "s", "max_models": 0},
+            {"kind": "", "instance_type": "t", "model_memory_mb": 1, "capacity_rps": 1,
+             "slo_p90_ms": 1, "source": "s"},
+        ]
+    }  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        parse_profiles(data, "p.yaml")
+    text = str(caught.value)
+    for problem in (
+        "model_memory_mb must be > 0",
+        "capacity_rps must be a number",
+        "max_models must be an integer >= 1",
+        "kind must be a non-empty string",
+    ):
+        assert problem in text
+
+
+def test_same_kind_and_type_in_two_files_is_refused(tmp_path: Path) -> None:
+    profile = Profile("bert", "c5.2xlarge", 1.0, 1.0, 1.0, "s")
+    write_profiles(tmp_path / "a.yaml", [profile])
+    write_profiles(tmp_path / "b.yaml", [profile])
+    with pytest.raises(ConfigError, match="also in"):
+        read_profiles([tmp_path / "a.yaml", tmp_path / "b.yaml"])
+
+
+def test_demand_round_trip_and_header(tmp_path: Path) -> None:
+    demand = [Demand("m1", "bert", 2.5), Demand("m2", "cnn", 0.0)]
+    write_demand(tmp_path / "d.csv", demand)
+    assert read_demand(tmp_path / "d.csv") == demand
+    (tmp_path / "bad.csv").write_text("name,rps\nm,1\n")
+    with pytest.raises(ConfigError, match="header must start with model,kind,rps"):
+        read_demand(tmp_path / "bad.csv")
+
+
+def test_plan_round_trip_with_totals(tmp_path: Path) -> None:
+    server = ServerPlan(
+        "c5-2xlarge-001", "c5.2xlarge", 0.34, (ModelShare("m1", "cnn", 3.0),), 0.2, 0.05, 0.1, 4.5
+    )
+    plan = Plan(PlanSummary(100.0, "test", 0.1, 0.34, 0.34, 0.0, "optimal"), (server,))
+    write_plan(tmp_path / "plan.yaml", plan)
+    again = read_plan(tmp_path / "plan.yaml")
+    assert again.servers == plan.servers
+    assert again.totals == plan.totals == {
+        "servers": 1, "usd_per_hour": 0.34, "usd_per_model_hour": 0.34, "models": 1,
+        "replicas": 1, "rps": 3.0,
+    }  # fmt: skip
+
+
+def test_plan_without_models_or_with_repeated_names_is_refused(tmp_path: Path) -> None:
+    document = {
+        "plan": {"slo_p90_ms": 100, "objective_usd_per_hour": 1.0},
+        "servers": [
+            {"name": "a", "instance_type": "t", "models": []},
+            {"name": "a", "instance_type": "t", "models": [{"name": "m"}]},
+        ],
+    }
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(document))
+    with pytest.raises(ConfigError) as caught:
+        read_plan(tmp_path / "plan.yaml")
+    assert "servers[0]: has no models" in str(caught.value)
+    assert "server name a repeats" in str(caught.value)

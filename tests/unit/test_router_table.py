@@ -1,0 +1,149 @@
+"""The routing table and the least-outstanding picker, as pure objects (no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inferpack.errors import NotFoundError
+from inferpack.router.table import (
+    DOWN_FOR_S,
+    Backend,
+    BackendUnreachableError,
+    Picker,
+    RoutingTable,
+    with_failover,
+)
+
+BACKENDS = tuple(
+    Backend(f"s{i}", f"http://127.0.0.1:{10 + i}", f"127.0.0.1:{20 + i}") for i in range(4)
+)
+MODELS = ("a", "b", "c", "d")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _table(hosting: list[list[int]]) -> RoutingTable:
+    """hosting[i]: indexes into MODELS that BACKENDS[i] serves."""
+    return RoutingTable.from_hosts(
+        (BACKENDS[i], [MODELS[m] for m in models]) for i, models in enumerate(hosting)
+    )
+
+
+def test_table_maps_models_to_their_hosts_in_plan_order() -> None:
+    table = _table([[0, 1], [1], [2, 1]])
+    assert table.replicas("a") == (BACKENDS[0],)
+    assert table.replicas("b") == (BACKENDS[0], BACKENDS[1], BACKENDS[2])
+    assert table.models == ("a", "b", "c")
+    assert table.backends == BACKENDS[:3]
+    with pytest.raises(NotFoundError, match="unknown model: 'zzz' is not found"):
+        table.replicas("zzz")
+
+
+def test_ties_go_round_robin_and_the_least_busy_replica_wins() -> None:
+    picker = Picker(_table([[0], [0], [0]]))
+    first = [picker.acquire("a") for _ in range(3)]
+    assert first == list(BACKENDS[:3])  # all idle: one each, in turn
+    picker.release(BACKENDS[1])
+    assert picker.acquire("a") == BACKENDS[1]  # the only one with fewer outstanding
+
+
+def test_a_backend_marked_down_is_skipped_while_a_replica_is_up() -> None:
+    clock = Clock()
+    picker = Picker(_table([[0], [0]]), clock=clock)
+    picker.mark_down(BACKENDS[0])
+    assert {picker.acquire("a") for _ in range(4)} == {BACKENDS[1]}
+    clock.now += DOWN_FOR_S + 0.1
+    assert picker.acquire("a") == BACKENDS[0]  # its turn again, and it is least busy
+
+
+def test_release_without_acquire_is_a_bug() -> None:
+    picker = Picker(_table([[0]]))
+    with pytest.raises(AssertionError, match="s0"):
+        picker.release(BACKENDS[0])
+
+
+async def test_failover_moves_on_only_after_a_refused_connection() -> None:
+    picker = Picker(_table([[0], [0]]))
+    calls: list[Backend] = []
+
+    async def refuse_first(backend: Backend) -> str:
+        calls.append(backend)
+        if len(calls) == 1:
+            raise BackendUnreachableError(backend, backend.http_url, "refused", refused=True)
+        return backend.name
+
+    assert await with_failover(picker, "a", refuse_first) == calls[1].name
+    assert calls[0] != calls[1]
+    assert picker.is_down(calls[0])
+
+    async def reset(backend: Backend) -> str:
+        raise BackendUnreachableError(backend, backend.http_url, "reset", refused=False)
+
+    with pytest.raises(BackendUnreachableError, match="reset"):
+        await with_failover(picker, "a", reset)  # may have run: not retried
+    assert set(picker.outstanding.values()) == {0}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    hosting=st.lists(
+        st.lists(st.integers(0, len(MODELS) - 1), min_size=1, max_size=3), min_size=1, max_size=4
+    ),
+    requests=st.lists(
+        st.tuples(st.integers(0, len(MODELS) - 1), st.floats(0, 1), st.booleans()), max_size=40
+    ),
+    down=st.lists(st.integers(0, 3), max_size=3),
+)
+def test_every_pick_hosts_the_model_and_counts_return_to_zero(
+    hosting: list[list[int]], requests: list[tuple[int, float, bool]], down: list[int]
+) -> None:
+    """Concurrent requests of random models, durations and failures (some refused)."""
+    table = _table(hosting)
+    picker = Picker(table)
+    for index in down:
+        if index < len(hosting):
+            picker.mark_down(BACKENDS[index])
+
+    async def one(model: str, hold: float, refuse: bool) -> None:
+        async def call(backend: Backend) -> None:
+            assert backend in table.replicas(model)
+            assert picker.outstanding[backend] >= 1
+            await asyncio.sleep(hold / 1000)
+            if refuse:
+                raise BackendUnreachableError(backend, "x", "refused", refused=True)
+
+        try:
+            await with_failover(picker, model, call)
+        except BackendUnreachableError:
+            assert refuse
+        except NotFoundError:
+            assert model not in table.models
+
+    async def scenario() -> None:
+        await asyncio.gather(*(one(MODELS[m], hold, refuse) for m, hold, refuse in requests))
+
+    asyncio.run(scenario())
+    assert all(count == 0 for count in picker.outstanding.values()), picker.outstanding
+
+
+@settings(max_examples=60, deadline=None)
+@given(replicas=st.integers(1, 4), held=st.lists(st.integers(0, 3), max_size=8))
+def test_the_pick_has_the_fewest_outstanding(replicas: int, held: list[int]) -> None:
+    picker = Picker(_table([[0]] * replicas))
+    for index in held:
+        if index < replicas:
+            picker.outstanding[BACKENDS[index]] += 1
+    before = dict(picker.outstanding)
+    chosen = picker.acquire("a")
+    assert before[chosen] == min(before.values())
+    assert picker.outstanding[chosen] == before[chosen] + 1
