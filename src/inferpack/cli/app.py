@@ -279,7 +279,19 @@ def loadtest(
     ] = None,
     concurrency: Annotated[str | None, typer.Option(help="Closed loop levels: 1,8,32")] = None,
     rate_rps: Annotated[str | None, typer.Option(help="Open loop levels: 100,200")] = None,
-    distribution: Annotated[str, typer.Option(help="sequential, uniform or zipf:S")] = "sequential",
+    distribution: Annotated[
+        str | None, typer.Option(help="sequential (default), uniform or zipf:S")
+    ] = None,
+    demand: Annotated[
+        Path | None,
+        typer.Option(
+            help="Demand CSV (model,kind,rps): open loop, each model at its own rate "
+            "(instead of the model, level and distribution options)."
+        ),
+    ] = None,
+    rate_scale: Annotated[
+        float, typer.Option(help="--demand: multiply every model's rate by this (> 0).")
+    ] = 1.0,
     binary: Annotated[bool, typer.Option(help="HTTP: binary tensors (else JSON).")] = True,
     batch_size: Annotated[int, typer.Option(help="Rows per request.")] = 1,
     duration_s: Annotated[
@@ -297,18 +309,16 @@ def loadtest(
     from inferpack.loadtest.runner import run_loadtest
     from inferpack.loadtest.spec import LoadSpec
 
-    names = _model_list(model, models, models_from_repository)
-    if (concurrency is None) == (rate_rps is None):
-        console.print("[red]error:[/] give --concurrency LEVELS or --rate-rps LEVELS")
-        raise typer.Exit(2)
+    if demand is not None:
+        chosen = (model, models, models_from_repository, concurrency, rate_rps, distribution)
+        shape = _demand_shape(demand, rate_scale, [x is not None for x in chosen])
+    else:
+        shape = _level_shape(model, models, models_from_repository, concurrency, rate_rps)
+        shape["distribution"] = distribution or "sequential"
     transport = "grpc" if url.startswith("grpc://") else ("http-binary" if binary else "http-json")
     spec = LoadSpec(
         url=url.rstrip("/"),
-        models=names,
         transport=transport,
-        mode="closed" if concurrency else "open",
-        levels=_csv(concurrency or rate_rps or "", float),
-        distribution=distribution,
         batch_size=batch_size,
         duration_s=duration_s,
         warmup_s=warmup_s,
@@ -316,6 +326,7 @@ def loadtest(
         workers=workers,
         max_requests=max_requests,
         seed=seed,
+        **shape,
     )
     try:
         document = _run_with_live_display(spec, run_loadtest)
@@ -326,6 +337,51 @@ def loadtest(
     for warning in document["warnings"]:
         console.print(f"[yellow]warning:[/] {warning}")
     console.print(f"wrote {output}")
+
+
+def _level_shape(
+    model: str | None,
+    models: str | None,
+    repository: Path | None,
+    concurrency: str | None,
+    rate_rps: str | None,
+) -> dict[str, Any]:
+    """LoadSpec fields of a sweep of levels over the named models."""
+    names = _model_list(model, models, repository)
+    if (concurrency is None) == (rate_rps is None):
+        console.print("[red]error:[/] give --concurrency LEVELS or --rate-rps LEVELS")
+        raise typer.Exit(2)
+    return {
+        "models": names,
+        "mode": "closed" if concurrency else "open",
+        "levels": _csv(concurrency or rate_rps or "", float),
+    }
+
+
+def _demand_shape(demand: Path, rate_scale: float, given: list[bool]) -> dict[str, Any]:
+    """LoadSpec fields of one open-loop level with each model at its demand's rate."""
+    from inferpack.loadtest.demand import demand_load
+    from inferpack.plan.formats import read_demand
+
+    if any(given):
+        console.print(
+            "[red]error:[/] --demand sets the models, the rate and the distribution: leave out "
+            "--model, --models, --models-from-repository, --concurrency, --rate-rps "
+            "and --distribution"
+        )
+        raise typer.Exit(2)
+    try:
+        load = demand_load(read_demand(demand), rate_scale)
+    except InferpackError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    return {
+        "models": load.models,
+        "mode": "open",
+        "levels": (load.rate_rps,),
+        "distribution": "weighted",
+        "weights": load.weights,
+    }
 
 
 def _model_list(model: str | None, models: str | None, repository: Path | None) -> tuple[str, ...]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from inferpack.cli.app import app, console
 from inferpack.errors import InferpackError
@@ -86,6 +87,6 @@ def deploy(
             cpu_threads=cpu_threads,
         )
     except InferpackError as error:
-        console.print(f"[red]error:[/] {error}")
+        console.print(f"[red]error:[/] {escape(str(error))}")
         raise typer.Exit(1) from None
     raise typer.Exit(code)

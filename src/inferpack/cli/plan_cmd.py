@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from inferpack.cli.app import _csv, app, console
@@ -71,7 +72,7 @@ def plan(
         with console.status(f"planning {len(models):,} models on {len(types)} instance types"):
             result = make_plan(loaded, models, types, options)
     except InferpackError as error:
-        console.print(f"[red]error:[/] {error}")
+        console.print(f"[red]error:[/] {escape(str(error))}")
         raise typer.Exit(1) from None
     write_plan(output, result)
     _print_plan(result)

@@ -2,11 +2,14 @@
 
 sequential: round robin (each worker starts at its own offset); uniform: independent
 draws; zipf:S: model of rank k (1-based, in the order given) with probability
-proportional to k^-S. Draws come in pre-computed chunks so choosing costs nothing on
-the hot path.
+proportional to k^-S; weighted: model i with probability w_i / sum(w), the weights given
+beside the models (``LoadSpec.weights``, e.g. each model's rate from a demand CSV). Draws
+come in pre-computed chunks so choosing costs nothing on the hot path.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -23,7 +26,7 @@ def zipf_probabilities(count: int, exponent: float) -> np.ndarray:
 
 def parse_distribution(text: str) -> tuple[str, float]:
     name, _, value = text.partition(":")
-    if name in {"sequential", "uniform"} and not value:
+    if name in {"sequential", "uniform", "weighted"} and not value:
         return name, 0.0
     if name == "zipf":
         try:
@@ -32,15 +35,40 @@ def parse_distribution(text: str) -> tuple[str, float]:
             exponent = -1.0
         if exponent > 0:
             return name, exponent
-    raise InvalidInputError(f"distribution {text!r}: use sequential, uniform or zipf:S with S > 0")
+    raise InvalidInputError(
+        f"distribution {text!r}: use sequential, uniform, weighted or zipf:S with S > 0"
+    )
+
+
+def weight_probabilities(weights: Sequence[float], count: int) -> np.ndarray:
+    """``weights`` normalised to sum 1; InvalidInputError unless there is one finite,
+    non-negative weight per model and their sum is positive."""
+    values = np.asarray(weights, dtype=np.float64)
+    if values.shape != (count,):
+        raise InvalidInputError(f"weighted: {len(values)} weights for {count} models")
+    if not np.all(np.isfinite(values)) or np.any(values < 0) or values.sum() <= 0:
+        raise InvalidInputError("weighted: weights must be finite, >= 0, and not all 0")
+    probabilities: np.ndarray = values / values.sum()
+    return probabilities
 
 
 class ModelChooser:
-    def __init__(self, distribution: str, count: int, seed: int, offset: int = 0) -> None:
+    def __init__(
+        self,
+        distribution: str,
+        count: int,
+        seed: int,
+        offset: int = 0,
+        weights: Sequence[float] | None = None,
+    ) -> None:
         self.kind, exponent = parse_distribution(distribution)
         self.count = count
         self._rng = np.random.default_rng(seed)
-        self._p = zipf_probabilities(count, exponent) if self.kind == "zipf" else None
+        self._p: np.ndarray | None = None
+        if self.kind == "zipf":
+            self._p = zipf_probabilities(count, exponent)
+        elif self.kind == "weighted":
+            self._p = weight_probabilities(weights or (), count)
         self._next = offset % count
         self._chunk: list[int] = []
 

@@ -23,7 +23,7 @@ from typing import Any
 from inferpack.bench.environment import describe
 from inferpack.bench.stats import nearest_rank
 from inferpack.errors import InvalidInputError
-from inferpack.loadtest.choice import parse_distribution
+from inferpack.loadtest.choice import parse_distribution, weight_probabilities
 from inferpack.loadtest.payloads import Payload, build_payloads
 from inferpack.loadtest.spec import SCHEMA, TRANSPORTS, LoadSpec
 from inferpack.loadtest.worker import MAX_REQUESTS, MAX_WINDOWS, WorkerJob, run_worker
@@ -60,7 +60,11 @@ class _Collected:
 
 
 def _check(spec: LoadSpec) -> None:
-    parse_distribution(spec.distribution)
+    kind, _ = parse_distribution(spec.distribution)
+    if (kind == "weighted") != (spec.weights is not None):
+        raise InvalidInputError("give weights exactly when the distribution is weighted")
+    if spec.weights is not None:
+        weight_probabilities(spec.weights, len(spec.models))
     problems = []
     if spec.transport not in TRANSPORTS:
         problems.append(f"transport {spec.transport!r} is not one of {TRANSPORTS}")
@@ -123,6 +127,7 @@ def _run_level(
             spec.max_requests // len(shares),
             spec.seed + 1000 * index,
             index * 7919,
+            spec.weights,
         )
         process = context.Process(target=run_worker, args=(job, reports, stop), daemon=True)
         process.start()
@@ -225,7 +230,30 @@ def _level_result(spec: LoadSpec, level: float, collected: _Collected) -> dict[s
             else None
         ),
         "per_model_requests": dict(Counter(spec.models[r[2]] for r in records)),
+        "per_model": _per_model(spec, records, measured_s),
     }
+
+
+def _per_model(spec: LoadSpec, records: list[Record], measured_s: float) -> dict[str, Any]:
+    """Each requested model's achieved rate, p90 and errors, so that a server of a plan can
+    be checked against its own models' demand (one pass over the records)."""
+    latencies: dict[int, list[float]] = {}
+    errors: Counter[int] = Counter()
+    for latency_s, status, index, _ in records:
+        if status in SUCCESS:
+            latencies.setdefault(index, []).append(latency_s * 1e3)
+        else:
+            errors[index] += 1
+    result = {}
+    for index in sorted(set(latencies) | set(errors)):
+        values = sorted(latencies.get(index, ()))
+        result[spec.models[index]] = {
+            "requests": len(values) + errors[index],
+            "achieved_rps": round(len(values) / measured_s, 3) if measured_s else 0.0,
+            "p90_ms": round(nearest_rank(values, 90), 3) if values else None,
+            "errors": errors[index],
+        }
+    return result
 
 
 def _percentiles(

@@ -17,7 +17,8 @@ class LoadSpec:
     transport: str = "http-binary"
     mode: str = "closed"  # closed: concurrency levels; open: Poisson rate levels
     levels: tuple[float, ...] = (1,)
-    distribution: str = "sequential"  # sequential | uniform | zipf:S
+    distribution: str = "sequential"  # sequential | uniform | weighted | zipf:S
+    weights: tuple[float, ...] | None = None  # weighted: one per model, any positive scale
     batch_size: int = 1
     duration_s: float = 10.0  # measured time per level when stable: 3 windows
     warmup_s: float = 2.0

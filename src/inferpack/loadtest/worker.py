@@ -42,6 +42,7 @@ class WorkerJob:
     max_requests: int
     seed: int
     offset: int
+    weights: tuple[float, ...] | None = None  # distribution "weighted": one per payload
 
 
 @dataclass
@@ -61,7 +62,7 @@ async def _main(job: WorkerJob, reports: Any, stop: Any) -> None:
     transport = open_transport(job.url, job.transport)
     samples = _Samples()
     done = asyncio.Event()
-    choose = ModelChooser(job.distribution, len(job.payloads), job.seed, job.offset)
+    choose = ModelChooser(job.distribution, len(job.payloads), job.seed, job.offset, job.weights)
 
     async def one(index: int, lateness_s: float) -> None:
         sent = time.monotonic()

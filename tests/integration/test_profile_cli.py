@@ -1,0 +1,140 @@
+"""inferpack profile end to end: copies served, rates searched, profiles.yaml updated."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from inferpack.plan.formats import Profile, read_profiles
+from inferpack.profile.search import SearchConfig, failure
+from tests.helpers import edit_model
+
+SLEEP_MS = 20
+# Short levels keep the test quick; the known answers below hold with wide margins.
+QUICK = ["--duration-s", "1.5", "--warmup-s", "0.5"]
+TEST_BOX = {
+    "name": "test-box",
+    "region": "test-region-1",
+    "basis": "on-demand",
+    "price_usd_per_hour": 0.5,
+    "price_date": "2026-01-01",
+    "source": "test",
+    "vcpu": 2,
+    "memory_gib": 4,
+    "accelerator": None,
+    "accelerator_count": 0,
+    "accelerator_memory_gib": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from inferpack.repository.init import init_repository
+
+    root = tmp_path_factory.mktemp("profile-repo")
+    init_repository(root, ["tiny-mlp", "sleep"], seed=0)
+    # Known answer: each copy serves one request at a time for 20 ms (50 req/s a copy).
+    edit_model(root, "sleep", "sleep20", workload_options={"sleep_ms": SLEEP_MS},
+               max_batch_size=1, instances={"count": 1, "device": "cpu"})  # fmt: skip
+    return root
+
+
+def _profile(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from inferpack.cli import main; main()", "profile", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},  # one line per message, for the asserts
+    )
+
+
+def _weight_bytes(path: Path) -> int:
+    """The data section of a safetensors file: its size less the header."""
+    with path.open("rb") as file:
+        length = int(struct.unpack("<Q", file.read(8))[0])
+    return path.stat().st_size - 8 - length
+
+
+def _consistent(profile: Profile) -> None:
+    """The capacity is a measured rate that met the SLO, and every rate above it failed."""
+    config = SearchConfig(profile.slo_p90_ms, measured_s=1.5)
+    rates = [p.rate_rps for p in profile.points]
+    assert rates == sorted(rates) and profile.capacity_rps in rates
+    for point in profile.points:
+        passed = failure(point, config) is None
+        if point.rate_rps == profile.capacity_rps:
+            assert passed, point
+        elif point.rate_rps > profile.capacity_rps:
+            assert not passed, point
+
+
+def test_every_flag_over_grpc_and_other_entries_survive(repository: Path, tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(yaml.safe_dump({"instances": [TEST_BOX]}))
+    output = tmp_path / "profiles.yaml"
+    other = {"kind": "mlp-kind", "instance_type": "c5.2xlarge", "model_memory_mb": 1.0,
+             "capacity_rps": 123.0, "slo_p90_ms": 50.0, "source": "by hand"}  # fmt: skip
+    output.write_text(yaml.safe_dump({"profiles": [other]}))
+    done = _profile(
+        "--model-repository", str(repository), "--model", "tiny-mlp", "--slo-p90-ms", "50",
+        "--instance-type", "test-box", "--output", str(output), "--models-per-server", "3",
+        "--kind", "mlp-kind", "--transport", "grpc", "--batch-size", "2", *QUICK,
+        "--start-rps", "20", "--max-rps", "60", "--search-steps", "2", "--workers", "1",
+        "--cpu-threads", "1", "--catalog", str(catalog), "--region", "test-region-1",
+        "--max-models", "500", "--seed", "7",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "mlp-kind on test-box" in done.stderr
+    survivor, profile = read_profiles([output])
+    assert (survivor.instance_type, survivor.capacity_rps) == ("c5.2xlarge", 123.0)
+    assert (profile.kind, profile.instance_type) == ("mlp-kind", "test-box")
+    assert profile.models_per_server == 3 and profile.max_models == 500
+    assert 0 < profile.capacity_rps <= 60 and profile.slo_p90_ms == 50
+    assert all(p.rate_rps <= 60 for p in profile.points)
+    _consistent(profile)
+    # Distinct weights: each copy counts all of its own weights (nothing is shared).
+    weights = _weight_bytes(repository / "tiny-mlp" / "1" / "model.safetensors")
+    assert profile.model_memory_mb * 2**20 >= weights
+    assert "3 copies of tiny-mlp, transport grpc, batch 2" in profile.source
+
+
+def test_sleep_model_known_answer_and_replacing_the_entry(repository: Path, tmp_path: Path) -> None:
+    """Two copies of a 20 ms model serve 100 req/s at most; a p90 of 60 ms is met at
+    40 req/s (each copy 40 % busy) and missed before 100 (where the copies are saturated)."""
+    output = tmp_path / "profiles.yaml"
+    args = ["--model-repository", str(repository), "--model", "sleep20", "--slo-p90-ms", "60",
+            "--instance-type", "c7i.2xlarge", "--output", str(output),
+            "--models-per-server", "2", "--start-rps", "40", "--max-rps", "160",
+            "--search-steps", "2", *QUICK]  # fmt: skip
+    for _ in range(2):  # the second run replaces the first's entry
+        done = _profile(*args)
+        assert done.returncode == 0, done.stderr
+    [profile] = read_profiles([output])
+    assert 40 <= profile.capacity_rps < 100
+    highest = profile.points[-1]
+    assert highest.rate_rps <= 160 and failure(highest, SearchConfig(60, measured_s=1.5))
+    _consistent(profile)
+    assert "measured 0 bytes" in done.stderr and profile.model_memory_mb > 0
+
+
+def test_bad_inputs_fail_before_measuring(repository: Path, tmp_path: Path) -> None:
+    output = tmp_path / "profiles.yaml"
+    base = ["--model-repository", str(repository), "--model", "tiny-mlp", "--slo-p90-ms",
+            "50", "--output", str(output)]  # fmt: skip
+    done = _profile(*base, "--instance-type", "no-such-box")
+    assert done.returncode == 2 and "unknown instance type" in done.stderr
+    done = _profile(*base, "--instance-type", "c7i.2xlarge", "--start-rps", "10",
+                    "--max-rps", "5")  # fmt: skip
+    assert done.returncode == 2 and "start_rps <= max_rps" in done.stderr
+    output.write_text("profiles: [{kind: x}]\n")
+    done = _profile(*base, "--instance-type", "c7i.2xlarge")
+    assert done.returncode == 2 and "instance_type" in done.stderr
+    assert output.read_text() == "profiles: [{kind: x}]\n"
