@@ -24,6 +24,7 @@ from inferpack.bench.environment import describe
 from inferpack.bench.stats import nearest_rank
 from inferpack.errors import InvalidInputError
 from inferpack.loadtest.choice import parse_distribution, weight_probabilities
+from inferpack.loadtest.histogram import histogram
 from inferpack.loadtest.payloads import Payload, build_payloads
 from inferpack.loadtest.spec import SCHEMA, TRANSPORTS, LoadSpec
 from inferpack.loadtest.worker import MAX_REQUESTS, MAX_WINDOWS, WorkerJob, run_worker
@@ -235,8 +236,9 @@ def _level_result(spec: LoadSpec, level: float, collected: _Collected) -> dict[s
 
 
 def _per_model(spec: LoadSpec, records: list[Record], measured_s: float) -> dict[str, Any]:
-    """Each requested model's achieved rate, p90 and errors, so that a server of a plan can
-    be checked against its own models' demand (one pass over the records)."""
+    """Each requested model's achieved rate, p90, errors and latency histogram, so that a
+    server of a plan can be checked against its own models' demand: histograms of the
+    models on one server add up to that server's percentiles (loadtest/histogram.py)."""
     latencies: dict[int, list[float]] = {}
     errors: Counter[int] = Counter()
     for latency_s, status, index, _ in records:
@@ -252,6 +254,7 @@ def _per_model(spec: LoadSpec, records: list[Record], measured_s: float) -> dict
             "achieved_rps": round(len(values) / measured_s, 3) if measured_s else 0.0,
             "p90_ms": round(nearest_rank(values, 90), 3) if values else None,
             "errors": errors[index],
+            "latency_histogram": histogram(values),
         }
     return result
 
