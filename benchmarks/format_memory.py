@@ -7,9 +7,17 @@ one-time costs: libraries, JIT and export machinery), then ``--copies`` more wit
 seeds (nothing shareable) through the server's load path (``TorchBackend``: load, warm-up,
 then two requests of one row each); the RSS delta over those copies, divided by their
 number, is the memory a model costs. ``memory_bytes`` (what the LRU budget counts) is
-reported beside it: the rest is the format's own overhead (graphs, code, allocator).
+reported beside it: the rest is the format's own overhead (graphs, code, allocator), and
+``x_counted`` is the ratio of the two (issue [5a]: at most 1.10). With ``--churn N`` the
+same process then unloads them all and loads/unloads a model N times (the LRU's churn):
+``churn_rss_growth_bytes`` is the RSS growth over the second half of those cycles, which
+must stay near 0 (nothing left behind per load).
+
+``--formats`` measures some formats only; their figures replace those in the model's
+result file, each format stamped with the machine and time it was measured on.
 
     python -m benchmarks.format_memory [--model small-cnn] [--copies 200]
+        [--formats torch_export,workload] [--churn 200]
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import write_result
+from benchmarks.common import ROOT, machine, write_result
 
 # format -> (platform, extra model.yaml fields)
 FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -41,7 +49,7 @@ FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
 ARTIFACT = {"workload": "model.safetensors", "torchscript": "model.pt", "torch_export": "model.pt2"}
 
 
-def _writers(model: str) -> dict[str, Callable[[Any, Path], None]]:
+def _writers(model: str, kinds: set[str]) -> dict[str, Callable[[Any, Path], None]]:
     """Per artifact kind: write a seeded module's artifact to a path."""
     import torch
     from torch.export import Dim
@@ -53,30 +61,39 @@ def _writers(model: str) -> dict[str, Callable[[Any, Path], None]]:
     example = tuple(torch.from_numpy(a) for a in example_inputs(spec.inputs, 2).values())
     dims = tuple({0: Dim("batch", min=1, max=spec.max_batch_size)} for _ in example)
     # One export, its weights replaced per seed: same graph, distinct weights.
-    program = torch.export.export(build_seeded(spec, {}), example, dynamic_shapes=dims)
+    program = None
+    if "torch_export" in kinds:
+        program = torch.export.export(build_seeded(spec, {}), example, dynamic_shapes=dims)
 
     def export(module: Any, path: Path) -> None:
+        assert program is not None
         with torch.no_grad():
             for name, value in module.state_dict().items():
                 program.state_dict[name].copy_(value)
         torch.export.save(program, str(path))
 
-    return {
+    writers: dict[str, Callable[[Any, Path], None]] = {
         "workload": save_weights,
         "torchscript-traced": lambda m, p: torch.jit.trace(m, example).save(str(p)),
         "torchscript-scripted": lambda m, p: torch.jit.script(m).save(str(p)),
         "torchscript-frozen": lambda m, p: torch.jit.freeze(torch.jit.script(m)).save(str(p)),
         "torch_export": export,
     }
+    return {kind: write for kind, write in writers.items() if kind in kinds}
 
 
-def write_artifacts(folder: Path, model: str, copies: int) -> None:
+def _kind(fmt: str) -> str:
+    """The artifact kind a format loads: ``torch_export-bf16-storage`` -> torch_export."""
+    return fmt.removesuffix("-bf16-storage")
+
+
+def write_artifacts(folder: Path, model: str, copies: int, formats: list[str]) -> None:
     """``folder/<kind>/<seed>/<artifact>`` for seeds 0..copies (one more: the first load)."""
     from inferpack.workloads import get_workload
     from inferpack.workloads.weights import build_seeded
 
     spec = get_workload(model)
-    writers = _writers(model)
+    writers = _writers(model, {_kind(fmt) for fmt in formats})
     for seed in range(copies + 1):
         module = build_seeded(spec, {"seed": seed})
         for kind, write in writers.items():
@@ -109,8 +126,9 @@ def _source(folder: Path, model: str, fmt: str, seed: int) -> Any:
     return ModelSource(parse_model_config(raw, str(path)), "1", path)
 
 
-def child(folder: Path, model: str, fmt: str, copies: int) -> dict[str, float]:
-    """Runs in a bare process: load ``copies`` + 1 models of ``fmt``; per-model figures."""
+def child(folder: Path, model: str, fmt: str, copies: int, churn: int = 0) -> dict[str, float]:
+    """Runs in a bare process: load ``copies`` + 1 models of ``fmt``; per-model figures;
+    then, with ``churn``, that many load/unload cycles (see the module docstring)."""
     import torch
 
     from inferpack.backends.torch_backend import TorchBackend
@@ -136,21 +154,38 @@ def child(folder: Path, model: str, fmt: str, copies: int) -> dict[str, float]:
     gc.collect()
     after = _rss_bytes()
     assert first[0].memory_bytes > 0  # kept loaded until measured
-    return {
+    figures = {
         "rss_per_model_bytes": (after - before) / copies,
         "memory_bytes": statistics.mean(b.memory_bytes for b, _ in loaded),
         "load_ms_p50": statistics.median(ms for _, ms in loaded),
     }
+    if churn:
+        for backend, _ in loaded:
+            backend.close()
+        del loaded
+        middle = 0
+        for cycle in range(churn):
+            backend, _ = load(1 + cycle % copies)
+            backend.close()
+            del backend
+            if cycle + 1 == churn // 2:
+                gc.collect()
+                middle = _rss_bytes()
+        gc.collect()
+        figures["churn_cycles"] = churn
+        figures["churn_rss_growth_bytes"] = _rss_bytes() - middle
+    return figures
 
 
-def run(model: str, copies: int) -> dict[str, Any]:
+def run(model: str, copies: int, formats: list[str], churn: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="format-memory-") as tmp:
         folder = Path(tmp)
-        write_artifacts(folder, model, copies)
-        for fmt in FORMATS:
+        write_artifacts(folder, model, copies, formats)
+        for fmt in formats:
             command = [sys.executable, "-m", "benchmarks.format_memory", "--child", fmt]
             command += ["--folder", tmp, "--model", model, "--copies", str(copies)]
+            command += ["--churn", str(churn)]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise RuntimeError(f"{fmt}: child failed:\n{done.stderr[-4000:]}")
@@ -159,7 +194,8 @@ def run(model: str, copies: int) -> dict[str, Any]:
             artifact = next((folder / kind / "1").iterdir())
             figures["artifact_bytes"] = artifact.stat().st_size
             figures["overhead_bytes"] = figures["rss_per_model_bytes"] - figures["memory_bytes"]
-            results[fmt] = {k: round(v) for k, v in figures.items()}
+            ratio = round(figures["rss_per_model_bytes"] / figures["memory_bytes"], 3)
+            results[fmt] = {k: round(v) for k, v in figures.items()} | {"x_counted": ratio}
             print(fmt, results[fmt], flush=True)
     return results
 
@@ -168,18 +204,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="small-cnn")
     parser.add_argument("--copies", type=int, default=200)
+    parser.add_argument("--formats", default=",".join(FORMATS), help="comma-separated")
+    parser.add_argument("--churn", type=int, default=0, help="load/unload cycles after")
     parser.add_argument("--child", choices=sorted(FORMATS))
     parser.add_argument("--folder", type=Path)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.folder, args.model, args.child, args.copies)))
+        print(json.dumps(child(args.folder, args.model, args.child, args.copies, args.churn)))
         return
-    formats = run(args.model, args.copies)
+    chosen = [fmt for fmt in args.formats.split(",") if fmt]
+    unknown = sorted(set(chosen) - set(FORMATS))
+    if unknown:
+        parser.error(f"unknown formats {unknown}; known: {sorted(FORMATS)}")
+    formats = run(args.model, args.copies, chosen, args.churn)
+    name = f"format_memory_{args.model}.json" if args.model != "small-cnn" else "format_memory.json"
     method = "bare process per format; RSS delta over --copies loads (warm-up + 2 requests)"
-    out = write_result(
-        f"format_memory_{args.model}.json" if args.model != "small-cnn" else "format_memory.json",
-        {"model": args.model, "copies": args.copies, "method": method, "formats": formats},
-    )
+    result: dict[str, Any] = {"model": args.model, "method": method, "formats": formats}
+    previous = ROOT / "benchmarks" / "results" / name
+    if set(chosen) != set(FORMATS) and previous.exists():
+        # A partial run: keep the other formats' figures, each stamped where it was taken.
+        old = json.loads(previous.read_text())
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        stamp = {"machine": machine(), "measured_at": when}
+        for figures in formats.values():
+            figures.update(copies=args.copies, **stamp)
+        result["formats"] = {**old.get("formats", {}), **formats}
+        result["copies"] = old.get("copies", args.copies)
+        result["note"] = "formats with their own machine/measured_at were re-run alone"
+    else:
+        result["copies"] = args.copies
+    out = write_result(name, result)
     print(f"wrote {out}")
 
 

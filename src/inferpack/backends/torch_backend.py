@@ -22,6 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from inferpack.backends.export_program import (
+    forget_sources,
+    load_program,
+    shared_graph_module,
+)
 from inferpack.backends.storage_precision import keep_narrow
 from inferpack.backends.tensor_store import (
     ModuleLease,
@@ -90,7 +95,7 @@ def _load_workload(source: ModelSource) -> torch.nn.Module:
 
 
 def _load_program(source: ModelSource, device: str, dtype: torch.dtype) -> torch.nn.Module:
-    """A ``torch.export`` program unlifted into a module on ``device`` at ``dtype``.
+    """A ``torch.export`` program as a module on ``device`` at ``dtype``.
 
     The program's graph is fixed at export, so: its train/eval behaviour is baked in (the
     unlifted module raises on ``.eval()``/``.train()`` and neither is called; a program
@@ -98,14 +103,21 @@ def _load_program(source: ModelSource, device: str, dtype: torch.dtype) -> torch
     ``Module.to`` does not move, so the program is moved with torch's
     ``move_to_device_pass``; and a dtype written into the graph (``x.float()``,
     ``torch.full(..., dtype=...)``) cannot follow a cast, so such a program is refused at
-    any precision but fp32."""
-    from torch.export.passes import move_to_device_pass
+    any precision but fp32.
 
-    program = move_to_device_pass(torch.export.load(str(source.artifact_path)), device)
+    Served as :class:`~inferpack.backends.export_program.SharedGraphModule` (one graph per
+    architecture, shared; this model's tensors only); programs that cannot be are unlifted
+    with ``.module()``, a graph and its generated code of their own."""
+    program, sources = load_program(source.artifact_path, device)
     problems = _program_problems(program.graph_module, dtype, source.config)
     if problems:
+        forget_sources(sources)
         raise ConfigError(problems)
+    shared = shared_graph_module(program, dtype, sources)
+    if shared is not None:
+        return shared
     module = program.module()
+    forget_sources(sources)  # the program's own graph module goes with it
     if dtype != torch.float32:
         module.to(dtype)
         for sub in module.modules():  # lifted constants: plain attributes
