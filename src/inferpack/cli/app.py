@@ -421,7 +421,9 @@ def _run_with_live_display(spec: Any, run: Any) -> dict:  # type: ignore[type-ar
 
 @app.command()
 def report(
-    results: Annotated[list[Path], typer.Argument(help="Bench result JSON files.")],
+    results: Annotated[
+        list[Path], typer.Argument(help="Bench/loadtest result JSON or plan.yaml files.")
+    ],
     output: Annotated[Path, typer.Option(help="HTML file to write.")] = Path("report.html"),
 ) -> None:
     """One self-contained HTML page with plots and tables from bench results."""

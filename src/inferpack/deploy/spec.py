@@ -48,7 +48,7 @@ class ServerSpec:
     model_repository: str
     http_port: int = 8000
     grpc_port: int = 8001
-    host: str = "0.0.0.0"  # noqa: S104 - a pod must listen beyond loopback
+    host: str = "0.0.0.0"
     cpu_threads: int | None = None
 
     def argv(self, executable: str = "inferpack") -> list[str]:

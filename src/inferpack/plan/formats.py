@@ -98,6 +98,10 @@ class PlanSummary:
     gap: float  # (objective - bound) / objective
     status: str = ""
     notes: tuple[str, ...] = ()
+    # The caps the plan was packed under (None in a plan file written without them).
+    max_memory_utilization: float | None = None
+    max_compute_utilization: float | None = None
+    server_overhead_mb: float | None = None
 
 
 @dataclass(frozen=True)
@@ -347,6 +351,9 @@ def parse_plan(data: Any, source: Path | str) -> Plan:
             gap=float(raw_summary.get("gap", 0.0)),
             status=str(raw_summary.get("status", "")),
             notes=tuple(str(n) for n in raw_summary.get("notes") or ()),
+            max_memory_utilization=_optional_float(raw_summary.get("max_memory_utilization")),
+            max_compute_utilization=_optional_float(raw_summary.get("max_compute_utilization")),
+            server_overhead_mb=_optional_float(raw_summary.get("server_overhead_mb")),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ConfigError([f"{source}: plan: missing or invalid field {error}"]) from None
@@ -387,6 +394,10 @@ def parse_plan(data: Any, source: Path | str) -> Plan:
     if problems:
         raise _problems_error(source, problems)
     return Plan(summary, tuple(servers), tuple(data.get("alternatives") or ()))
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def read_plan(path: Path) -> Plan:

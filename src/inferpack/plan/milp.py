@@ -45,6 +45,8 @@ from inferpack.plan.problem import Problem
 # Variables the exact model may have before the planner uses the bound + packing instead.
 EXACT_MAX_ASSIGNMENTS = 6_000
 INF = 1e30
+# The LP bound's own limit: far above what it takes, only a guard against a stuck solver.
+LP_TIME_LIMIT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -138,11 +140,12 @@ def _solve(
 def aggregated_bound(problem: Problem, time_limit_s: float) -> tuple[MilpResult, np.ndarray]:
     """Solve the aggregated model; returns the result and z as an [m, t] array.
 
-    The LP relaxation (server counts fractional) comes first: it is solved in a fraction
-    of the time at any size and is already a valid bound. The MILP with integer counts
-    then runs in the time left; the larger of the two bounds is kept."""
+    The LP relaxation (server counts fractional) comes first and always runs to its end:
+    it is polynomial (0.3 s at 3,000 models, 8 s at 30,000 on a 2-core VM) and a plan
+    without a bound could not state its gap. The MILP with integer counts then runs in
+    what is left of ``time_limit_s``; the larger of the two bounds is kept."""
     started = time.perf_counter()
-    relaxed, z = _aggregated(problem, time_limit_s, integer_counts=False)
+    relaxed, z = _aggregated(problem, LP_TIME_LIMIT_S, integer_counts=False)
     left_s = time_limit_s - (time.perf_counter() - started)
     if left_s < 0.2:
         return relaxed, z

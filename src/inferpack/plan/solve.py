@@ -88,6 +88,9 @@ def make_plan(
         gap=round((cost - lower) / cost, 6) if cost else 0.0,
         status="optimal" if cost - lower <= GAP_TOLERANCE * cost else "feasible",
         notes=tuple(notes),
+        max_memory_utilization=options.max_memory_utilization,
+        max_compute_utilization=options.max_compute_utilization,
+        server_overhead_mb=options.server_overhead_mb,
     )
     servers = _server_plans(problem, best, options)
     return Plan(summary, tuple(servers), tuple(_alternatives(problem, candidates)))

@@ -1,7 +1,8 @@
 """report: one self-contained HTML page from result files (rendering only).
 
-``write_report`` reads ``inferpack bench`` documents (schema ``inferpack.bench/1``) and
-``inferpack loadtest`` documents (schema ``inferpack.loadtest/1``), in any mix, and writes
+``write_report`` reads ``inferpack bench`` documents (schema ``inferpack.bench/1``),
+``inferpack loadtest`` documents (schema ``inferpack.loadtest/1``) and ``inferpack plan``
+files (``plan.yaml``, told apart by the ``.yaml``/``.yml`` suffix), in any mix, and writes
 one section per document (in the order given) plus charts, the charts as PNG data URIs,
 with inline CSS only: the page opens offline and can be attached or archived as one file.
 matplotlib (the ``report`` extra) is imported only when the charts are drawn.
@@ -20,6 +21,9 @@ from inferpack.report.loadtest import SCHEMA as LOADTEST_SCHEMA
 from inferpack.report.loadtest import describe as describe_loadtest
 from inferpack.report.loadtest import is_loadtest, loadtest_section
 from inferpack.report.loadtest_plots import loadtest_plots
+from inferpack.report.plan import PlanDocument, is_plan_path, load_plan, plan_section
+from inferpack.report.plan import describe as describe_plan
+from inferpack.report.plan_plots import plan_plots
 from inferpack.report.plots import build_plots, describe
 
 SCHEMA = "inferpack.bench/1"
@@ -27,7 +31,20 @@ SCHEMAS = (SCHEMA, LOADTEST_SCHEMA)
 # The list of rows each schema must carry.
 ROWS = {SCHEMA: "results", LOADTEST_SCHEMA: "levels"}
 
-__all__ = ["LOADTEST_SCHEMA", "SCHEMA", "SCHEMAS", "load_result", "render_report", "write_report"]
+# What a page is made of: result documents (JSON) and plans (plan.yaml).
+Source = Mapping[str, Any] | PlanDocument
+
+__all__ = [
+    "LOADTEST_SCHEMA",
+    "SCHEMA",
+    "SCHEMAS",
+    "PlanDocument",
+    "load",
+    "load_plan",
+    "load_result",
+    "render_report",
+    "write_report",
+]
 
 
 def load_result(path: Path) -> dict[str, Any]:
@@ -58,31 +75,47 @@ def load_result(path: Path) -> dict[str, Any]:
     raise InvalidInputError(f"{path}: not a valid {schema} document (no {rows!r} list)")
 
 
-def render_report(documents: Sequence[Mapping[str, Any]]) -> str:
-    """The report page for already-loaded result documents, as an HTML string: one section
-    per document in the order given, then the bench charts, then the load-test charts."""
-    bench = [d for d in documents if not is_loadtest(d)]
-    loads = [d for d in documents if is_loadtest(d)]
-    sections, subjects = [], []
-    counts = {"bench": 0, "loadtest": 0}
-    for document in documents:
-        if is_loadtest(document):
-            sections.append(loadtest_section(counts["loadtest"], document))
-            subjects.append(describe_loadtest(document))
-            counts["loadtest"] += 1
-        else:
-            sections.append(bench_section(counts["bench"], document))
-            subjects.append(describe(document))
-            counts["bench"] += 1
-    plots = [*build_plots(bench), *loadtest_plots(loads)]
+def load(path: Path) -> Source:
+    """A plan for a ``.yaml``/``.yml`` file, else a result document (``load_result``)."""
+    return load_plan(path) if is_plan_path(path) else load_result(path)
+
+
+def _section(document: Source, counts: dict[str, int]) -> tuple[str, str]:
+    """(section HTML, subject) of one document; ``counts`` numbers the sections per kind."""
+    if isinstance(document, PlanDocument):
+        kind, subject = "plan", describe_plan(document)
+        section = plan_section(counts[kind], document)
+    elif is_loadtest(document):
+        kind, subject = "loadtest", describe_loadtest(document)
+        section = loadtest_section(counts[kind], document)
+    else:
+        kind, subject = "bench", describe(document)
+        section = bench_section(counts[kind], document)
+    counts[kind] += 1
+    return section, subject
+
+
+def render_report(documents: Sequence[Source]) -> str:
+    """The report page for already-loaded documents, as an HTML string: one section per
+    document in the order given, then the bench, load-test and plan charts."""
+    results = [d for d in documents if not isinstance(d, PlanDocument)]
+    bench = [d for d in results if not is_loadtest(d)]
+    loads = [d for d in results if is_loadtest(d)]
+    plans = [d for d in documents if isinstance(d, PlanDocument)]
+    counts = {"bench": 0, "loadtest": 0, "plan": 0}
+    rendered = [_section(document, counts) for document in documents]
+    sections, subjects = [s for s, _ in rendered], [subject for _, subject in rendered]
+    plots = [*build_plots(bench), *loadtest_plots(loads), *plan_plots(plans)]
     return render_page(sections, subjects, plots)
 
 
 def write_report(result_paths: Sequence[Path], output: Path) -> Path:
-    """Read every result file, write the report page to ``output``; return ``output``."""
+    """Read every result or plan file, write the report page to ``output``; return it."""
     if not result_paths:
-        raise InvalidInputError("no result files given (inferpack bench or loadtest JSON)")
-    documents = [load_result(Path(path)) for path in result_paths]
+        raise InvalidInputError(
+            "no result files given (inferpack bench or loadtest JSON, or a plan.yaml)"
+        )
+    documents = [load(Path(path)) for path in result_paths]
     page = render_report(documents)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
