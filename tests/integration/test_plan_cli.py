@@ -14,7 +14,9 @@ from tests.plan_checker import violations
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(inferpack(*args), capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        inferpack(*args), capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 @pytest.fixture
@@ -136,5 +138,9 @@ def test_bad_demand_reports_every_row(inputs: dict[str, Path]) -> None:
     )  # fmt: skip
     assert done.returncode == 1
     text = " ".join(done.stderr.split())
-    for problem in ("rps of a is not a number", "rps of b must be >= 0", "line 5: c repeats line 4"):
+    for problem in (
+        "rps of a is not a number",
+        "rps of b must be >= 0",
+        "line 5: c repeats line 4",
+    ):
         assert problem in text
