@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from inferpack.config.compile_config import CompileConfig, compile_to_dict, parse_compile
 from inferpack.datatypes import DATATYPES
 from inferpack.errors import ConfigError
 
@@ -18,6 +19,8 @@ PLATFORMS: Final[dict[str, str]] = {
     "torchscript": "model.pt",
     "torch_export": "model.pt2",
     "workload": "model.safetensors",
+    "torch_aoti": "model.pt2",  # torch.export + AOTInductor package (inferpack compile)
+    "onnx": "model.onnx",  # ONNX Runtime
 }
 PRECISIONS: Final[frozenset[str]] = frozenset({"fp32", "bf16", "fp16"})
 # Narrower than fp32: what weights may be kept in while computing in fp32.
@@ -70,6 +73,7 @@ class ModelConfig:
     storage_precision: str | None = None
     version_policy: str = "latest"
     warmup: bool = True
+    compile: CompileConfig = CompileConfig()
 
     @property
     def batching(self) -> bool:
@@ -274,6 +278,12 @@ def parse_model_config(raw: Any, source: str, default_name: str | None = None) -
         storage_precision=_storage_precision(raw, platform, precision, problems),
         version_policy=version_policy,
         warmup=warmup,
+        compile=parse_compile(
+            raw.get("compile"),
+            str(platform),
+            _int(raw, "max_batch_size", 0, "", _Problems(source)),
+            problems.add,
+        ),
     )
     _check_batching(config, problems)
     if problems.items:
@@ -302,6 +312,9 @@ def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
     data["precision"] = config.precision
     if config.storage_precision is not None:
         data["storage_precision"] = config.storage_precision
+    compiled = compile_to_dict(config.compile)
+    if compiled is not None:
+        data["compile"] = compiled
     return data
 
 
