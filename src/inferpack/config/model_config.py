@@ -73,7 +73,7 @@ class ModelConfig:
     storage_precision: str | None = None
     version_policy: str = "latest"
     warmup: bool = True
-    compile: CompileConfig = CompileConfig()
+    compile: CompileConfig = CompileConfig()  # noqa: RUF009 - frozen, shared safely
 
     @property
     def batching(self) -> bool:
