@@ -10,7 +10,7 @@ from inferpack.backends.base import Backend
 from inferpack.errors import ConfigError, MissingExtraError
 from inferpack.repository import ModelSource
 
-TORCH_PLATFORMS = frozenset({"torchscript", "torch_export", "workload"})
+TORCH_PLATFORMS = frozenset({"torchscript", "torch_export", "workload", "torch_aoti"})
 
 
 def load_backends(source: ModelSource) -> list[Backend]:
@@ -22,6 +22,12 @@ def load_backends(source: ModelSource) -> list[Backend]:
         except ImportError as error:
             raise MissingExtraError("torch", "torch") from error
         return list(TorchBackend.load_instances(source))
+    if platform == "onnx":
+        try:
+            from inferpack.backends.onnx_backend import OnnxBackend
+        except ImportError as error:
+            raise MissingExtraError("onnxruntime", "onnx") from error
+        return list(OnnxBackend.load_instances(source))
     raise ConfigError([f"{source.config.name}: no backend for platform {platform!r}"])
 
 
