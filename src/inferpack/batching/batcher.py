@@ -3,21 +3,26 @@
 Contract (what callers and tests rely on):
 - ``submit(payload, rows, key, deadline_s=None) -> Future`` decides admission at once:
   UnavailableError (503) once closing or once the scheduler has stopped; InvalidInputError
-  (400) when ``rows`` is outside 1..``max_batch_rows`` (such a request could never be
+  (400) when ``rows`` is outside 1..the batch limit (such a request could never be
   batched); OverloadedError (429, with a retry hint) when the queue holds ``max_queue_size``
   requests.
 - Every accepted future resolves exactly once, unless its caller cancels it: with its
   result, the executor's exception, DeadlineExceededError or UnavailableError. No future is
   left pending by an executor that raises or is cancelled, by a scheduler that fails, or by
   ``close()``.
-- A batch holds >= 1 request, at most ``max_batch_rows`` rows, all with the same ``key``
-  (requests whose non-batch shapes differ are never mixed).
+- A batch holds >= 1 request, at most the batch limit in rows, all with the same ``key``
+  (requests whose non-batch shapes differ are never mixed). The batch limit is
+  ``max_batch_rows``, capped by the largest bucket when ``buckets`` are given.
 - A batch is formed only when an instance is free (so batches grow under load, as in
   Triton). It is dispatched when full, when it reaches the largest preferred size, or when
   the oldest queued request has waited ``max_queue_delay_s`` (the delay counts from the
   first arrival, not the last).
 - With preferred sizes, the batch is the largest queue prefix whose row count is a
   preferred size; if none, the largest prefix that fits.
+- Buckets (the batch sizes a compiled model runs at) are preferred sizes: the preferred
+  sizes that are buckets, or every bucket when none is. The batcher never waits longer to
+  reach one; a batch between buckets is padded by the executor, not here. Callers split a
+  request larger than the largest bucket (:func:`inferpack.batching.buckets.chunk_rows`).
 - Deadlines: ``deadline_s`` is in the event loop's clock (``loop.time()``). A request whose
   deadline has passed is never run: it fails with DeadlineExceededError when its deadline
   passes while queued (the scheduler wakes at the earliest deadline, even while every
@@ -52,6 +57,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from inferpack.batching.buckets import batch_limit, preferred_sizes
 from inferpack.errors import (
     DeadlineExceededError,
     InvalidInputError,
@@ -76,6 +82,8 @@ class BatchPolicy:
     max_queue_size: int = 1024
     # False: one request per batch (a model without dynamic batching).
     combine_requests: bool = True
+    # Ascending batch sizes the model runs at (compile.batch_buckets); () for any size.
+    buckets: tuple[int, ...] = ()
 
 
 @dataclass(eq=False, slots=True)
@@ -100,6 +108,8 @@ class DynamicBatcher(Generic[P, R]):
         "_execute",
         "_free",
         "_instance_count",
+        "_limit_rows",
+        "_preferred_rows",
         "_queue",
         "_running",
         "_scheduler",
@@ -115,6 +125,8 @@ class DynamicBatcher(Generic[P, R]):
         self.policy = policy
         self._execute = execute
         self._instance_count = instances
+        self._limit_rows = batch_limit(policy.max_batch_rows, policy.buckets)
+        self._preferred_rows = preferred_sizes(policy.preferred_rows, policy.buckets)
         # Lists, not deques: the queue is rebuilt whenever requests leave it, and an empty
         # list is 56 bytes where an empty deque is 760 (x thousands of idle models).
         self._queue: list[QueuedItem[P, R]] = []
@@ -148,11 +160,12 @@ class DynamicBatcher(Generic[P, R]):
         """Queue one request; its future resolves as the module contract says."""
         if self._closing or self._stopped or not self._started:
             raise UnavailableError(f"model {self.name!r} is not accepting requests")
-        limit = self.policy.max_batch_rows
+        limit = self._limit_rows
         if not 1 <= rows <= limit:
+            bound = "the largest bucket" if limit < self.policy.max_batch_rows else "max_batch_rows"
             raise InvalidInputError(
                 f"model {self.name!r}: a request of {rows} rows does not fit a batch of "
-                f"1..{limit} rows (max_batch_rows)"
+                f"1..{limit} rows ({bound})"
             )
         if len(self._queue) >= self.policy.max_queue_size:
             raise OverloadedError(
@@ -188,7 +201,7 @@ class DynamicBatcher(Generic[P, R]):
             raise
 
     def _retry_after_s(self) -> float:
-        batches_ahead = len(self._queue) / max(1, self.policy.max_batch_rows * self._instance_count)
+        batches_ahead = len(self._queue) / max(1, self._limit_rows * self._instance_count)
         return max(1.0, math.ceil(batches_ahead * self._batch_s_ewma))
 
     def _wake(self) -> None:
@@ -275,9 +288,9 @@ class DynamicBatcher(Generic[P, R]):
         return head.enqueued_at + self.policy.max_queue_delay_s
 
     def _target_rows(self) -> int:
-        if self.policy.preferred_rows:
-            return min(self.policy.max_batch_rows, self.policy.preferred_rows[-1])
-        return self.policy.max_batch_rows
+        if self._preferred_rows:
+            return min(self._limit_rows, self._preferred_rows[-1])
+        return self._limit_rows
 
     def _ready(self, key: Hashable) -> bool:
         if not self.policy.combine_requests:
@@ -301,17 +314,15 @@ class DynamicBatcher(Generic[P, R]):
         for item in self._queue:
             if item.key != key:
                 continue
-            if chosen and (
-                rows + item.rows > self.policy.max_batch_rows or not self.policy.combine_requests
-            ):
+            if chosen and (rows + item.rows > self._limit_rows or not self.policy.combine_requests):
                 break  # first come, first served: no smaller request jumps the queue
             chosen.append(item)
             rows += item.rows
             prefix_rows.append(rows)
-            if rows >= self.policy.max_batch_rows:
+            if rows >= self._limit_rows:
                 break
-        if self.policy.preferred_rows:
-            preferred = [i for i, r in enumerate(prefix_rows) if r in self.policy.preferred_rows]
+        if self._preferred_rows:
+            preferred = [i for i, r in enumerate(prefix_rows) if r in self._preferred_rows]
             if preferred:
                 chosen = chosen[: preferred[-1] + 1]
         taken = set(map(id, chosen))

@@ -1,17 +1,25 @@
-"""One version of one model being served: its backends, instance threads and batcher."""
+"""One version of one model being served: its backends, instance threads and batcher.
+
+With batch buckets (``compile.batch_buckets``) the model runs only at bucket sizes: a
+request over the largest bucket is split here into chunks, each queued on its own and the
+outputs joined in order (:meth:`ServedModel.infer`); the worker pads every batch up to the
+next bucket and slices the outputs back before splitting them by request
+(:meth:`ServedModel._run_batch`), so no padded row is ever returned.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from concurrent.futures import Executor
 
 import numpy as np
 
 from inferpack.backends import Backend, load_backends
 from inferpack.batching import BatchPolicy, DynamicBatcher, QueuedItem
+from inferpack.batching.buckets import chunk_rows
 from inferpack.config.model_config import ModelConfig
 from inferpack.datatypes import numpy_dtype
 from inferpack.errors import ModelExecutionError
@@ -28,13 +36,17 @@ _MAX_ERROR_CHARS = 500
 
 def batch_policy(config: ModelConfig) -> BatchPolicy:
     batching = config.dynamic_batching
+    buckets = config.compile.batch_buckets
     if batching is None:
-        return BatchPolicy(max_batch_rows=max(1, config.max_batch_size), combine_requests=False)
+        return BatchPolicy(
+            max_batch_rows=max(1, config.max_batch_size), combine_requests=False, buckets=buckets
+        )
     return BatchPolicy(
         max_batch_rows=config.max_batch_size,
         max_queue_delay_s=batching.max_queue_delay_us / 1e6,
         preferred_rows=batching.preferred_batch_sizes,
         max_queue_size=batching.max_queue_size,
+        buckets=buckets,
     )
 
 
@@ -48,11 +60,13 @@ def _describe(error: Exception) -> str:
 
 
 def warmup_inputs(config: ModelConfig) -> dict[str, Tensor]:
-    """Zeros of batch 1 (variable dims as 1) for every input."""
+    """Zeros of the smallest batch the model runs at (1, or its smallest bucket: a model
+    compiled per bucket may run no other size), variable dims as 1, for every input."""
     inputs = {}
+    rows = config.compile.bucket_for(1)
     for spec in config.inputs:
         dims = tuple(d if d > 0 else 1 for d in spec.dims)
-        shape = (1, *dims) if config.batching else dims
+        shape = (rows, *dims) if config.batching else dims
         inputs[spec.name] = np.zeros(shape, dtype=numpy_dtype(spec.datatype))
     return inputs
 
@@ -107,12 +121,33 @@ class ServedModel:
     async def infer(self, request: InferRequest, deadline_s: float | None = None) -> Outputs:
         """Validate, queue and await one request; ``deadline_s`` is in the loop's clock."""
         rows, key = validate_request(self.config, request)
-        return await self.batcher.submit(request.inputs, rows, key, deadline_s)
+        largest = self.config.compile.largest_bucket
+        if largest is None or rows <= largest:
+            return await self.batcher.submit(request.inputs, rows, key, deadline_s)
+        return await self._infer_chunks(request.inputs, chunk_rows(rows, largest), key, deadline_s)
 
     async def close(self) -> None:
         await self.batcher.close()
         for backend in {id(b): b for b in self.backends}.values():
             backend.close()
+
+    async def _infer_chunks(
+        self, inputs: Outputs, sizes: list[int], key: Hashable, deadline_s: float | None
+    ) -> Outputs:
+        """A request over the largest bucket, queued as one request per chunk (in order, so
+        its chunks keep their place in the queue); outputs joined in order. The first chunk
+        that fails (or is refused at submit) fails the request, once: every other chunk is
+        cancelled, so the batcher drops it if still queued and ignores its result."""
+        futures: list[asyncio.Future[Outputs]] = []
+        try:
+            for start, stop in itertools.pairwise(itertools.accumulate(sizes, initial=0)):
+                chunk = {name: array[start:stop] for name, array in inputs.items()}
+                futures.append(self.batcher.submit(chunk, stop - start, key, deadline_s))
+            parts = await asyncio.gather(*futures)
+        finally:
+            for future in futures:
+                future.cancel()  # a no-op once done
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     async def _execute(
         self, instance: int, items: list[QueuedItem[Outputs, Outputs]]
@@ -137,8 +172,9 @@ class ServedModel:
     def _run_batch(
         self, instance: int, payloads: list[Outputs], rows: list[int]
     ) -> tuple[list[Outputs], BatchTiming]:
-        """Worker thread: concatenate rows, run the model, split outputs back by rows; time
-        each of the three phases (Triton's compute_input / compute_infer / compute_output)."""
+        """Worker thread: concatenate rows (padded to the next bucket), run the model, split
+        outputs back by rows; time each of the three phases (Triton's compute_input /
+        compute_infer / compute_output; padding counts as input)."""
         started = time.perf_counter()
         if len(payloads) == 1:
             inputs = payloads[0]
@@ -146,6 +182,9 @@ class ServedModel:
             inputs = {
                 s.name: np.concatenate([p[s.name] for p in payloads]) for s in self.config.inputs
             }
+        total = sum(rows)
+        padded = self.config.compile.bucket_for(total) if self.config.batching else total
+        inputs = pad_rows(inputs, padded - total)
         joined = time.perf_counter()
         try:
             outputs = self.backends[instance].run(inputs)
@@ -155,23 +194,40 @@ class ServedModel:
                 f"{_describe(error)}"
             ) from error
         ran = time.perf_counter()
-        results = self._split_outputs(outputs, rows)
+        results = self._split_outputs(outputs, rows, padded)
         timing = BatchTiming(joined - started, ran - joined, time.perf_counter() - ran)
         return results, timing
 
-    def _split_outputs(self, outputs: Outputs, rows: list[int]) -> list[Outputs]:
-        """One output dict per request: rows ``[sum(rows[:i]), sum(rows[:i+1]))``."""
-        if len(rows) == 1:
-            return [outputs]
+    def _split_outputs(self, outputs: Outputs, rows: list[int], padded: int) -> list[Outputs]:
+        """One output dict per request: rows ``[sum(rows[:i]), sum(rows[:i+1]))`` of the
+        ``padded`` rows the model ran (the rows past ``sum(rows)`` are padding, dropped)."""
         total = sum(rows)
+        if len(rows) == 1 and padded == total:
+            return [outputs]
         for out_name, array in outputs.items():
-            if array.shape[:1] != (total,):
+            if array.shape[:1] != (padded,):
                 raise ModelExecutionError(
                     f"model {self.config.name!r}: output {out_name!r} has {array.shape[:1]} rows "
-                    f"for a batch of {total} rows"
+                    f"for a batch of {padded} rows"
                 )
         bounds = itertools.accumulate(rows, initial=0)
         return [
             {k: v[start:end] for k, v in outputs.items()}
             for start, end in itertools.pairwise(bounds)
         ]
+
+
+def pad_rows(inputs: Outputs, extra: int) -> Outputs:
+    """``inputs`` with ``extra`` copies of their last row appended (new arrays: a request's
+    own tensors are never changed).
+
+    A copy of a real row rather than zeros: a row of zeros can be far outside what the model
+    was trained and calibrated on (quantisation ranges, normalisation that divides by a
+    norm or a variance, log or sqrt of an input) and yield inf/NaN or slow paths (denormals)
+    in the padded rows; a real row keeps every padded row as well-behaved as a real one."""
+    if extra <= 0:
+        return inputs
+    return {
+        name: np.concatenate([array, np.repeat(array[-1:], extra, axis=0)])
+        for name, array in inputs.items()
+    }
