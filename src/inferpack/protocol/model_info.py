@@ -18,6 +18,8 @@ _TRITON_PLATFORM = {
     "torchscript": "pytorch_libtorch",
     "torch_export": "pytorch_export",
     "workload": "pytorch_workload",
+    "torch_aoti": "torch_aoti",
+    "onnx": "onnxruntime_onnx",
 }
 
 

@@ -21,15 +21,16 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
-
-from inferpack.config.model_config import ModelConfig, parse_model_config
+from inferpack.config.model_config import ModelConfig
 from inferpack.errors import ConfigError, MissingExtraError, NotFoundError
 from inferpack.repository.cache import ArtifactCache, RemoteFile, default_cache_root
 from inferpack.repository.local import (
-    CONFIG_FILE,
+    ARTIFACT_FIELDS,
+    CONFIG_FILES,
     LocalRepository,
     ModelSource,
+    choose_config_file,
+    parse_config_text,
     version_numbers,
     versions_to_serve,
 )
@@ -102,28 +103,29 @@ class RemoteRepository:
         try:
             if not self._fs.isdir(self._base):
                 raise ConfigError([f"{self.root}: model repository is not a directory"])
-            found = self._fs.glob(self._remote("*", CONFIG_FILE))
+            # One listing for both config files: the store is listed to the same depth anyway.
+            found = [PurePosixPath(str(p)) for p in self._fs.glob(self._remote("*", "*"))]
         except OSError as error:
             raise ConfigError([f"{self.root}: cannot list the model repository: {error}"]) from None
-        return sorted(PurePosixPath(str(path)).parent.name for path in found)
+        return sorted({path.parent.name for path in found if path.name in CONFIG_FILES})
 
     def config(self, name: str) -> ModelConfig:
         self._check_name(name)
-        url = f"{self.root}/{name}/{CONFIG_FILE}"
         try:
-            text = bytes(self._fs.cat_file(self._remote(name, CONFIG_FILE))).decode()
+            present = [f for f in CONFIG_FILES if self._fs.isfile(self._remote(name, f))]
+        except OSError as error:
+            raise ConfigError([f"{self.root}/{name}: cannot read: {error}"]) from None
+        file_name = choose_config_file(present, f"{self.root}/{name}")
+        if file_name is None:
+            raise NotFoundError(f"model {name!r} is not in repository {self.root}")
+        url = f"{self.root}/{name}/{file_name}"
+        try:
+            text = bytes(self._fs.cat_file(self._remote(name, file_name))).decode()
         except FileNotFoundError:
             raise NotFoundError(f"model {name!r} is not in repository {self.root}") from None
         except (OSError, UnicodeDecodeError) as error:
             raise ConfigError([f"{url}: cannot read: {error}"]) from None
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            raise ConfigError([f"{url}: not valid YAML: {error}"]) from None
-        config = parse_model_config(raw, url, default_name=name)
-        if config.name != name:
-            raise ConfigError([f"{url}: name: {config.name!r} differs from its folder {name!r}"])
-        return config
+        return parse_config_text(file_name, text, url, name)
 
     def versions(self, name: str) -> list[str]:
         """Version folders, oldest first (numeric order)."""
@@ -154,9 +156,9 @@ class RemoteRepository:
         try:
             info: dict[str, Any] = dict(self._fs.info(remote))
         except FileNotFoundError:
-            raise ConfigError([f"{url}: artifact missing (model.yaml artifact field)"]) from None
+            raise ConfigError([f"{url}: artifact missing ({ARTIFACT_FIELDS})"]) from None
         if info.get("type") != "file":
-            raise ConfigError([f"{url}: artifact is not a file (model.yaml artifact field)"])
+            raise ConfigError([f"{url}: artifact is not a file ({ARTIFACT_FIELDS})"])
         stored = RemoteFile(url, info.get("size"), _fingerprint(info))
         local = self.cache.locate(name, version, artifact)
         if self.cache.is_current(local, stored):
