@@ -34,6 +34,14 @@ from inferpack.backends.tensor_store import (
     default_store,
     storage_identity,
 )
+from inferpack.backends.torch_compile import (
+    AotiModule,
+    aoti_device,
+    graph_bytes,
+    opaque_weight_bytes,
+    prepare,
+    warm_buckets,
+)
 from inferpack.config.model_config import ModelConfig
 from inferpack.datatypes import numpy_dtype
 from inferpack.errors import ConfigError
@@ -63,8 +71,11 @@ def _load_module(source: ModelSource, device: str) -> torch.nn.Module:
     weights kept at ``storage_precision`` when that is set; ready for inference.
 
     Raises ConfigError where the artifact cannot run as configured (see
-    :func:`_load_program` and :func:`_check_script_cast`)."""
+    :func:`_load_program`, :func:`_check_script_cast` and ``torch_compile.py``, which
+    loads ``torch_aoti`` packages and applies model.yaml's ``compile``)."""
     config = source.config
+    if config.platform == "torch_aoti":
+        return AotiModule(config, source.artifact_path, device)
     dtype = _TORCH_DTYPE[config.precision]
     module: torch.nn.Module
     if config.platform == "torch_export":
@@ -77,7 +88,7 @@ def _load_module(source: ModelSource, device: str) -> torch.nn.Module:
         module = _cast(_load_workload(source).to(device), dtype).eval()
     if config.storage_precision is not None:
         keep_narrow(module, _TORCH_DTYPE[config.storage_precision], dtype)
-    return module
+    return prepare(module, config, device)
 
 
 def _cast(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
@@ -217,7 +228,7 @@ def storage_bytes(tensors: Iterable[torch.Tensor]) -> int:
 
 
 def _weigh(module: torch.nn.Module) -> int:
-    return storage_bytes(module_tensors(module))
+    return storage_bytes(module_tensors(module)) + opaque_weight_bytes(module)
 
 
 def _check_datatypes(config: ModelConfig) -> None:
@@ -259,11 +270,15 @@ class TorchBackend:
         """One backend per instance; instances on the same device share one module, and
         models share weights through ``store`` (the process-wide one by default)."""
         store = store or default_store()
-        _check_datatypes(source.config)
+        config = source.config
+        _check_datatypes(config)
+        requested = config.instances.device
+        if config.platform == "torch_aoti":  # compiled for one device kind
+            requested = aoti_device(config, source.artifact_path)
         by_device: dict[str, TorchBackend] = {}
         instances = []
-        for index in range(source.config.instances.count):
-            device = resolve_device(source.config.instances.device, index)
+        for index in range(config.instances.count):
+            device = resolve_device(requested, index)
             if device not in by_device:
                 by_device[device] = cls._load_on(source, device, store)
             instances.append(by_device[device])
@@ -316,7 +331,9 @@ class TorchBackend:
         measurements are serialised, but batches of other models running meanwhile on the
         same device count too (or their frees hide some): an error of at most what they
         allocate during this one batch, which can only be avoided by warming up alone.
-        Variable dimensions are as ``inputs`` give them (warm-up uses 1)."""
+        Variable dimensions are as ``inputs`` give them (warm-up uses 1). A compiled module
+        is first compiled, or captured, at every bucket (``torch_compile.warm_buckets``)."""
+        warm_buckets(self.module, self.config, inputs, self.run)
         self.run(inputs)
         if not self.device.startswith("cuda"):
             return
@@ -331,15 +348,15 @@ class TorchBackend:
         self.workspace_bytes = max(self.workspace_bytes, workspace)
 
     def _largest_batch(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        """``inputs`` (batch 1) repeated to the model's max batch size."""
-        rows = self.config.max_batch_size
+        """``inputs`` (batch 1) repeated to the model's largest bucket, or max batch size."""
+        rows = self.config.compile.largest_bucket or self.config.max_batch_size
         if not self.config.batching or rows <= 1:
             return inputs
         return {name: np.repeat(array[:1], rows, axis=0) for name, array in inputs.items()}
 
     @property
     def memory_bytes(self) -> int:
-        return self.weight_bytes + self.workspace_bytes
+        return self.weight_bytes + self.workspace_bytes + graph_bytes(self.module)
 
     def close(self) -> None:
         self.module = torch.nn.Identity()
