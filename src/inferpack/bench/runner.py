@@ -3,7 +3,8 @@
 for precision:        load once per instance count; accuracy vs the fp32 reference
                       (fp32 weights, also for a model.yaml with storage_precision)
   for instances:      N data-parallel copies (threads; on CPU the cores are split)
-    for batch size:   warm up, measure windows, sample utilisation, optional profile
+    for compile batch: with --compiled-bucket only: compiled for it, warmed (compiled.py)
+      for batch size: warm up, measure windows, sample utilisation, optional profile
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from inferpack.backends import Backend, load_backends
 from inferpack.bench.accuracy import compare
+from inferpack.bench.compiled import compiled_buckets, compiled_variant, default_mode, run_chunked
 from inferpack.bench.cost import cost_figures
 from inferpack.bench.environment import describe
 from inferpack.bench.measure import run_instances, summarise
@@ -120,11 +122,24 @@ def _inputs(source: ModelSource, rows: int, seed: int) -> dict[str, Any]:
     return inputs
 
 
+def _runner(backend: Backend, inputs: dict[str, Any], bucket: int | None) -> Callable[[], object]:
+    """One batch of ``inputs`` on ``backend``: one call, or calls of ``bucket`` rows."""
+    if bucket is None:
+        return functools.partial(backend.run, inputs)
+    return functools.partial(run_chunked, backend.run, inputs, bucket)
+
+
 def _measure_one(
-    spec: BenchSpec, source: ModelSource, backends: list[Backend], device: str, batch: int
+    spec: BenchSpec,
+    source: ModelSource,
+    backends: list[Backend],
+    device: str,
+    batch: int,
+    *,
+    bucket: int | None = None,
 ) -> dict[str, Any]:
     inputs = _inputs(source, batch, spec.seed)
-    runners = [functools.partial(backend.run, inputs) for backend in backends]
+    runners = [_runner(backend, inputs, bucket) for backend in backends]
     instances = len(backends)
     gpu_index = int(device.partition(":")[2] or 0) if device.startswith("cuda") else None
     _peak_reset(device)
@@ -151,42 +166,104 @@ def _measure_one(
 
 
 def _accuracy(
-    source: ModelSource, reference: Backend, candidate: Backend, spec: BenchSpec
+    source: ModelSource,
+    reference: Backend,
+    candidate: Backend,
+    spec: BenchSpec,
+    *,
+    bucket: int | None = None,
 ) -> dict[str, object]:
     inputs = _inputs(source, min(ACCURACY_ROWS, source.config.max_batch_size) or 1, spec.seed + 1)
-    return compare(reference.run(inputs), candidate.run(inputs))
+    outputs = (
+        candidate.run(inputs) if bucket is None else run_chunked(candidate.run, inputs, bucket)
+    )
+    return compare(reference.run(inputs), outputs)
+
+
+def _load(
+    spec: BenchSpec,
+    source: ModelSource,
+    device: str,
+    precision: str,
+    count: int,
+    *,
+    bucket: int | None,
+) -> list[Backend]:
+    """The backends measured; a compiled bucket is compiled (or captured) here, before any
+    timing, by the backend's own warm-up."""
+    variant = _variant(source, device, precision, count)
+    if bucket is None:
+        return load_backends(variant)
+    mode = spec.compile_mode or default_mode(device)
+    backends = load_backends(compiled_variant(variant, mode, bucket))
+    for backend in backends:
+        backend.warm_up(_inputs(source, 1, spec.seed))
+    return backends
+
+
+def _sweep(
+    spec: BenchSpec,
+    source: ModelSource,
+    device: str,
+    buckets: list[int | None],
+    *,
+    warnings: list[str],
+    progress: Progress | None,
+) -> list[dict[str, Any]]:
+    """One result per precision x instances x compile batch x batch size."""
+    results: list[dict[str, Any]] = []
+    batches = _batch_sizes(spec, source.config.max_batch_size, warnings)
+    reference = load_backends(_variant(source, device, "fp32", 1, reference=True))[0]
+    for precision in spec.precisions:
+        for instances in spec.instances:
+            for bucket in buckets:
+                backends = _load(spec, source, device, precision, instances, bucket=bucket)
+                accuracy = _accuracy(source, reference, backends[0], spec, bucket=bucket)
+                compiled = {"compiled_bucket": bucket}
+                for batch in batches:
+                    if progress:
+                        where = "" if bucket is None else f" compiled {bucket}"
+                        progress(f"{precision} batch {batch} x{instances}{where}")
+                    measured = _measure_one(spec, source, backends, device, batch, bucket=bucket)
+                    results.append(
+                        {"precision": precision, **compiled, **measured, "accuracy": accuracy}
+                    )
+                del backends
+    return results
+
+
+def _noise_warning(result: dict[str, Any]) -> str:
+    bucket = result.get("compiled_bucket")
+    compiled = "" if bucket is None else f" compiled {bucket}"
+    return (
+        f"noisy: {result['precision']} batch {result['batch_size']} "
+        f"x{result['instances']}{compiled}: repeats differ by "
+        f"{result['throughput_spread_pct']} %"
+    )
 
 
 def run_bench(spec: BenchSpec, progress: Progress | None = None) -> dict[str, Any]:
     """Measure every configuration of ``spec``; return the result document."""
     warnings: list[str] = []
     device = _resolve_device(spec.device)
-    results: list[dict[str, Any]] = []
+    mode = (spec.compile_mode or default_mode(device)) if spec.compiled_buckets else None
     with model_source(spec) as source:
         storage_precision = source.config.storage_precision
-        max_batch = source.config.max_batch_size
-        batches = _batch_sizes(spec, max_batch, warnings)
-        reference = load_backends(_variant(source, device, "fp32", 1, reference=True))[0]
-        for precision in spec.precisions:
-            for instances in spec.instances:
-                backends = load_backends(_variant(source, device, precision, instances))
-                accuracy = _accuracy(source, reference, backends[0], spec)
-                for batch in batches:
-                    if progress:
-                        progress(f"{precision} batch {batch} x{instances}")
-                    measured = _measure_one(spec, source, backends, device, batch)
-                    results.append({"precision": precision, **measured, "accuracy": accuracy})
-                del backends
+        buckets: list[int | None] = [None]
+        if mode is not None:
+            requested = spec.compiled_buckets
+            buckets = [*compiled_buckets(requested, mode, source.config, device, warnings)]
+        results = _sweep(spec, source, device, buckets, warnings=warnings, progress=progress)
     _add_cost(spec, results, warnings)
-    for result in results:
-        if result["noisy"]:
-            warnings.append(
-                f"noisy: {result['precision']} batch {result['batch_size']} "
-                f"x{result['instances']}: repeats differ by {result['throughput_spread_pct']} %"
-            )
+    warnings.extend(_noise_warning(result) for result in results if result["noisy"])
     return {
         "schema": SCHEMA,
-        "spec": {**spec.to_dict(), "device": device, "storage_precision": storage_precision},
+        "spec": {
+            **spec.to_dict(),
+            "device": device,
+            "storage_precision": storage_precision,
+            "compile_mode": mode,
+        },
         "environment": describe(device),
         "results": results,
         "summary": conditions(results),

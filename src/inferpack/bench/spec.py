@@ -1,4 +1,5 @@
-"""What a bench run measures: one model, a sweep of precision x batch size x instances."""
+"""What a bench run measures: one model, a sweep of precision x batch size x instances
+(x compile batch, with ``compiled_buckets``: see ``compiled.py``)."""
 
 from __future__ import annotations
 
@@ -27,9 +28,11 @@ class BenchSpec:
     catalog_path: str | None = None  # user catalogue overriding the packaged prices
     profile: bool = False
     seed: int = 0
+    compiled_buckets: tuple[int, ...] = ()  # compile batches; () measures the model as loaded
+    compile_mode: str | None = None  # inductor | cudagraphs | none; None: by device kind
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        for key in ("precisions", "batch_sizes", "instances"):
+        for key in ("precisions", "batch_sizes", "instances", "compiled_buckets"):
             data[key] = list(data[key])
         return data

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-_KEYS = ("precision", "batch_size", "instances", "items_per_s", "latency_ms", "cost")
+_KEYS = (
+    "precision",
+    "compiled_bucket",
+    "batch_size",
+    "instances",
+    "items_per_s",
+    "latency_ms",
+    "cost",
+)
 
 
 def _pick(result: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -199,9 +199,24 @@ def bench(
     ] = None,
     profile: Annotated[bool, typer.Option(help="Time each top-level stage.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of weights and inputs.")] = 0,
+    compiled_bucket: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated compile batch sizes: each batch runs as calls of exactly "
+            "that many rows (padded), on a model compiled for it."
+        ),
+    ] = None,
+    compile_mode: Annotated[
+        str | None,
+        typer.Option(
+            help="inductor, cudagraphs or none (padding and chunking only); "
+            "default inductor on CPU, cudagraphs on CUDA."
+        ),
+    ] = None,
 ) -> None:
     """Measure a model on this hardware: throughput, latency, utilisation, accuracy, cost."""
     import json
+    import math
 
     from rich.progress import Progress
 
@@ -228,8 +243,14 @@ def bench(
         catalog_path=str(catalog) if catalog else None,
         profile=profile,
         seed=seed,
+        compiled_buckets=_csv(compiled_bucket or "", int),
+        compile_mode=compile_mode,
     )
-    total = len(spec.precisions) * len(spec.batch_sizes) * len(spec.instances)
+    if compile_mode is not None and not spec.compiled_buckets:
+        console.print("[red]error:[/] --compile-mode needs --compiled-bucket")
+        raise typer.Exit(2)
+    sizes = (spec.precisions, spec.batch_sizes, spec.instances, spec.compiled_buckets or (1,))
+    total = math.prod(len(values) for values in sizes)
     try:
         with Progress(console=console) as bar:
             task = bar.add_task(f"bench {spec.model}", total=total)
@@ -250,12 +271,15 @@ def _print_bench_table(document: dict) -> None:  # type: ignore[type-arg]
     from rich.table import Table
 
     table = Table(title=f"{document['spec']['model']} on {document['spec']['device']}")
-    for column in ("precision", "batch", "inst", "items/s", "p50 ms", "p90 ms", "USD/1M"):
+    compiled = any(r.get("compiled_bucket") for r in document["results"])
+    columns = ("precision", *(("compile batch",) if compiled else ()), "batch", "inst")
+    for column in (*columns, "items/s", "p50 ms", "p90 ms", "USD/1M"):
         table.add_column(column, justify="right")
     for r in document["results"]:
         cost = r["cost"]["usd_per_million"] if r["cost"] else None
         table.add_row(
             r["precision"],
+            *((str(r["compiled_bucket"]),) if compiled else ()),
             str(r["batch_size"]),
             str(r["instances"]),
             f"{r['items_per_s']:,.1f}",

@@ -81,6 +81,7 @@ def _noisy(result: Result) -> str | None:
 
 RESULT_COLUMNS: list[Column] = [
     ("precision", lambda r: str(r.get("precision") or MISSING), False),
+    ("compile batch", num(integer, "compiled_bucket"), True),
     ("batch", num(integer, "batch_size"), False),
     ("instances", num(integer, "instances"), False),
     ("items/s", num(thousands, "items_per_s"), False),
@@ -102,7 +103,7 @@ RESULT_COLUMNS: list[Column] = [
     ("USD / 1M", num(sig3, "cost", "usd_per_million"), True),
     ("inf / 0.0001 USD", num(thousands, "cost", "inferences_per_0_0001_usd"), True),
 ]
-SUMMARY_COLUMNS: list[Column] = [*RESULT_COLUMNS[:6], *RESULT_COLUMNS[-2:]]
+SUMMARY_COLUMNS: list[Column] = [*RESULT_COLUMNS[:7], *RESULT_COLUMNS[-2:]]
 CONDITIONS = (
     ("condition_a", "A: best at batch 1"),
     ("condition_b", "B: best throughput"),
@@ -210,6 +211,60 @@ def _warnings(document: Document) -> str:
     return f'<h3>Warnings</h3><ul class="warnings">{"".join(items)}</ul>'
 
 
+def _compiled_cell(batch: str) -> Getter:
+    """Throughput and p90 of the result at inference batch ``batch`` in a compile-batch row."""
+
+    def cell(row: Result) -> str | None:
+        result = row.get(batch)
+        if not isinstance(result, Mapping):
+            return None
+        items = thousands(field(result, "items_per_s")) or MISSING
+        return f"{items} items/s · p90 {sig3(field(result, 'latency_ms', 'p90')) or MISSING} ms"
+
+    return cell
+
+
+def _compiled_groups(document: Document) -> dict[str, dict[float, dict[str, Result]]]:
+    """Results with a ``compiled_bucket``: per "precision, N instances", per compile batch,
+    per inference batch (as text)."""
+    groups: dict[str, dict[float, dict[str, Result]]] = {}
+    for result in results_of(document):
+        bucket, batch = field(result, "compiled_bucket"), field(result, "batch_size")
+        if bucket is None or batch is None:
+            continue
+        label = f"{result.get('precision') or MISSING}, {result.get('instances')} instance(s)"
+        groups.setdefault(label, {}).setdefault(bucket, {})[f"{batch:g}"] = result
+    return groups
+
+
+def _compile_mode(document: Document) -> str:
+    spec = document.get("spec")
+    mode = spec.get("compile_mode") if isinstance(spec, Mapping) else None
+    return str(mode or MISSING)
+
+
+def _compiled(document: Document) -> str:
+    """The seeds' compile batch x inference batch tables (rows: the batch the model was
+    compiled for; columns: the batch measured, run as padded calls of the compile batch);
+    empty for a document measured without ``--compiled-bucket``."""
+    groups = _compiled_groups(document)
+    if not groups:
+        return ""
+    parts = [
+        "<h3>Compile batch &times; inference batch</h3>",
+        f'<p class="meta">compile mode {_e(_compile_mode(document))}; cells: throughput and '
+        "p90 latency of one inference batch</p>",
+    ]
+    for label, by_bucket in groups.items():
+        batches = sorted({b for cells in by_bucket.values() for b in cells}, key=float)
+        columns = [(f"batch {b}", _compiled_cell(b), False) for b in batches]
+        buckets = sorted(by_bucket)
+        rows, labels = [by_bucket[c] for c in buckets], [f"compile {c:g}" for c in buckets]
+        parts.append(f'<p class="meta">{_e(label)}</p>')
+        parts.append(table(columns, rows, "compiled", labels, row_class=lambda _: None))
+    return "\n".join(parts)
+
+
 def bench_section(index: int, document: Document) -> str:
     """The section of one bench document: environment, spec, warnings, summary, results."""
     rows = results_of(document)
@@ -222,6 +277,7 @@ def bench_section(index: int, document: Document) -> str:
             _warnings(document),
             "<h3>Summary</h3>",
             _summary(document),
+            _compiled(document),
             f"<h3>All results ({len(rows)})</h3>",
             table(RESULT_COLUMNS, rows, "results"),
             "</section>",

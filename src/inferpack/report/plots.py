@@ -75,20 +75,24 @@ def _instances(count: object) -> str:
 
 
 def _series(documents: Sequence[Document]) -> list[_Series]:
-    """One series per document x precision x instance count, in first-seen order."""
+    """One series per document x precision x instance count x compile batch (results of
+    ``--compiled-bucket``: one line per compile batch C), in first-seen order."""
     series: list[_Series] = []
     for document in documents:
         results = results_of(document)
         several_counts = len({r.get("instances") for r in results}) > 1
-        groups: dict[tuple[str, object], list[Result]] = {}
+        groups: dict[tuple[str, object, float | None], list[Result]] = {}
         for result in results:
-            key = (str(result.get("precision") or "?"), result.get("instances"))
+            bucket = field(result, "compiled_bucket")
+            key = (str(result.get("precision") or "?"), result.get("instances"), bucket)
             groups.setdefault(key, []).append(result)
-        for (precision, instances), rows in groups.items():
+        for (precision, instances, bucket), rows in groups.items():
             parts = [describe(document)] if len(documents) > 1 else []
             parts.append(precision)
             if several_counts:
                 parts.append(_instances(instances))
+            if bucket is not None:
+                parts.append(f"compile batch {bucket:g}")
             rows.sort(key=lambda r: field(r, "batch_size") or 0.0)
             series.append(_Series(", ".join(parts), rows))
     return series
