@@ -102,3 +102,8 @@ def test_plan_without_models_or_with_repeated_names_is_refused(tmp_path: Path) -
         read_plan(tmp_path / "plan.yaml")
     assert "servers[0]: has no models" in str(caught.value)
     assert "server name a repeats" in str(caught.value)
+
+
+def test_demand_header_with_spaces_reads_every_row(tmp_path: Path) -> None:
+    (tmp_path / "d.csv").write_text("model, kind, rps\na, bert, 1.5\n")
+    assert read_demand(tmp_path / "d.csv") == [Demand("a", "bert", 1.5)]

@@ -225,3 +225,11 @@ def test_random_plans_are_feasible_and_bounded(seed: int, models: int, hot: floa
     plan = make_plan(profiles, demand, TYPES, options)
     check(plan, profiles, demand, TYPES, options)
     assert 0.0 <= plan.plan.gap <= 1.0
+
+
+def test_profile_that_sustains_nothing_at_the_slo_is_not_used() -> None:
+    points = (RatePoint(0.0, 0.0, 1.0, 5.0, 9.0, 0.0), RatePoint(10.0, 10.0, 200, 500, 900, 0.0))
+    zero = Profile("bert", "large", 500.0, 10.0, 100.0, "measured", points=points)
+    usable = Profile("bert", "small", 500.0, 100.0, 100.0, "hand")
+    plan = make_plan([zero, usable], [Demand("m", "bert", 1.0)], TYPES, PlanOptions(slo_p90_ms=100))
+    assert {s.instance_type for s in plan.servers} == {"small"}

@@ -132,11 +132,12 @@ async def _run(specs: list[ServerSpec], config: LocalFleetConfig, echo: Echo) ->
     log_dir = config.log_dir or Path(tempfile.mkdtemp(prefix="inferpack-fleet-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     echo(f"starting {len(specs)} servers; their output goes to {log_dir}")
-    members = [
-        Member(spec, start_child(spec.name, server_argv(spec), log_dir / f"{spec.name}.log"))
-        for spec in placed_specs(specs, config)
-    ]
+    members: list[Member] = []
     try:
+        # Started inside the try: a server that fails to start still gets the others stopped.
+        for spec in placed_specs(specs, config):
+            log = log_dir / f"{spec.name}.log"
+            members.append(Member(spec, start_child(spec.name, server_argv(spec), log)))
         if not await _until_stopped(_all_ready(members, config.ready_timeout_s), stop):
             return 0
         router = await _start_router(members, config)

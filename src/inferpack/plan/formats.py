@@ -271,8 +271,9 @@ def read_demand(path: Path) -> list[Demand]:
         text = Path(path).read_text()
     except OSError as error:
         raise ConfigError([f"cannot read demand {path}: {error.strerror}"]) from None
-    reader = csv.DictReader(text.splitlines())
-    header = tuple(h.strip() for h in reader.fieldnames or ())
+    lines = text.splitlines()
+    header = tuple(h.strip() for h in next(csv.reader(lines[:1]), []))
+    reader = csv.DictReader(lines[1:], fieldnames=list(header))
     if header[:3] != DEMAND_COLUMNS:
         raise ConfigError(
             [f"{path}: the header must start with model,kind,rps (got {','.join(header)})"]

@@ -107,7 +107,7 @@ def build_problem(
     capacity: dict[tuple[str, str], float] = {}
     for key, profile in by_key.items():
         rps = capacity_at_slo(profile, options.slo_p90_ms)
-        if rps is not None:
+        if rps is not None and rps > 0:  # a profile that sustains nothing cannot be used
             capacity[key] = rps
     shape = (len(demand), len(types))
     memory, compute, slots, memory_mb = (np.full(shape, np.inf) for _ in range(4))

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from inferpack.errors import InferpackError, PermissionDeniedError, UnavailableError, http_status
 from inferpack.router.table import Backend, BackendUnreachableError, Picker, with_failover
@@ -68,7 +69,9 @@ async def _send(
 ) -> web.Response:
     """One request to one backend; its answer as a response to our client."""
     headers = {k: request.headers[k] for k in FORWARDED_REQUEST_HEADERS if k in request.headers}
-    url = backend.http_url + (path_qs or request.rel_url.path_qs)
+    # The raw (still percent-encoded) path: the decoded one would turn a model named
+    # "a%2Fb" into the path /v2/models/a/b/..., which the backend does not have.
+    url = URL(backend.http_url + (path_qs or request.rel_url.raw_path_qs), encoded=True)
     try:
         async with request.app[SESSION].request(
             request.method, url, data=body or None, headers=headers
