@@ -20,7 +20,8 @@ Parameters = dict[str, Any]
 class InferRequest:
     """One inference request: named input tensors for one model (and optionally a version).
 
-    ``requested_outputs`` is None when the client wants every output.
+    ``requested_outputs`` is None when the client wants every output; ``classification``
+    maps an output to k: answer its top-k as Triton's classification extension does.
     """
 
     model_name: str
@@ -29,6 +30,7 @@ class InferRequest:
     id: str | None = None
     requested_outputs: list[str] | None = None
     parameters: Parameters = field(default_factory=dict)
+    classification: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

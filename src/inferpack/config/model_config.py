@@ -7,10 +7,22 @@ user fixes a configuration in one pass (:class:`inferpack.errors.ConfigError`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from inferpack.config.compile_config import CompileConfig, compile_to_dict, parse_compile
+from inferpack.config.processing_config import (
+    IMAGENET1K,
+    ImageInput,
+    Postprocess,
+    Preprocess,
+    check_processing,
+    derived_outputs,
+    parse_postprocess,
+    parse_preprocess,
+    postprocess_to_dict,
+    preprocess_to_dict,
+)
 from inferpack.datatypes import DATATYPES
 from inferpack.errors import ConfigError
 
@@ -74,6 +86,9 @@ class ModelConfig:
     version_policy: str = "latest"
     warmup: bool = True
     compile: CompileConfig = CompileConfig()  # noqa: RUF009 - frozen, shared safely
+    # Uploads to tensors, tensors to answers (docs/processing.md).
+    preprocess: Preprocess | None = None
+    postprocess: Postprocess = Postprocess()  # noqa: RUF009 - frozen, shared safely
 
     @property
     def batching(self) -> bool:
@@ -84,7 +99,30 @@ class ModelConfig:
         return next((spec for spec in self.inputs if spec.name == name), None)
 
     def output_names(self) -> list[str]:
+        """The model's own outputs (what a backend returns)."""
         return [spec.name for spec in self.outputs]
+
+    @property
+    def upload_input(self) -> TensorSpec | None:
+        """The BYTES input ``preprocess`` adds (one encoded image or string per row)."""
+        if self.preprocess is None:
+            return None
+        return TensorSpec(self.preprocess.input, "BYTES", (1,))
+
+    def folder_files(self) -> list[str]:
+        """Files of the model folder (beside model.yaml) that processing reads."""
+        files = []
+        if self.preprocess is not None and not isinstance(self.preprocess, ImageInput):
+            files.append(self.preprocess.tokenizer)
+        labels = self.postprocess.classification.labels if self.postprocess.classification else None
+        if labels and labels != IMAGENET1K:
+            files.append(labels)
+        return files
+
+    @property
+    def served_outputs(self) -> tuple[TensorSpec, ...]:
+        """The model's outputs and those ``postprocess`` adds: what a client may ask for."""
+        return self.outputs + derived_outputs(self.postprocess, self.outputs)
 
 
 class _Problems:
@@ -286,9 +324,28 @@ def parse_model_config(raw: Any, source: str, default_name: str | None = None) -
         ),
     )
     _check_batching(config, problems)
+    config = _with_processing(config, raw, problems)
     if problems.items:
         raise ConfigError(problems.items)
     return config
+
+
+def _with_processing(
+    config: ModelConfig, raw: Mapping[str, Any], problems: _Problems
+) -> ModelConfig:
+    pre = parse_preprocess(raw.get("preprocess"), problems.add)
+    post = parse_postprocess(raw.get("postprocess"), problems.add)
+    if pre is None and post.empty:
+        return config
+    pre, post = check_processing(
+        pre,
+        post,
+        inputs=config.inputs,
+        outputs=config.outputs,
+        max_batch_size=config.max_batch_size,
+        add=problems.add,
+    )
+    return replace(config, preprocess=pre, postprocess=post)
 
 
 def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
@@ -315,6 +372,12 @@ def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
     compiled = compile_to_dict(config.compile)
     if compiled is not None:
         data["compile"] = compiled
+    pre = preprocess_to_dict(config.preprocess)
+    if pre is not None:
+        data["preprocess"] = pre
+    post = postprocess_to_dict(config.postprocess)
+    if post is not None:
+        data["postprocess"] = post
     return data
 
 

@@ -22,6 +22,7 @@ from inferpack.datatypes import (
 from inferpack.errors import InvalidInputError
 from inferpack.protocol.proto import inference_pb2 as pb
 from inferpack.protocol.tensors_json import count_error, json_to_tensor
+from inferpack.protocol.v2_codec import classification_count
 from inferpack.types import InferRequest, InferResponse, Tensor
 
 # Which typed-contents field carries each datatype (FP16 travels raw only).
@@ -72,6 +73,16 @@ def _requested_outputs(message: Any) -> list[str] | None:
     return names or None
 
 
+def _classification(message: Any) -> dict[str, int]:
+    """Outputs asked for as top-k (``parameters["classification"].int64_param``)."""
+    wanted: dict[str, int] = {}
+    for output in message.outputs:
+        if "classification" in output.parameters:
+            value = _parameter_value(output.parameters["classification"])
+            wanted[output.name] = classification_count(value, output.name)
+    return wanted
+
+
 def decode_model_infer(message: Any) -> InferRequest:
     """The request a ModelInferRequest carries; InvalidInputError (only) when malformed."""
     raw = list(message.raw_input_contents)
@@ -100,6 +111,7 @@ def decode_model_infer(message: Any) -> InferRequest:
         id=message.id or None,
         requested_outputs=_requested_outputs(message),
         parameters={k: _parameter_value(v) for k, v in message.parameters.items()},
+        classification=_classification(message),
     )
 
 

@@ -34,13 +34,34 @@ def model_metadata(config: ModelConfig, versions: Sequence[str]) -> dict[str, An
         "versions": list(versions),
         "platform": _TRITON_PLATFORM[config.platform],
         "inputs": [_metadata_tensor(s, config.batching) for s in config.inputs],
-        "outputs": [_metadata_tensor(s, config.batching) for s in config.outputs],
+        # Outputs post-processing adds are listed; the upload input is not (clients such as
+        # perf_analyzer fill every input listed; it is in the configuration, optional).
+        "outputs": [_metadata_tensor(s, config.batching) for s in config.served_outputs],
     }
 
 
 def _config_tensor(spec: TensorSpec) -> dict[str, Any]:
     datatype = "STRING" if spec.datatype == "BYTES" else spec.datatype
     return {"name": spec.name, "data_type": f"TYPE_{datatype}", "dims": list(spec.dims)}
+
+
+def _config_inputs(config: ModelConfig) -> list[dict[str, Any]]:
+    inputs = [_config_tensor(s) for s in config.inputs]
+    upload = config.upload_input
+    if upload is not None:  # sent instead of the tensors: both are optional
+        inputs = [{**tensor, "optional": True} for tensor in inputs]
+        inputs.append({**_config_tensor(upload), "optional": True})
+    return inputs
+
+
+def _config_outputs(config: ModelConfig) -> list[dict[str, Any]]:
+    outputs = [_config_tensor(s) for s in config.served_outputs]
+    classification = config.postprocess.classification
+    if classification is not None and classification.labels:
+        for tensor in outputs:
+            if tensor["name"] == classification.output:
+                tensor["label_filename"] = classification.labels
+    return outputs
 
 
 def triton_model_config(config: ModelConfig) -> dict[str, Any]:
@@ -50,8 +71,8 @@ def triton_model_config(config: ModelConfig) -> dict[str, Any]:
         "platform": _TRITON_PLATFORM[config.platform],
         "backend": "pytorch",
         "max_batch_size": config.max_batch_size,
-        "input": [_config_tensor(s) for s in config.inputs],
-        "output": [_config_tensor(s) for s in config.outputs],
+        "input": _config_inputs(config),
+        "output": _config_outputs(config),
         "instance_group": [
             {
                 "count": config.instances.count,

@@ -26,6 +26,7 @@ from inferpack.errors import (
 from inferpack.protocol.access import RepositoryAccess
 from inferpack.protocol.model_info import model_metadata, triton_model_config, triton_statistics_for
 from inferpack.protocol.torchserve import decode_prediction, encode_prediction
+from inferpack.protocol.uploads import is_upload, read_upload, render_answer, upload_request
 from inferpack.protocol.v2_codec import (
     HEADER_LENGTH,
     OutputEncoding,
@@ -238,18 +239,31 @@ async def infer(request: web.Request) -> web.Response:
 
 
 async def predictions(request: web.Request) -> web.Response:
+    """TorchServe-style: JSON tensors, or uploads (images, text) for models that declare a
+    ``preprocess`` (:mod:`inferpack.protocol.uploads`)."""
     engine = _engine(request)
     name, version = _model_args(request)
     with engine.counting_failures(name):
         reservation = _admit(request, name)
     with reservation:
         with engine.counting_failures(name):
-            body = await _read_admitted_body(request, reservation)
             config = await engine.model_config(name, version)  # engine.infer loads under lru
-            infer_request, added_batch = decode_prediction(body, config, version)
-        del body
+            upload = None
+            if is_upload(request, config):
+                limit = request.app[MAX_REQUEST_BYTES]
+                upload = await read_upload(request, config, limit, reservation)
+            if upload is None:
+                body = await _read_admitted_body(request, reservation)
+                infer_request, added_batch = decode_prediction(body, config, version)
+                del body
+            else:
+                infer_request = upload_request(upload, config, version)
         response = await engine.infer(infer_request)
-        payload = encode_prediction(response, added_batch)
+        if upload is None:
+            payload = encode_prediction(response, added_batch)
+        else:
+            labels = engine.labels(name, response.model_version)
+            payload = render_answer(response, config, upload.single, labels)
     return web.Response(body=payload, content_type="application/json")
 
 

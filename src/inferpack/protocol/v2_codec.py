@@ -44,10 +44,11 @@ _ABSENT = object()
 
 @dataclass(slots=True)
 class OutputEncoding:
-    """Which outputs go back as binary."""
+    """Which outputs go back as binary, and which as their top-k (``classification``)."""
 
     binary_by_default: bool = False
     binary: dict[str, bool] = field(default_factory=dict)
+    classification: dict[str, int] = field(default_factory=dict)
 
     def is_binary(self, name: str) -> bool:
         return self.binary.get(name, self.binary_by_default)
@@ -205,6 +206,8 @@ def _output_encoding(header: _Header) -> tuple[list[str] | None, OutputEncoding]
             raise InvalidInputError(f"output {name!r} is requested more than once")
         params = _object(item.get("parameters"), f"output {name!r} parameters")
         encoding.binary[name] = bool(params.get("binary_data", False))
+        if "classification" in params:
+            encoding.classification[name] = classification_count(params["classification"], name)
         names.append(name)
     return names, encoding
 
@@ -245,8 +248,18 @@ def decode_infer_request(
         id=str(header.id) if header.id is not None else None,
         requested_outputs=requested,
         parameters=_object(header.parameters, "request parameters"),
+        classification=encoding.classification,
     )
     return request, encoding
+
+
+def classification_count(value: object, name: str) -> int:
+    """The k of an output's ``classification`` parameter (Triton's classification extension)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInputError(
+            f"output {name!r}: parameter 'classification' must be a positive integer, got {value!r}"
+        )
+    return value
 
 
 def raw_input_shape(

@@ -138,10 +138,11 @@ class ArtifactCache:
         except OSError as error:
             raise ConfigError([f"{self.root}: cannot use as the cache: {error}"]) from None
 
-    def locate(self, name: str, version: str, artifact: str) -> Path:
-        """Where the artifact lives in the cache; its folders are made (or checked) safe."""
+    def locate(self, name: str, version: str | None, artifact: str) -> Path:
+        """Where the artifact lives in the cache (``version`` None: a file of the model
+        folder, as labels and tokenizers are); its folders are made (or checked) safe."""
         folder = self.dir
-        for part in (name, version):
+        for part in (name, version) if version is not None else (name,):
             folder = folder / part
             _private_dir(folder)
         return folder / artifact

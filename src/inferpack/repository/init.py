@@ -27,6 +27,9 @@ def init_repository(root: Path, workloads: Sequence[str], seed: int = 0) -> list
         (folder / CONFIG_FILE).write_text(
             yaml.safe_dump(model_config_to_dict(config), sort_keys=False)
         )
-        save_weights(build_seeded(spec, config.workload_options), folder / "1" / config.artifact)
+        options = {**config.workload_options, "pretrained": True} if spec.pretrained else None
+        module = build_seeded(spec, options or config.workload_options)
+        save_weights(module, folder / "1" / config.artifact)
+        spec.write_files(folder)
         written.append(folder)
     return written

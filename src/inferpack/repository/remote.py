@@ -147,12 +147,16 @@ class RemoteRepository:
         for version in versions_to_serve(config, self.versions(name), f"{self.root}/{name}"):
             local = self._fetch(name, version, config.artifact)
             sources.append(ModelSource(config, version, local))
+        for file_name in config.folder_files():  # labels, tokenizer: beside model.yaml
+            self._fetch(name, None, file_name)
         return sources
 
-    def _fetch(self, name: str, version: str, artifact: str) -> Path:
-        """The cached artifact, downloaded first unless the cached copy is current."""
-        url = f"{self.root}/{name}/{version}/{artifact}"
-        remote = self._remote(name, version, artifact)
+    def _fetch(self, name: str, version: str | None, artifact: str) -> Path:
+        """The cached artifact (``version`` None: a file of the model folder), downloaded
+        first unless the cached copy is current."""
+        parts = (name, artifact) if version is None else (name, version, artifact)
+        url = "/".join((self.root, *parts))
+        remote = self._remote(*parts)
         try:
             info: dict[str, Any] = dict(self._fs.info(remote))
         except FileNotFoundError:

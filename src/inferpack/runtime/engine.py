@@ -20,7 +20,13 @@ from inferpack.types import InferRequest, InferResponse
 
 SERVER_NAME = "inferpack"
 # Only extensions that are implemented (perf_analyzer and clients probe this list).
-EXTENSIONS = ("binary_tensor_data", "model_configuration", "model_repository", "statistics")
+EXTENSIONS = (
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "statistics",
+)
 
 
 class Engine:
@@ -60,6 +66,14 @@ class Engine:
     def model(self, name: str, version: str | None = None) -> ServedModel:
         """A loaded (READY) model version; UnavailableError otherwise. Never loads."""
         return self.manager.get(name, version)
+
+    def labels(self, name: str, version: str | None = None) -> tuple[str, ...] | None:
+        """The class labels of a loaded classifier (None: not loaded, or none declared)."""
+        try:
+            model = self.manager.get(name, version)
+        except UnavailableError:
+            return None
+        return model.pipeline.labels if model.pipeline is not None else None
 
     async def model_config(self, name: str, version: str | None = None) -> ModelConfig:
         """The model's configuration, loaded or not (read from the repository and cached

@@ -5,6 +5,10 @@ request over the largest bucket is split here into chunks, each queued on its ow
 outputs joined in order (:meth:`ServedModel.infer`); the worker pads every batch up to the
 next bucket and slices the outputs back before splitting them by request
 (:meth:`ServedModel._run_batch`), so no padded row is ever returned.
+
+A model with ``preprocess``/``postprocess`` (docs/processing.md) decodes a request's uploads
+on the processing pool before queueing it and adds post-processed outputs after its rows
+come back (:mod:`inferpack.processing.pipeline` says why there).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from inferpack.batching.buckets import chunk_rows
 from inferpack.config.model_config import ModelConfig
 from inferpack.datatypes import numpy_dtype
 from inferpack.errors import ModelExecutionError
+from inferpack.processing.pipeline import Pipeline, Prepared, classify
 from inferpack.repository import ModelSource
 from inferpack.runtime.metrics import ServingMetrics
 from inferpack.runtime.statistics import BatchTiming, ModelStatistics
@@ -78,7 +83,17 @@ class ServedModel:
     through :class:`ServingMetrics`), none of which runs or allocates while the model is
     idle: the batcher's scheduler task exists only while requests are queued."""
 
-    __slots__ = ("_executors", "_metrics", "backends", "batcher", "config", "statistics", "version")
+    __slots__ = (
+        "_executors",
+        "_metrics",
+        "_processing",
+        "backends",
+        "batcher",
+        "config",
+        "pipeline",
+        "statistics",
+        "version",
+    )
 
     def __init__(
         self,
@@ -86,8 +101,11 @@ class ServedModel:
         backends: Sequence[Backend],
         metrics: ServingMetrics,
         pools: DevicePools,
+        pipeline: Pipeline | None = None,
     ) -> None:
         self.config = source.config
+        self.pipeline = pipeline
+        self._processing: Executor = pools.processing()
         self.version = source.version
         self.backends = list(backends)
         self._metrics = metrics
@@ -108,7 +126,11 @@ class ServedModel:
     @classmethod
     def load(cls, source: ModelSource, metrics: ServingMetrics, pools: DevicePools) -> ServedModel:
         """Blocking: load backends and warm each instance. Call off the event loop."""
-        model = cls(source, load_backends(source), metrics, pools)
+        config = source.config
+        pipeline = None
+        if config.preprocess is not None or not config.postprocess.empty:
+            pipeline = Pipeline.load(config, source.artifact_path.parent.parent)
+        model = cls(source, load_backends(source), metrics, pools, pipeline)
         if source.config.warmup:
             inputs = warmup_inputs(source.config)
             for instance, backend in enumerate(model.backends):
@@ -119,12 +141,58 @@ class ServedModel:
         self.batcher.start()
 
     async def infer(self, request: InferRequest, deadline_s: float | None = None) -> Outputs:
-        """Validate, queue and await one request; ``deadline_s`` is in the loop's clock."""
-        rows, key = validate_request(self.config, request)
+        """Validate, queue and await one request; ``deadline_s`` is in the loop's clock.
+
+        Uploads are made into the model's tensors first; outputs that post-processing adds
+        (and the top-k the classification extension asks for) are made after."""
+        prepared = await self._prepare(request) if self.pipeline is not None else None
+        inputs = prepared.inputs if prepared is not None else request.inputs
+        rows, key = validate_request(self.config, request, inputs)
         largest = self.config.compile.largest_bucket
         if largest is None or rows <= largest:
-            return await self.batcher.submit(request.inputs, rows, key, deadline_s)
-        return await self._infer_chunks(request.inputs, chunk_rows(rows, largest), key, deadline_s)
+            outputs = await self.batcher.submit(inputs, rows, key, deadline_s)
+        else:
+            outputs = await self._infer_chunks(inputs, chunk_rows(rows, largest), key, deadline_s)
+        if (self.pipeline is not None and self.pipeline.adds_outputs()) or request.classification:
+            loop = asyncio.get_running_loop()
+            outputs = await loop.run_in_executor(
+                self._processing, self._finish, request, inputs, outputs, prepared
+            )
+        return outputs
+
+    async def _prepare(self, request: InferRequest) -> Prepared | None:
+        """The request's uploads decoded into model inputs (None: it sent tensors). Each
+        image is its own task on the processing pool, so one request's images decode on
+        every core at once."""
+        assert self.pipeline is not None
+        items = self.pipeline.upload_items(request.inputs)
+        if items is None:
+            return None
+        loop = asyncio.get_running_loop()
+        pool = self._processing
+        if self.pipeline.image is not None:
+            image_row = self.pipeline.image_row
+            rows = await asyncio.gather(
+                *(loop.run_in_executor(pool, image_row, item, i) for i, item in enumerate(items))
+            )
+            return await loop.run_in_executor(pool, self.pipeline.stack_images, rows)
+        return await loop.run_in_executor(pool, self.pipeline.text_inputs, items)
+
+    def _finish(
+        self,
+        request: InferRequest,
+        inputs: dict[str, Tensor],
+        outputs: Outputs,
+        prepared: Prepared | None,
+    ) -> Outputs:
+        """Processing pool: outputs post-processing adds, then the classification extension."""
+        pipeline = self.pipeline
+        if pipeline is not None and pipeline.adds_outputs():
+            outputs = pipeline.finish(inputs, outputs, prepared)
+        if request.classification:
+            labels = pipeline.labels_for if pipeline is not None else _no_labels
+            outputs = classify(outputs, request.classification, labels)
+        return outputs
 
     async def close(self) -> None:
         await self.batcher.close()
@@ -215,6 +283,10 @@ class ServedModel:
             {k: v[start:end] for k, v in outputs.items()}
             for start, end in itertools.pairwise(bounds)
         ]
+
+
+def _no_labels(output: str) -> None:
+    return None
 
 
 def pad_rows(inputs: Outputs, extra: int) -> Outputs:

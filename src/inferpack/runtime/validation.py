@@ -35,24 +35,29 @@ def _check_shape(config: ModelConfig, spec: TensorSpec, array: Tensor) -> None:
         )
 
 
-def validate_request(config: ModelConfig, request: InferRequest) -> tuple[int, Hashable]:
+def validate_request(
+    config: ModelConfig, request: InferRequest, inputs: dict[str, Tensor] | None = None
+) -> tuple[int, Hashable]:
     """Return (rows, batch key) of a valid request; raise InvalidInputError naming the problem.
 
-    Requests may share a batch only when their non-batch dims agree: the key says which.
+    ``inputs``: the model tensors made from the request's uploads, if any (default: the
+    request's own inputs). Requests may share a batch only when their non-batch dims agree:
+    the key says which.
     """
-    missing = [spec.name for spec in config.inputs if spec.name not in request.inputs]
+    request_inputs = request.inputs if inputs is None else inputs
+    missing = [spec.name for spec in config.inputs if spec.name not in request_inputs]
     if missing:
         raise InvalidInputError(
             f"model {config.name!r}: missing input(s) {missing}; expects {_names(config.inputs)}"
         )
-    extra = sorted(set(request.inputs) - {spec.name for spec in config.inputs})
+    extra = sorted(set(request_inputs) - {spec.name for spec in config.inputs})
     if extra:
         raise InvalidInputError(
             f"model {config.name!r} has no input(s) {extra}; expects {_names(config.inputs)}"
         )
     rows: set[int] = set()
     for spec in config.inputs:
-        array = request.inputs[spec.name]
+        array = request_inputs[spec.name]
         datatype = datatype_of(array)
         if datatype != spec.datatype:
             raise InvalidInputError(
@@ -63,11 +68,12 @@ def validate_request(config: ModelConfig, request: InferRequest) -> tuple[int, H
         rows.add(array.shape[0] if config.batching else 1)
     if len(rows) > 1:
         raise InvalidInputError(f"inputs disagree on the batch size: {sorted(rows)}")
-    for name in request.requested_outputs or ():
-        if name not in config.output_names():
+    served = config.served_outputs
+    for name in [*(request.requested_outputs or ()), *request.classification]:
+        if name not in {spec.name for spec in served}:
             raise InvalidInputError(
-                f"model {config.name!r} has no output {name!r}; outputs: {_names(config.outputs)}"
+                f"model {config.name!r} has no output {name!r}; outputs: {_names(served)}"
             )
     variable = any(-1 in spec.dims for spec in config.inputs)
-    key = tuple(request.inputs[s.name].shape[1:] for s in config.inputs) if variable else None
+    key = tuple(request_inputs[s.name].shape[1:] for s in config.inputs) if variable else None
     return rows.pop(), key

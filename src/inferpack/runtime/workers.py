@@ -76,6 +76,7 @@ class DevicePools:
     def __init__(self, cpu_threads: int | None = None) -> None:
         self.cpu = plan_cpu_threads(cpu_threads or available_cpus())
         self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._processing: ThreadPoolExecutor | None = None
 
     def _threads(self, device: str) -> int:
         return self.cpu.workers if device == "cpu" else DEFAULT_CUDA_THREADS
@@ -101,7 +102,18 @@ class DevicePools:
             )
         return pool
 
+    def processing(self) -> ThreadPoolExecutor:
+        """The pool that decodes uploads and post-processes answers (Pillow, tokenizers and
+        numpy release the GIL), one thread per CPU thread: separate from the model workers so
+        that decoding the next requests overlaps the batch running now."""
+        if self._processing is None:
+            self._processing = ThreadPoolExecutor(self.cpu.total, thread_name_prefix="processing")
+        return self._processing
+
     def shutdown(self) -> None:
         for pool in self._pools.values():
             pool.shutdown(wait=True)
         self._pools.clear()
+        if self._processing is not None:
+            self._processing.shutdown(wait=True)
+            self._processing = None

@@ -15,6 +15,15 @@ import numpy as np
 import numpy.typing as npt
 
 from inferpack.config.model_config import DynamicBatchingConfig, ModelConfig, TensorSpec
+from inferpack.config.processing_config import (
+    ClassificationOutput,
+    EmbeddingOutput,
+    ImageInput,
+    PoseOutput,
+    Postprocess,
+    Preprocess,
+    TextInput,
+)
 from inferpack.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -32,6 +41,14 @@ class WorkloadSpec:
     max_batch_size: int
     extra: str = "torch"
     description: str = ""
+    # What `repo init` declares in model.yaml: uploads in, answers out (docs/processing.md).
+    preprocess: Preprocess | None = None
+    postprocess: Postprocess = Postprocess()  # noqa: RUF009 - frozen, shared safely
+    # "module:function(folder) -> list[Path]": files the model folder needs (labels, tokenizer).
+    files: str | None = None
+    # Published weights: `repo init` builds it with options {"pretrained": true} (the
+    # builder loads them) and saves them; serving builds it empty and loads the saved file.
+    pretrained: bool = False
 
     def build(self, options: Mapping[str, Any]) -> torch.nn.Module:
         module_name, _, function_name = self.builder.partition(":")
@@ -45,14 +62,25 @@ class WorkloadSpec:
             platform="workload",
             artifact="model.safetensors",
             workload=self.name,
-            workload_options={"seed": seed},
+            workload_options={"pretrained": False} if self.pretrained else {"seed": seed},
             inputs=self.inputs,
             outputs=self.outputs,
             max_batch_size=self.max_batch_size,
             # No added delay: batches still grow under load because a batch is formed only
             # when an instance is free; a delay only pays off when compute is batch-bound.
             dynamic_batching=DynamicBatchingConfig(max_queue_delay_us=0),
+            preprocess=self.preprocess,
+            postprocess=self.postprocess,
         )
+
+    def write_files(self, folder: Any) -> list[Any]:
+        """Write the extra files the model folder needs (labels, tokenizer)."""
+        if self.files is None:
+            return []
+        module_name, _, function_name = self.files.partition(":")
+        module = importlib.import_module(f"inferpack.workloads.{module_name}")
+        written: list[Any] = getattr(module, function_name)(folder)
+        return written
 
 
 def _image(size: int) -> tuple[TensorSpec, ...]:
@@ -62,6 +90,30 @@ def _image(size: int) -> tuple[TensorSpec, ...]:
 def _logits(classes: int) -> tuple[TensorSpec, ...]:
     return (TensorSpec("logits", "FP32", (classes,)),)
 
+
+# torchvision's ImageNet evaluation transform: shorter side 256, centre 224, ImageNet stats.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _imagenet(size: int, resize: int) -> ImageInput:
+    return ImageInput(
+        tensor="input", resize=resize, crop=(size, size), mean=IMAGENET_MEAN, std=IMAGENET_STD
+    )
+
+
+def _classifier(labels: str | None) -> Postprocess:
+    return Postprocess(classification=ClassificationOutput("logits", labels=labels, top_k=5))
+
+
+_IMAGENET_LABELS = "labels.txt"
+
+
+_IMAGENET_CLASSIFIER: dict[str, Any] = {
+    "preprocess": _imagenet(224, 256),
+    "postprocess": _classifier(_IMAGENET_LABELS),
+    "files": "labels:write_imagenet_labels",
+}
 
 WORKLOADS: dict[str, WorkloadSpec] = {
     spec.name: spec
@@ -81,6 +133,8 @@ WORKLOADS: dict[str, WorkloadSpec] = {
             _logits(10),
             32,
             description="3 conv blocks on 3x64x64 -> 10 classes",
+            preprocess=_imagenet(64, 72),
+            postprocess=_classifier(None),
         ),
         WorkloadSpec(
             "medium-cnn",
@@ -97,9 +151,12 @@ WORKLOADS: dict[str, WorkloadSpec] = {
             _logits(1000),
             64,
             description="SqueezeNet 1.1",
+            **_IMAGENET_CLASSIFIER,
         ),
-        WorkloadSpec("resnet50", "resnet:resnet50", _image(224), _logits(1000), 128),
-        WorkloadSpec("vgg19", "vgg:vgg19", _image(224), _logits(1000), 64),
+        WorkloadSpec(
+            "resnet50", "resnet:resnet50", _image(224), _logits(1000), 128, **_IMAGENET_CLASSIFIER
+        ),
+        WorkloadSpec("vgg19", "vgg:vgg19", _image(224), _logits(1000), 64, **_IMAGENET_CLASSIFIER),
         WorkloadSpec(
             "openpose",
             "openpose:openpose_body",
@@ -110,6 +167,27 @@ WORKLOADS: dict[str, WorkloadSpec] = {
             ),
             32,
             description="OpenPose body: VGG19 base + 6 two-branch stages",
+            # OpenPose's own input scaling: x / 256 - 0.5, the image resized to the input.
+            preprocess=ImageInput(
+                tensor="input", resize=(368, 368), mean=(0.5, 0.5, 0.5), scale=1 / 256
+            ),
+            postprocess=Postprocess(pose=PoseOutput("heatmaps", pafs="pafs")),
+        ),
+        WorkloadSpec(
+            "minilm",
+            "minilm:minilm",
+            (
+                TensorSpec("input_ids", "INT64", (-1,)),
+                TensorSpec("attention_mask", "INT64", (-1,)),
+            ),
+            (TensorSpec("last_hidden_state", "FP32", (-1, 384)),),
+            64,
+            extra="text",
+            description="all-MiniLM-L6-v2 sentence embeddings (published weights, 384-d)",
+            preprocess=TextInput(max_length=256),
+            postprocess=Postprocess(embedding=EmbeddingOutput("last_hidden_state")),
+            files="minilm:write_tokenizer",
+            pretrained=True,
         ),
         WorkloadSpec(
             "bert-base",

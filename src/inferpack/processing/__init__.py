@@ -1,0 +1,1 @@
+"""Pre- and post-processing around models (images, text, top-k, pose)."""
