@@ -18,6 +18,8 @@ import requests
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
@@ -254,6 +256,8 @@ def test_pose_keypoints_in_the_uploaded_image_coordinates(server: ServerThread) 
     assert response.status_code == 200, response.text
     keypoints = response.json()["keypoints"]
     assert len(keypoints) == 18
+    people = response.json()["people"]  # grouped from the toy PAFs: only its shape is checked
+    assert isinstance(people, list) and all(isinstance(person, dict) for person in people)
     for point in keypoints.values():
         assert abs(point["x"] - 150) < 200 / 8 and abs(point["y"] - 40) < 100 / 8
         assert point["score"] > 0.05
@@ -273,7 +277,8 @@ def test_pose_keypoints_in_the_uploaded_image_coordinates(server: ServerThread) 
 def test_metadata_and_config_describe_uploads(server: ServerThread) -> None:
     client = httpclient.InferenceServerClient(server.address)
     metadata = client.get_model_metadata("pose")
-    assert [o["name"] for o in metadata["outputs"]] == ["pafs", "heatmaps", "keypoints"]
+    names = [o["name"] for o in metadata["outputs"]]
+    assert names == ["pafs", "heatmaps", "keypoints", "people"]
     assert [i["name"] for i in metadata["inputs"]] == ["input"]
     config = client.get_model_config("small-cnn")
     inputs = {i["name"]: i for i in config["input"]}
@@ -363,3 +368,84 @@ def test_both_upload_and_tensor_is_refused(server: ServerThread) -> None:
     )
     assert response.status_code == 400
     assert "either" in response.json()["error"]
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    kinds=st.lists(
+        st.sampled_from(["jpeg", "png", "corrupt", "tensor", "pair", "bytes"]),
+        min_size=4,
+        max_size=14,
+    ),
+    seed=st.integers(0, 1000),
+)
+def test_random_mixes_are_each_answered_once_and_right(
+    server: ServerThread, repo: Path, kinds: list[str], seed: int
+) -> None:
+    """Concurrent random mixes of uploads (single, pairs, corrupt), v2 BYTES and tensor
+    requests: each gets exactly its own answer, nothing hangs."""
+    rng = np.random.default_rng(seed)
+    jobs: list[tuple[str, object]] = []
+    for kind in kinds:
+        size = (int(rng.integers(20, 160)), int(rng.integers(20, 160)))
+        if kind == "pair":
+            jobs.append((kind, [_image(*size, int(rng.integers(10**6))) for _ in range(2)]))
+        elif kind == "corrupt":
+            jobs.append((kind, _image(*size, int(rng.integers(10**6)))[:100]))
+        else:
+            jobs.append(
+                (kind, _image(*size, int(rng.integers(10**6)), "PNG" if kind == "png" else "JPEG"))
+            )
+    expected = {
+        i: [
+            _top5(row)
+            for row in _tensor_logits(
+                server,
+                np.stack(
+                    [_decoded(repo, "small-cnn", d) for d in (data if kind == "pair" else [data])]
+                ),
+            )
+        ]
+        for i, (kind, data) in enumerate(jobs)
+        if kind != "corrupt"
+    }
+    answers: dict[int, list[object]] = {}
+    lock = threading.Lock()
+
+    def run(index: int, kind: str, data: object) -> None:
+        if kind == "tensor":
+            pixels = _decoded(repo, "small-cnn", data)[None]  # type: ignore[arg-type]
+            got: object = [_top5(_tensor_logits(server, pixels)[0])]
+        elif kind == "bytes":
+            client = httpclient.InferenceServerClient(server.address)
+            infer_input = httpclient.InferInput("images", [1, 1], "BYTES")
+            infer_input.set_data_from_numpy(np.array([[data]], dtype=np.object_))
+            logits = client.infer("small-cnn", [infer_input]).as_numpy("logits")
+            assert logits is not None
+            got = [_top5(logits[0])]
+        else:
+            items = data if kind == "pair" else [data]
+            files = [("images", item) for item in items]  # type: ignore[union-attr]
+            response = requests.post(f"{server.url}/predictions/small-cnn", files=files, timeout=60)
+            body = response.json()
+            got = (
+                response.status_code if kind == "corrupt" else (body if kind == "pair" else [body])
+            )
+        with lock:
+            answers.setdefault(index, []).append(got)
+
+    threads = [threading.Thread(target=run, args=(i, k, d)) for i, (k, d) in enumerate(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+        assert not thread.is_alive()
+    assert sorted(answers) == list(range(len(jobs)))
+    for index, (kind, _) in enumerate(jobs):
+        (got,) = answers[index]  # exactly once
+        if kind == "corrupt":
+            assert got == 400
+            continue
+        assert isinstance(got, list) and len(got) == len(expected[index])
+        for answer, want in zip(got, expected[index], strict=True):
+            _assert_same_top5(answer, want)

@@ -90,7 +90,7 @@ def compile_model(
         artifact = staged.version_dir / config.artifact
         reporter.stage(f"building {spec.mode} ({spec.precision}, {spec.target})")
         build = _build(spec, source, artifact, cache or CompileCache.default())
-        staged.write_config(config)
+        staged.write_config(config, source.artifact_path.parent.parent)
         candidate_source = ModelSource(
             dataclasses.replace(config, instances=InstanceConfig(1, spec.device)), version, artifact
         )

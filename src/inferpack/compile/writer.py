@@ -90,9 +90,13 @@ class Staged:
     def version_dir(self) -> Path:
         return self.model_dir / self.version
 
-    def write_config(self, config: ModelConfig) -> None:
+    def write_config(self, config: ModelConfig, source_dir: Path) -> None:
+        """model.yaml, and the files its processing reads (labels, tokenizer) copied from
+        the source model's folder."""
         text = yaml.safe_dump(model_config_to_dict(config), sort_keys=False)
         (self.model_dir / CONFIG_FILE).write_text(text)
+        for name in config.folder_files():
+            shutil.copy2(source_dir / name, self.model_dir / name)
 
 
 @contextlib.contextmanager
@@ -125,5 +129,11 @@ def commit(staged: Staged, repository: Path) -> Path:
     if destination.exists():
         raise CompileUsageError([f"{destination} appeared while compiling: not replaced"])
     staged.version_dir.rename(destination)
-    os.replace(staged.model_dir / CONFIG_FILE, target / CONFIG_FILE)
+    for name in (*config_files(staged.model_dir), CONFIG_FILE):
+        os.replace(staged.model_dir / name, target / name)
     return destination
+
+
+def config_files(model_dir: Path) -> list[str]:
+    """Files beside model.yaml other than it (labels, tokenizer)."""
+    return sorted(p.name for p in model_dir.iterdir() if p.is_file() and p.name != CONFIG_FILE)

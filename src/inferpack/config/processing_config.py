@@ -29,6 +29,8 @@ IMAGE_DATATYPES: Final = ("FP32", "FP16", "UINT8")
 IMAGENET1K: Final = "imagenet1k"
 # OpenPose COCO body: 18 keypoints + the background channel.
 POSE_KEYPOINTS: Final = 18
+# With PAFs, pose also adds this BYTES [1] output: the people of each image as JSON.
+PEOPLE_OUTPUT: Final = "people"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,8 @@ class ClassificationOutput:
 @dataclass(frozen=True, slots=True)
 class PoseOutput:
     """OpenPose ``heatmaps`` (and ``pafs``) to keypoints (x, y, score) in the uploaded
-    image's pixels, served as the FP32 output ``name`` [18, 3]."""
+    image's pixels, served as the FP32 output ``name`` [18, 3] (the strongest person); with
+    ``pafs``, every person too, as JSON in the BYTES output ``people``."""
 
     heatmaps: str
     pafs: str | None = None
@@ -465,7 +468,7 @@ def _check_post(
             add("postprocess.classification.output", f"must be [classes], got {list(spec.dims)}")
     if post.pose is not None:
         _check_pose(post.pose, by_output, add)
-        added.append(post.pose.name)
+        added += [post.pose.name, PEOPLE_OUTPUT] if post.pose.pafs else [post.pose.name]
     if post.embedding is not None:
         _check_embedding(post.embedding, by_output, pre, add)
         added.append(post.embedding.name)
@@ -509,6 +512,8 @@ def derived_outputs(post: Postprocess, outputs: tuple[TensorSpec, ...]) -> tuple
     added: list[TensorSpec] = []
     if post.pose is not None:
         added.append(TensorSpec(post.pose.name, "FP32", (POSE_KEYPOINTS, 3)))
+        if post.pose.pafs is not None:
+            added.append(TensorSpec(PEOPLE_OUTPUT, "BYTES", (1,)))
     if post.embedding is not None:
         spec = next((s for s in outputs if s.name == post.embedding.output), None)
         width = spec.dims[-1] if spec is not None and spec.dims else -1

@@ -16,6 +16,7 @@ Everything here is blocking numpy/Pillow/tokenizers work, called from threads.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from inferpack.config.model_config import ModelConfig
-from inferpack.config.processing_config import ImageInput, TextInput
+from inferpack.config.processing_config import PEOPLE_OUTPUT, ImageInput, TextInput
 from inferpack.datatypes import numpy_dtype
 from inferpack.errors import InvalidInputError
 from inferpack.processing.image import ImagePreprocess, ImageTransform, image_tensor
@@ -174,9 +175,14 @@ class Pipeline:
             maps: list[CoordinateMap] | None = None
             if prepared is not None and prepared.transforms is not None:
                 maps = [t.to_original for t in prepared.transforms]
+            input_hw = self._input_hw(inputs)
             result[post.pose.name] = keypoints_from_heatmaps(
-                heatmaps, self._input_hw(inputs), post.pose.threshold, maps
+                heatmaps, input_hw, post.pose.threshold, maps
             )
+            if post.pose.pafs is not None:
+                result[PEOPLE_OUTPUT] = _people_json(
+                    heatmaps, outputs[post.pose.pafs], input_hw, post.pose.threshold, maps
+                )
         if post.embedding is not None:
             from inferpack.processing.embedding import cls_pool, mean_pool
 
@@ -196,6 +202,27 @@ class Pipeline:
         layout = self.image.layout if self.image is not None else "CHW"
         shape = inputs[spec.name].shape[1:]
         return (shape[1], shape[2]) if layout == "CHW" else (shape[0], shape[1])
+
+
+def _people_json(
+    heatmaps: Tensor,
+    pafs: Tensor,
+    input_hw: tuple[int, int],
+    threshold: float,
+    maps: list[CoordinateMap] | None,
+) -> Tensor:
+    """BYTES [n, 1]: each image's people as JSON ``[{keypoint: [x, y, score]}, ...]``."""
+    from inferpack.processing.pose import people_from_pafs
+
+    people = people_from_pafs(heatmaps, pafs, input_hw, threshold, maps)
+    column = np.empty((len(people), 1), dtype=np.object_)
+    for row, found in enumerate(people):
+        rounded = [
+            {name: [round(x, 2), round(y, 2), round(s, 4)] for name, (x, y, s) in p.items()}
+            for p in found
+        ]
+        column[row, 0] = json.dumps(rounded).encode()
+    return column
 
 
 def image_preprocess(pre: ImageInput, datatype: str) -> ImagePreprocess:

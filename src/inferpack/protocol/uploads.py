@@ -26,7 +26,7 @@ import numpy as np
 from aiohttp import BodyPartReader, web
 
 from inferpack.config.model_config import ModelConfig
-from inferpack.config.processing_config import TextInput
+from inferpack.config.processing_config import PEOPLE_OUTPUT, TextInput
 from inferpack.errors import InvalidInputError, PayloadTooLargeError
 from inferpack.runtime.inflight import Reservation
 from inferpack.types import InferRequest, InferResponse
@@ -164,7 +164,7 @@ def answer_outputs(config: ModelConfig) -> list[str] | None:
     if post.classification is not None:
         return [post.classification.output]
     if post.pose is not None:
-        return [post.pose.name]
+        return [post.pose.name, PEOPLE_OUTPUT] if post.pose.pafs else [post.pose.name]
     if post.embedding is not None:
         return [post.embedding.name]
     return None
@@ -190,7 +190,11 @@ def _rows(response: InferResponse, config: ModelConfig, labels: Sequence[str] | 
     if post.pose is not None:
         from inferpack.processing.pose import COCO18_KEYPOINTS
 
-        return [_keypoints(row, COCO18_KEYPOINTS) for row in outputs[post.pose.name]]
+        answers = [_keypoints(row, COCO18_KEYPOINTS) for row in outputs[post.pose.name]]
+        if PEOPLE_OUTPUT in outputs:
+            for answer, people in zip(answers, outputs[PEOPLE_OUTPUT][:, 0], strict=True):
+                answer["people"] = json.loads(people)
+        return answers
     if post.embedding is not None:
         return [row.tolist() for row in outputs[post.embedding.name]]
     count = next(iter(outputs.values())).shape[0]
