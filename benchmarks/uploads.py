@@ -148,6 +148,34 @@ async def measure(url: str, repo: Path, duration_s: float, concurrency: int) -> 
     return rows
 
 
+def decode_ms(repo: Path, images: list[bytes], rounds: int = 20) -> dict[str, float]:
+    """In-process cost of one image's decode + resize + crop + normalise (one thread)."""
+    import time
+
+    import yaml
+
+    from inferpack.config.model_config import parse_model_config
+    from inferpack.config.processing_config import ImageInput
+    from inferpack.processing.image import image_tensor
+    from inferpack.processing.pipeline import image_preprocess
+
+    path = repo / "squeezenet" / "model.yaml"
+    config = parse_model_config(yaml.safe_load(path.read_text()), str(path))
+    assert isinstance(config.preprocess, ImageInput)
+    spec = image_preprocess(config.preprocess, "FP32")
+    timings = []
+    for _ in range(rounds):
+        for data in images:
+            started = time.perf_counter()
+            image_tensor(data, spec)
+            timings.append((time.perf_counter() - started) * 1e3)
+    timings.sort()
+    return {
+        "p50": round(timings[len(timings) // 2], 3),
+        "mean": round(sum(timings) / len(timings), 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration-s", type=float, default=15.0)
@@ -156,6 +184,7 @@ def main() -> None:
     repo = Path(tempfile.mkdtemp(prefix="inferpack-uploads-"))
     try:
         init_repository(repo, ["squeezenet"], seed=0)
+        decode = decode_ms(repo, [photo_like_jpeg(seed) for seed in range(8)])
         with served(repo) as url:
             rows = asyncio.run(measure(url, repo, args.duration_s, args.concurrency))
     finally:
@@ -166,6 +195,7 @@ def main() -> None:
         {
             "model": "squeezenet (seeded weights), 500x375 JPEG q90 -> resize 256, crop 224",
             "jpeg_bytes_mean": round(sum(jpeg_sizes) / len(jpeg_sizes)),
+            "decode_preprocess_ms_per_image_one_thread": decode,
             "concurrency": args.concurrency,
             "duration_s": args.duration_s,
             "results": rows,

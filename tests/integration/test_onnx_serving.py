@@ -22,15 +22,13 @@ import yaml
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
 from inferpack.config import ServerConfig  # noqa: E402
 from tests.helpers import ServerThread  # noqa: E402
+from tests.onnx_models import IN_FEATURES, OUT_FEATURES  # noqa: E402
+from tests.onnx_models import dense_relu as _save_dense  # noqa: E402
+from tests.onnx_models import dense_relu_expected as _expected  # noqa: E402
 
-IN_FEATURES, OUT_FEATURES = 6, 4
-RNG = np.random.default_rng(0)
-WEIGHT = RNG.standard_normal((IN_FEATURES, OUT_FEATURES)).astype(np.float32)
-BIAS = RNG.standard_normal(OUT_FEATURES).astype(np.float32)
+RNG = np.random.default_rng(1)
 CNN_SHAPE = (3, 64, 64)
 SEED = 3
 BURST_REQUESTS = 8
@@ -63,23 +61,6 @@ def _write(repo: Path, config: dict[str, Any]) -> Path:
     (folder / "1").mkdir(parents=True)
     (folder / "model.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return folder / "1" / "model.onnx"
-
-
-def _save_dense(path: Path) -> None:
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "W"], ["xw"]),
-            helper.make_node("Add", ["xw", "b"], ["xwb"]),
-            helper.make_node("Relu", ["xwb"], ["y"]),
-        ],
-        "dense_relu",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", IN_FEATURES])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", OUT_FEATURES])],
-        initializer=[numpy_helper.from_array(WEIGHT, "W"), numpy_helper.from_array(BIAS, "b")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    onnx.save(model, str(path))
 
 
 def _eager_cnn() -> Any:
@@ -130,11 +111,6 @@ def http(server: ServerThread) -> Iterator[httpclient.InferenceServerClient]:
     client = httpclient.InferenceServerClient(server.address, concurrency=BURST_REQUESTS)
     yield client
     client.close()
-
-
-def _expected(x: np.ndarray) -> np.ndarray:
-    out: np.ndarray = np.maximum(x @ WEIGHT + BIAS, 0)
-    return out
 
 
 def _http_input(name: str, data: np.ndarray) -> httpclient.InferInput:

@@ -259,6 +259,19 @@ def test_unknown_model_is_404_and_not_found(router: RouterThread) -> None:
     assert "'nope' is not found" in (caught.value.details() or "")
 
 
+def test_malformed_grpc_statistics_request_is_invalid_argument(router: RouterThread) -> None:
+    with grpc.insecure_channel(router.router.grpc_address or "") as channel:
+        call = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelStatistics",
+            request_serializer=lambda raw: raw,
+            response_deserializer=lambda raw: raw,
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            call(b"\x0a\x7fshort", timeout=WAIT_S)  # field 1 claims 127 bytes, has 5
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "malformed protobuf" in (caught.value.details() or "")
+
+
 def test_backend_answers_pass_through_unchanged(router: RouterThread, fleet: list[Server]) -> None:
     """A backend's error (any status) and its headers come back as the backend sent them."""
     bad = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}

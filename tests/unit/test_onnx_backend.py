@@ -12,59 +12,25 @@ import pytest
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import TensorProto, helper  # noqa: E402
 
 from inferpack.backends import load_backends  # noqa: E402
 from inferpack.backends.onnx_backend import OnnxBackend  # noqa: E402
 from inferpack.config.model_config import parse_model_config  # noqa: E402
 from inferpack.errors import ConfigError  # noqa: E402
 from inferpack.repository import ModelSource  # noqa: E402
+from tests.onnx_models import (  # noqa: E402
+    BIAS,
+    IN_FEATURES,
+    OUT_FEATURES,
+    WEIGHT,
+    dense_relu,
+    int64_sum,
+    save_graph,
+)
+from tests.onnx_models import dense_relu_expected as _expected  # noqa: E402
 
-IN_FEATURES, OUT_FEATURES = 6, 4
-RNG = np.random.default_rng(0)
-WEIGHT = RNG.standard_normal((IN_FEATURES, OUT_FEATURES)).astype(np.float32)
-BIAS = RNG.standard_normal(OUT_FEATURES).astype(np.float32)
-
-
-def _save(graph: Any, path: Path) -> Path:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
-    return path
-
-
-def _dense_relu(path: Path) -> Path:
-    """y = relu(x @ W + b), x of shape [batch, 6] with a symbolic batch dim."""
-    graph = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["x", "W"], ["xw"]),
-            helper.make_node("Add", ["xw", "b"], ["xwb"]),
-            helper.make_node("Relu", ["xwb"], ["y"]),
-        ],
-        "dense_relu",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", IN_FEATURES])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", OUT_FEATURES])],
-        initializer=[numpy_helper.from_array(WEIGHT, "W"), numpy_helper.from_array(BIAS, "b")],
-    )
-    return _save(graph, path)
-
-
-def _int64_sum(path: Path) -> Path:
-    """total = sum(ids, axis=1) + 1, ids INT64 of shape [batch, n] (n variable)."""
-    one = numpy_helper.from_array(np.array(1, dtype=np.int64), "one")
-    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
-    graph = helper.make_graph(
-        [
-            helper.make_node("ReduceSum", ["ids", "axes"], ["summed"], keepdims=0),
-            helper.make_node("Add", ["summed", "one"], ["total"]),
-        ],
-        "int64_sum",
-        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch", "n"])],
-        [helper.make_tensor_value_info("total", TensorProto.INT64, ["batch"])],
-        initializer=[one, axes],
-    )
-    return _save(graph, path)
+RNG = np.random.default_rng(1)
 
 
 def _dense_config(**changes: Any) -> dict[str, Any]:
@@ -87,13 +53,8 @@ def _load(raw: dict[str, Any], artifact: Path) -> list[OnnxBackend]:
     return OnnxBackend.load_instances(_source(raw, artifact))
 
 
-def _expected(x: np.ndarray) -> np.ndarray:
-    out: np.ndarray = np.maximum(x @ WEIGHT + BIAS, 0)
-    return out
-
-
 def test_dense_relu_matches_numpy_at_several_batch_sizes(tmp_path: Path) -> None:
-    (backend,) = load_backends(_source(_dense_config(), _dense_relu(tmp_path / "m.onnx")))
+    (backend,) = load_backends(_source(_dense_config(), dense_relu(tmp_path / "m.onnx")))
     assert isinstance(backend, OnnxBackend) and backend.device == "cpu"
     for rows in (1, 3, 8):
         x = RNG.standard_normal((rows, IN_FEATURES)).astype(np.float32)
@@ -104,7 +65,7 @@ def test_dense_relu_matches_numpy_at_several_batch_sizes(tmp_path: Path) -> None
 
 def test_read_only_inputs_are_accepted(tmp_path: Path) -> None:
     """Inputs decoded from a request body are read-only views of its bytes."""
-    (backend,) = _load(_dense_config(), _dense_relu(tmp_path / "m.onnx"))
+    (backend,) = _load(_dense_config(), dense_relu(tmp_path / "m.onnx"))
     x = RNG.standard_normal((2, IN_FEATURES)).astype(np.float32)
     view = np.frombuffer(x.tobytes(), dtype=np.float32).reshape(x.shape)
     assert not view.flags.writeable
@@ -117,7 +78,7 @@ def test_int64_model_with_a_variable_dim(tmp_path: Path) -> None:
         inputs=[{"name": "ids", "datatype": "INT64", "shape": [-1]}],
         outputs=[{"name": "total", "datatype": "INT64", "shape": []}],
     )
-    (backend,) = _load(raw, _int64_sum(tmp_path / "m.onnx"))
+    (backend,) = _load(raw, int64_sum(tmp_path / "m.onnx"))
     ids = np.arange(15, dtype=np.int64).reshape(3, 5)
     total = backend.run({"ids": ids})["total"]
     assert total.dtype == np.int64
@@ -133,7 +94,7 @@ def test_every_mismatch_is_reported_at_once(tmp_path: Path) -> None:
         ],
     )
     with pytest.raises(ConfigError) as raised:
-        _load(raw, _dense_relu(tmp_path / "m.onnx"))
+        _load(raw, dense_relu(tmp_path / "m.onnx"))
     text = str(raised.value)
     assert "dense: input 'x': datatype: model.yaml says INT32, the graph has FP32" in text
     assert "dense: input 'x': shape: rank 2 in the graph ([batch, 6])" in text
@@ -144,7 +105,7 @@ def test_every_mismatch_is_reported_at_once(tmp_path: Path) -> None:
 def test_graph_inputs_missing_from_model_yaml_are_refused(tmp_path: Path) -> None:
     raw = _dense_config(inputs=[{"name": "features", "datatype": "FP32", "shape": [6]}])
     with pytest.raises(ConfigError) as raised:
-        _load(raw, _dense_relu(tmp_path / "m.onnx"))
+        _load(raw, dense_relu(tmp_path / "m.onnx"))
     assert "input 'features': not in the ONNX graph (inputs: ['x'])" in str(raised.value)
     assert "graph input 'x' is not in model.yaml inputs" in str(raised.value)
 
@@ -162,13 +123,13 @@ def test_bytes_tensors_are_refused(tmp_path: Path) -> None:
         outputs=[{"name": "o", "datatype": "BYTES", "shape": []}],
     )
     with pytest.raises(ConfigError) as raised:
-        _load(raw, _save(graph, tmp_path / "m.onnx"))
+        _load(raw, save_graph(graph, tmp_path / "m.onnx"))
     assert str(raised.value).count("BYTES is not served by platform onnx") == 2
 
 
 def test_narrow_precision_of_an_fp32_graph_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"precision fp16: the graph has FP32"):
-        _load(_dense_config(precision="fp16"), _dense_relu(tmp_path / "m.onnx"))
+        _load(_dense_config(precision="fp16"), dense_relu(tmp_path / "m.onnx"))
 
 
 def test_fixed_batch_dim_is_refused_when_other_sizes_run(tmp_path: Path) -> None:
@@ -180,23 +141,23 @@ def test_fixed_batch_dim_is_refused_when_other_sizes_run(tmp_path: Path) -> None
     )
     raw = _dense_config(outputs=[{"name": "y", "datatype": "FP32", "shape": [IN_FEATURES]}])
     with pytest.raises(ConfigError, match="fixes the batch dim at 1, max_batch_size 8"):
-        _load(raw, _save(graph, tmp_path / "m.onnx"))
+        _load(raw, save_graph(graph, tmp_path / "m.onnx"))
 
 
 def test_memory_counts_at_least_the_initializers(tmp_path: Path) -> None:
-    (backend,) = _load(_dense_config(), _dense_relu(tmp_path / "m.onnx"))
+    (backend,) = _load(_dense_config(), dense_relu(tmp_path / "m.onnx"))
     backend.warm_up({"x": np.zeros((1, IN_FEATURES), dtype=np.float32)})
     assert backend.memory_bytes >= WEIGHT.nbytes + BIAS.nbytes
 
 
 def test_instances_on_one_device_share_one_session(tmp_path: Path) -> None:
     raw = _dense_config(instances={"count": 3, "device": "cpu"})
-    backends = _load(raw, _dense_relu(tmp_path / "m.onnx"))
+    backends = _load(raw, dense_relu(tmp_path / "m.onnx"))
     assert len(backends) == 3 and len({id(b) for b in backends}) == 1
 
 
 def test_concurrent_runs_on_a_shared_session_are_correct(tmp_path: Path) -> None:
-    (backend,) = _load(_dense_config(), _dense_relu(tmp_path / "m.onnx"))
+    (backend,) = _load(_dense_config(), dense_relu(tmp_path / "m.onnx"))
     batches = [RNG.standard_normal((1 + i % 8, IN_FEATURES)).astype(np.float32) for i in range(64)]
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda x: backend.run({"x": x})["y"], batches))
@@ -211,13 +172,13 @@ def test_cuda_without_the_provider_names_it(tmp_path: Path) -> None:
         pytest.skip("this onnxruntime has the CUDA provider")
     raw = _dense_config(instances={"count": 1, "device": "cuda:0"})
     with pytest.raises(ConfigError, match="no CUDAExecutionProvider"):
-        _load(raw, _dense_relu(tmp_path / "m.onnx"))
+        _load(raw, dense_relu(tmp_path / "m.onnx"))
     (backend,) = _load(_dense_config(instances={"device": "auto"}), tmp_path / "m.onnx")
     assert backend.device == "cpu"
 
 
 def test_closed_backend_refuses_to_run(tmp_path: Path) -> None:
-    (backend,) = _load(_dense_config(), _dense_relu(tmp_path / "m.onnx"))
+    (backend,) = _load(_dense_config(), dense_relu(tmp_path / "m.onnx"))
     backend.close()
     with pytest.raises(RuntimeError, match="closed"):
         backend.run({"x": np.zeros((1, IN_FEATURES), dtype=np.float32)})

@@ -107,3 +107,25 @@ def test_plan_without_models_or_with_repeated_names_is_refused(tmp_path: Path) -
 def test_demand_header_with_spaces_reads_every_row(tmp_path: Path) -> None:
     (tmp_path / "d.csv").write_text("model, kind, rps\na, bert, 1.5\n")
     assert read_demand(tmp_path / "d.csv") == [Demand("a", "bert", 1.5)]
+
+
+def test_hand_edited_plan_with_non_numbers_names_each_field(tmp_path: Path) -> None:
+    document = {
+        "plan": {"slo_p90_ms": 100, "objective_usd_per_hour": 1.0},
+        "servers": [
+            {
+                "name": "a",
+                "instance_type": "t",
+                "usd_per_hour": "cheap",
+                "predicted_p90_ms": [3],
+                "models": [{"name": "m", "rps": "lots"}],
+            }
+        ],
+    }
+    (tmp_path / "plan.yaml").write_text(yaml.safe_dump(document))
+    with pytest.raises(ConfigError) as caught:
+        read_plan(tmp_path / "plan.yaml")
+    text = str(caught.value)
+    assert "usd_per_hour must be a number, got 'cheap'" in text
+    assert "predicted_p90_ms must be a number" in text
+    assert "models[0]: rps must be a number, got 'lots'" in text

@@ -1,13 +1,17 @@
-"""The local fleet's one subprocess wrapper: start a server, read its log, stop it by PID.
+"""The local fleet's one subprocess wrapper: start a server, read its log, stop it.
 
 Children run in their own session, so a Ctrl-C in the terminal reaches the fleet alone
-and the fleet decides the order of the stop (router drained first, servers after). The
-price: a fleet killed with SIGKILL leaves its servers running; their PIDs are printed.
+and the fleet decides the order of the stop (router drained first, servers after). A stop
+signals the child's whole process group (the session it leads), so anything the server
+started goes with it. The price: a fleet killed with SIGKILL leaves its servers running;
+their PIDs are printed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
 import subprocess
 import time
@@ -42,9 +46,11 @@ class ChildProcess:
         return "\n".join(self.log_text().splitlines()[-lines:])
 
     def signal(self, signum: int) -> None:
-        """Send ``signum`` to this child by PID, unless it already exited (and was reaped)."""
+        """Send ``signum`` to this child's process group, unless it already exited (and was
+        reaped: its PID, the group's ID, may then belong to another process)."""
         if self.process.poll() is None:
-            self.process.send_signal(signum)
+            with contextlib.suppress(ProcessLookupError):  # exited since poll()
+                os.killpg(self.process.pid, signum)
 
 
 def start_child(name: str, argv: Sequence[str], log_path: Path) -> ChildProcess:

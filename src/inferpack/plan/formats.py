@@ -374,27 +374,36 @@ def parse_plan(data: Any, source: Path | str) -> Plan:
             if not isinstance(model, Mapping) or not isinstance(model.get("name"), str):
                 problems.append(f"{where} models[{j}]: needs a name")
                 continue
-            models.append(
-                ModelShare(model["name"], str(model.get("kind", "")), float(model.get("rps", 0.0)))
-            )
+            rps = _number(model, "rps", f"{where} models[{j}]", problems)
+            models.append(ModelShare(model["name"], str(model.get("kind", "")), rps or 0.0))
         if not models:
             problems.append(f"{where}: has no models")
-        p90 = raw.get("predicted_p90_ms")
         servers.append(
             ServerPlan(
                 name=name,
                 instance_type=_text(raw, "instance_type", where, problems),
-                usd_per_hour=float(raw.get("usd_per_hour", 0.0)),
+                usd_per_hour=_number(raw, "usd_per_hour", where, problems) or 0.0,
                 models=tuple(models),
-                memory_mb=float(raw.get("memory_mb", 0.0)),
-                memory_utilization=float(raw.get("memory_utilization", 0.0)),
-                compute_utilization=float(raw.get("compute_utilization", 0.0)),
-                predicted_p90_ms=None if p90 is None else float(p90),
+                memory_mb=_number(raw, "memory_mb", where, problems) or 0.0,
+                memory_utilization=_number(raw, "memory_utilization", where, problems) or 0.0,
+                compute_utilization=_number(raw, "compute_utilization", where, problems) or 0.0,
+                predicted_p90_ms=_number(raw, "predicted_p90_ms", where, problems),
             )
         )
     if problems:
         raise _problems_error(source, problems)
     return Plan(summary, tuple(servers), tuple(data.get("alternatives") or ()))
+
+
+def _number(raw: Mapping[str, Any], key: str, where: str, problems: list[str]) -> float | None:
+    """A numeric field (None when absent); anything else is a problem naming the field."""
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        problems.append(f"{where}: {key} must be a number, got {value!r}")
+        return None
+    return float(value)
 
 
 def _optional_float(value: Any) -> float | None:

@@ -135,10 +135,14 @@ class RouterService:
         self.forwarder = forwarder
 
     def _model_method(self, method: str) -> Unary:
-        async def handle(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        async def route(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            # Inside the guard: a malformed request is INVALID_ARGUMENT, not UNKNOWN.
             if method == "ModelStatistics" and not string_field(request, 1):
-                return await _guard(context, self._all_statistics(request))
-            return await _guard(context, self.forwarder.forward(method, request, context))
+                return await self._all_statistics(request)
+            return await self.forwarder.forward(method, request, context)
+
+        async def handle(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            return await _guard(context, route(request, context))
 
         return handle
 
