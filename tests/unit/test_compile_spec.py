@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from inferpack.compile.spec import (
 from inferpack.compile.writer import commit, compiled_config, next_version, staging
 from inferpack.config.model_config import ModelConfig, TensorSpec, parse_model_config
 from inferpack.config.model_config import model_config_to_dict as to_dict
+from inferpack.config.processing_config import ClassificationOutput, Postprocess
 from inferpack.repository.local import CONFIG_FILE
 
 SOURCE = ModelConfig(
@@ -112,7 +114,7 @@ def test_commit_adds_a_version_and_leaves_no_staging(tmp_path: Path) -> None:
     for version in ("1", "2"):
         with staging(tmp_path, "mlp-onnx-fp32", version) as staged:
             (staged.version_dir / "model.onnx").write_bytes(b"graph")
-            staged.write_config(config)
+            staged.write_config(config, tmp_path)  # no labels or tokenizer to copy
             commit(staged, tmp_path)
     model = tmp_path / "mlp-onnx-fp32"
     assert sorted(p.name for p in model.iterdir()) == ["1", "2", CONFIG_FILE]
@@ -131,3 +133,26 @@ def _fields(config: ModelConfig) -> dict[str, object]:
 
 def _round_trips(config: ModelConfig) -> None:
     assert parse_model_config(to_dict(config), "model.yaml") == config
+
+
+def test_compiled_copy_carries_the_files_its_processing_reads(tmp_path: Path) -> None:
+    """A classifier's labels (and a tokenizer) go with its compiled copy, also when a later
+    version is committed beside an earlier one."""
+    labelled = replace(
+        SOURCE,
+        postprocess=Postprocess(classification=ClassificationOutput("output", labels="labels.txt")),
+    )
+    source_dir = tmp_path / "source"
+    source_dir.mkdir()
+    (source_dir / "labels.txt").write_text("a\nb\nc\nd\n")
+    repository = tmp_path / "repo"
+    repository.mkdir()
+    config = compiled_config(_spec(), labelled, (1,))
+    for version in ("1", "2"):
+        with staging(repository, "mlp-onnx-fp32", version) as staged:
+            (staged.version_dir / "model.onnx").write_bytes(b"graph")
+            staged.write_config(config, source_dir)
+            commit(staged, repository)
+    model = repository / "mlp-onnx-fp32"
+    assert sorted(p.name for p in model.iterdir()) == ["1", "2", "labels.txt", CONFIG_FILE]
+    assert (model / "labels.txt").read_text() == "a\nb\nc\nd\n"

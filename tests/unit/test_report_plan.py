@@ -175,7 +175,7 @@ def test_text_from_plan_files_is_escaped(tmp_path: Path) -> None:
          r"plan\.yaml: alternatives\[0\] must be a mapping with an instance_type"),
         ("servers: [{name: a, instance_type: t, usd_per_hour: cheap, models: [{name: m}]}]\n"
          "plan: {slo_p90_ms: 1, objective_usd_per_hour: 1}",
-         r"plan\.yaml: not a valid plan: could not convert string to float: 'cheap'"),
+         r"plan\.yaml: servers\[0\]: usd_per_hour must be a number, got 'cheap'"),
         ("servers: [{name: a}]\nplan: {slo_p90_ms: 1, objective_usd_per_hour: 1}",
          r"plan\.yaml: servers\[0\]: has no models; .*servers\[0\]: instance_type must be"),
     ],
