@@ -25,6 +25,7 @@ from tests.helpers import ServerThread
 from tests.integration.cli_server import inferpack
 
 SEED = 5
+LABELS = [f"digit {i}" for i in range(10)]
 CNN_SHAPE = (3, 64, 64)
 CONFIG = """
 name: "{name}"
@@ -75,6 +76,12 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with torch.inference_mode():
         traced = torch.jit.trace(_eager(), example)
     traced.save(str(_write(root, "small-cnn", "pytorch_libtorch") / "model.pt"))
+    # Triton's labels for the classification extension, beside config.pbtxt.
+    config = root / "small-cnn" / "config.pbtxt"
+    config.write_text(
+        config.read_text().replace("dims: [ 10 ] }", 'dims: [ 10 ], label_filename: "labels.txt" }')
+    )
+    (root / "small-cnn" / "labels.txt").write_text("".join(f"{c}\n" for c in LABELS))
     return root
 
 
@@ -136,3 +143,22 @@ def test_repo_list_shows_config_pbtxt_models(repo: Path, onnx_model: str) -> Non
         "small-cnn\ttorchscript\tmodel.pt\tv1",
         "small-cnn-onnx\tonnx\tmodel.onnx\tv1",
     ]
+
+
+def test_label_filename_names_the_classes_of_class_count(
+    client: httpclient.InferenceServerClient,
+) -> None:
+    data = np.random.default_rng(6).standard_normal((2, *CNN_SHAPE)).astype(np.float32)
+    item = httpclient.InferInput("input", list(data.shape), "FP32")
+    item.set_data_from_numpy(data)
+    wanted = [httpclient.InferRequestedOutput("logits", class_count=3)]
+    classes = client.infer("small-cnn", [item], outputs=wanted).as_numpy("logits")
+    assert classes is not None and classes.shape == (2, 3)
+    for row, expected in zip(classes, _expected(data), strict=True):
+        top = np.argsort(-expected, kind="stable")[:3]
+        parsed = [item.decode().split(":", 2) for item in row]
+        assert [int(index) for _, index, _ in parsed] == list(top)
+        assert [label for _, _, label in parsed] == [LABELS[i] for i in top]
+        assert np.allclose([float(v) for v, _, _ in parsed], expected[top], atol=1e-5)
+    config = client.get_model_config("small-cnn")
+    assert config["output"][0]["label_filename"] == "labels.txt"

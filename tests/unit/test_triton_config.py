@@ -265,3 +265,23 @@ def test_a_repository_serves_config_pbtxt_and_prefers_model_yaml(
     with caplog.at_level(logging.WARNING):
         assert repository.config("bert").inputs[0].name == "x"
     assert "has both model.yaml and config.pbtxt; serving model.yaml" in caplog.text
+
+
+def test_label_filename_becomes_the_classification_labels() -> None:
+    text = RESNET.replace("dims: [ 1000 ]", 'dims: [ 1000 ]\n    label_filename: "labels.txt"')
+    config = parse_triton_config(text, "resnet50/config.pbtxt", "resnet50")
+    classification = config.postprocess.classification
+    assert classification is not None
+    assert (classification.output, classification.labels) == ("output__0", "labels.txt")
+    assert classification.softmax is False  # Triton reports the output's own values
+    assert config.folder_files() == ["labels.txt"]
+
+
+def test_label_filename_on_two_outputs_is_refused() -> None:
+    text = ONNX.replace(
+        'output { name: "logits" data_type: TYPE_FP32 dims: [ 2 ] }',
+        'output { name: "a" data_type: TYPE_FP32 dims: [ 2 ] label_filename: "a.txt" }\n'
+        'output { name: "b" data_type: TYPE_FP32 dims: [ 2 ] label_filename: "b.txt" }',
+    )
+    problems = _errors(text, "bert")
+    assert any("label_filename on one output is supported, got 2" in p for p in problems)

@@ -210,6 +210,16 @@ def _model_yaml(
     }
     if message.default_model_filename:
         raw["artifact"] = message.default_model_filename
+    labelled = [(o.name, o.label_filename) for o in message.output if o.label_filename]
+    if len(labelled) > 1:
+        problem("output", f"label_filename on one output is supported, got {len(labelled)}")
+    elif labelled:
+        # Triton uses the labels for the classification extension only, and reports the
+        # output's own values: no softmax (/predictions answers them as they are, too).
+        output, labels = labelled[0]
+        raw["postprocess"] = {
+            "classification": {"output": output, "labels": labels, "softmax": False}
+        }
     if message.HasField("dynamic_batching"):
         batching = message.dynamic_batching
         raw["dynamic_batching"] = {

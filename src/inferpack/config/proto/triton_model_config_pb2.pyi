@@ -83,10 +83,10 @@ class ModelOutput(_message.Message):
     name: str
     data_type: DataType
     dims: _containers.RepeatedScalarFieldContainer[int]
-    label_filename: Unsupported
+    label_filename: str
     reshape: Unsupported
     is_shape_tensor: Unsupported
-    def __init__(self, name: _Optional[str] = ..., data_type: _Optional[_Union[DataType, str]] = ..., dims: _Optional[_Iterable[int]] = ..., label_filename: _Optional[_Union[Unsupported, _Mapping]] = ..., reshape: _Optional[_Union[Unsupported, _Mapping]] = ..., is_shape_tensor: _Optional[_Union[Unsupported, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., data_type: _Optional[_Union[DataType, str]] = ..., dims: _Optional[_Iterable[int]] = ..., label_filename: _Optional[str] = ..., reshape: _Optional[_Union[Unsupported, _Mapping]] = ..., is_shape_tensor: _Optional[_Union[Unsupported, _Mapping]] = ...) -> None: ...
 
 class DynamicBatching(_message.Message):
     __slots__ = ("preferred_batch_size", "max_queue_delay_microseconds", "preserve_ordering", "priority_levels", "default_priority_level", "default_queue_policy", "priority_queue_policy")
