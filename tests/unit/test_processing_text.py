@@ -102,3 +102,21 @@ def test_cls_pool_and_shape_errors() -> None:
     assert np.allclose(np.linalg.norm(cls_pool(hidden + 1, True), axis=-1), 1.0)
     with pytest.raises(InvalidInputError, match="mask"):
         mean_pool(hidden, np.ones((2, 2)), True)
+
+
+def test_models_with_the_same_tokenizer_share_one_encoder(tmp_path: Path) -> None:
+    import gc
+    import shutil
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        shutil.copyfile(TOKENIZER, tmp_path / name / "tokenizer.json")
+    first = TextEncoder.shared(tmp_path / "a" / "tokenizer.json", 64)
+    assert TextEncoder.shared(tmp_path / "b" / "tokenizer.json", 64) is first
+    assert TextEncoder.shared(tmp_path / "b" / "tokenizer.json", 32) is not first
+    import weakref
+
+    ref = weakref.ref(first)
+    del first
+    gc.collect()
+    assert ref() is None  # freed with the last model that used it

@@ -63,7 +63,7 @@ class Pipeline:
         elif isinstance(pre, TextInput):
             from inferpack.processing.text import TextEncoder
 
-            pipeline.encoder = TextEncoder.from_file(folder / pre.tokenizer, pre.max_length)
+            pipeline.encoder = TextEncoder.shared(folder / pre.tokenizer, pre.max_length)
         classification = config.postprocess.classification
         if classification is not None and classification.labels:
             from inferpack.processing.classify import load_labels

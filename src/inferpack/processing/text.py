@@ -8,6 +8,9 @@ tokenizes. A text longer than ``max_length`` tokens is refused, never cut silent
 
 from __future__ import annotations
 
+import hashlib
+import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,23 @@ class TextEncoder:
         self._tokenizer = tokenizer
         self.max_length = max_length
         self.pad_id = pad_id
+
+    @classmethod
+    def shared(cls, path: Path, max_length: int) -> TextEncoder:
+        """The encoder of this tokenizer file, shared by every loaded model whose file has
+        the same bytes (thousands of per-customer models of one base share one tokenizer:
+        a few MB each otherwise); freed when the last model using it is unloaded."""
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError as error:
+            raise ConfigError([f"{path}: cannot load the tokenizer: {error}"]) from None
+        key = (digest, max_length)
+        with _SHARED_LOCK:
+            encoder = _SHARED.get(key)
+            if encoder is None:
+                encoder = cls.from_file(path, max_length)
+                _SHARED[key] = encoder
+            return encoder
 
     @classmethod
     def from_file(cls, path: Path, max_length: int) -> TextEncoder:
@@ -66,6 +86,10 @@ class TextEncoder:
         if with_type_ids:
             result["token_type_ids"] = np.zeros_like(ids)
         return result
+
+
+_SHARED: weakref.WeakValueDictionary[tuple[str, int], TextEncoder] = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
 
 
 def decode_texts(items: np.ndarray) -> list[str]:
