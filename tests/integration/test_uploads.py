@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import subprocess
 import threading
 import zlib
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from inferpack.config.model_config import parse_model_config
 from inferpack.processing.image import image_tensor
 from inferpack.processing.pipeline import image_preprocess
 from tests.helpers import ServerThread
+from tests.integration.cli_server import inferpack
 
 LABELS = [f"class {i}" for i in range(10)]
 MAX_BATCH = 4
@@ -449,3 +451,54 @@ def test_random_mixes_are_each_answered_once_and_right(
         assert isinstance(got, list) and len(got) == len(expected[index])
         for answer, want in zip(got, expected[index], strict=True):
             _assert_same_top5(answer, want)
+
+
+def _loadtest(*args: str) -> subprocess.CompletedProcess[str]:
+    command = ["loadtest", "--duration-s", "1.5", "--warmup-s", "0.3", "--max-windows", "3"]
+    return subprocess.run(
+        inferpack(*command, *args), capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_loadtest_sends_a_file_as_the_upload(
+    server: ServerThread, tmp_path: Path, transport: str
+) -> None:
+    image = tmp_path / "cat.jpg"
+    image.write_bytes(_image(120, 90, seed=21))
+    url = server.url if transport == "http" else f"grpc://{server.grpc_address}"
+    output = tmp_path / "lt.json"
+    result = _loadtest(
+        "--url", url, "--model", "small-cnn", "--input-file", f"images={image}",
+        "--concurrency", "2", "--batch-size", "2", "--output", str(output),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    document = json.loads(output.read_text())
+    assert document["spec"]["input_files"] == [["images", str(image)]]
+    [level] = document["levels"]
+    assert level["errors"] == {} and level["requests"] > 0
+    assert level["items_per_s"] == pytest.approx(2 * level["throughput_rps"], rel=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--input-file", "images"], 2, "NAME=PATH"),
+        (["--input-file", "images=/nowhere/cat.jpg"], 1, "No such file"),
+        (["--input-file", "images={jpeg}", "--no-binary"], 1, "not UTF-8 text"),
+        (["--input-file", "image={jpeg}"], 0, "errors"),  # the server names the input: 400s
+    ],
+)
+def test_loadtest_input_file_errors_are_named(
+    server: ServerThread, tmp_path: Path, args: list[str], code: int, message: str
+) -> None:
+    jpeg = tmp_path / "cat.jpg"
+    jpeg.write_bytes(_image(32, 32, seed=22))
+    output = tmp_path / "lt.json"
+    filled = [arg.format(jpeg=jpeg) for arg in args]
+    result = _loadtest(
+        "--url", server.url, "--model", "small-cnn", "--concurrency", "1",
+        "--output", str(output), *filled,
+    )  # fmt: skip
+    assert result.returncode == code, result.stdout + result.stderr
+    assert message in " ".join((result.stdout + result.stderr).split())

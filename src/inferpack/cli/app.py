@@ -326,6 +326,13 @@ def loadtest(
     workers: Annotated[int, typer.Option(help="Client processes.")] = 1,
     max_requests: Annotated[int, typer.Option(help="Requests per level at most.")] = 1_000_000,
     seed: Annotated[int, typer.Option(help="Seed of inputs, model choice and arrivals.")] = 0,
+    input_file: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="NAME=PATH: send the file's bytes as BYTES input NAME, one per row (an image "
+            "or text upload); repeatable. Only these inputs are sent."
+        ),
+    ] = None,
 ) -> None:
     """Drive a KServe v2 server (REST or gRPC) closed- or open-loop and measure it."""
     import json
@@ -350,6 +357,7 @@ def loadtest(
         workers=workers,
         max_requests=max_requests,
         seed=seed,
+        input_files=_input_files(input_file or []),
         **shape,
     )
     try:
@@ -361,6 +369,17 @@ def loadtest(
     for warning in document["warnings"]:
         console.print(f"[yellow]warning:[/] {warning}")
     console.print(f"wrote {output}")
+
+
+def _input_files(given: list[str]) -> tuple[tuple[str, str], ...]:
+    files = []
+    for item in given:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            console.print(f"[red]error:[/] --input-file takes NAME=PATH, got {item!r}")
+            raise typer.Exit(2)
+        files.append((name, path))
+    return tuple(files)
 
 
 def _level_shape(

@@ -11,6 +11,7 @@ import json
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -137,17 +138,51 @@ def _grpc(model: str, tensors: list[tuple[str, str, np.ndarray]]) -> Payload:
     return Payload(model, request.SerializeToString())
 
 
+def file_inputs(
+    files: tuple[tuple[str, str], ...], batch_size: int, transport: str
+) -> list[tuple[str, str, np.ndarray]]:
+    """BYTES [batch_size, 1] inputs, every row one file's bytes (an upload per row)."""
+    tensors = []
+    for name, path in files:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as error:
+            raise InvalidInputError(f"--input-file {name}={path}: {error.strerror}") from None
+        if transport == "http-json":
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidInputError(
+                    f"--input-file {name}={path}: not UTF-8 text, so JSON cannot carry it: "
+                    "send binary tensors (drop --no-binary) or use gRPC"
+                ) from None
+        column = np.empty((batch_size, 1), dtype=np.object_)
+        column[:, 0] = [data] * batch_size
+        tensors.append((name, "BYTES", column))
+    return tensors
+
+
 def build_payloads(
-    url: str, transport: str, models: tuple[str, ...], batch_size: int, seed: int
+    url: str,
+    transport: str,
+    models: tuple[str, ...],
+    batch_size: int,
+    seed: int,
+    *,
+    input_files: tuple[tuple[str, str], ...] = (),
 ) -> list[Payload]:
-    """One prepared request per model, in the order of ``models``."""
+    """One prepared request per model, in the order of ``models``: random tensors shaped
+    by the model's metadata, or the given files as BYTES inputs."""
+    encode = {"http-json": _http_json, "http-binary": _http_binary, "grpc": _grpc}[transport]
+    files = file_inputs(input_files, batch_size, transport) if input_files else None
     payloads = []
     for index, model in enumerate(models):
+        if files is not None:
+            payloads.append(encode(model, files))
+            continue
         if transport == "grpc":
             metadata = _metadata_grpc(url.removeprefix("grpc://"), model)
         else:
             metadata = _metadata_http(url, model)
-        tensors = _inputs(metadata, batch_size, seed + index)
-        encode = {"http-json": _http_json, "http-binary": _http_binary, "grpc": _grpc}[transport]
-        payloads.append(encode(model, tensors))
+        payloads.append(encode(model, _inputs(metadata, batch_size, seed + index)))
     return payloads

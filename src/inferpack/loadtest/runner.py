@@ -299,7 +299,14 @@ def _warnings(spec: LoadSpec, levels: list[dict[str, Any]]) -> list[str]:
 
 def run_loadtest(spec: LoadSpec, progress: Progress | None = None) -> dict[str, Any]:
     _check(spec)
-    payloads = build_payloads(spec.url, spec.transport, spec.models, spec.batch_size, spec.seed)
+    payloads = build_payloads(
+        spec.url,
+        spec.transport,
+        spec.models,
+        spec.batch_size,
+        spec.seed,
+        input_files=spec.input_files,
+    )
     levels = [_run_level(spec, payloads, level, progress) for level in spec.levels]
     environment = describe("cpu")
     environment.pop("gpu", None)

@@ -27,6 +27,9 @@ class LoadSpec:
     workers: int = 1  # client processes
     max_requests: int = 1_000_000  # per level, all workers together
     seed: int = 0
+    # (input name, file): every row of that input is the file's bytes, a BYTES element
+    # (an image or text upload, docs/processing.md); then only these inputs are sent.
+    input_files: tuple[tuple[str, str], ...] = ()
 
     @property
     def window_s(self) -> float:
