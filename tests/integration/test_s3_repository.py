@@ -335,3 +335,33 @@ def test_serve_s3_from_the_cli_with_cache_dir_lru_and_budget(
     for name in ("tiny-a", "tiny-b"):
         assert (cache / namespace(url) / name / "1" / ARTIFACT).is_file()
     assert " INFO " not in server.output()  # --log-level warning
+
+
+def test_labels_beside_model_yaml_are_fetched_with_the_model(s3: S3, tmp_path: Path) -> None:
+    """A classifier's labels.txt (a file of the model folder, not of a version) comes from
+    the store into the cache, where the served model's pipeline reads it."""
+    import yaml
+
+    from inferpack.repository.init import init_repository
+    from inferpack.runtime.metrics import ServingMetrics
+    from inferpack.runtime.served_model import ServedModel
+    from inferpack.runtime.workers import DevicePools
+
+    origin = tmp_path / "origin"
+    init_repository(origin, ["small-cnn"], seed=0)
+    path = origin / "small-cnn" / "model.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["postprocess"]["classification"]["labels"] = "labels.txt"
+    path.write_text(yaml.safe_dump(config))
+    labels = [f"kind {i}" for i in range(10)]
+    (origin / "small-cnn" / "labels.txt").write_text("\n".join(labels) + "\n")
+    s3.upload(origin, "repos/labelled")
+
+    repository = s3.repository(tmp_path / "cache", prefix="repos/labelled")
+    [source] = repository.sources("small-cnn")
+    pools = DevicePools(1)
+    try:
+        model = ServedModel.load(source, ServingMetrics(), pools)
+        assert model.pipeline is not None and model.pipeline.labels == tuple(labels)
+    finally:
+        pools.shutdown()
