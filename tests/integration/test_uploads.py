@@ -502,3 +502,25 @@ def test_loadtest_input_file_errors_are_named(
     )  # fmt: skip
     assert result.returncode == code, result.stdout + result.stderr
     assert message in " ".join((result.stdout + result.stderr).split())
+
+
+def test_uint8_pixels_are_taken_as_they_are(server: ServerThread, repo: Path) -> None:
+    """Decoded RGB frames (UINT8 [n, H, W, 3]) in the upload input skip decoding and get the
+    same resize, crop and normalisation as an uploaded PNG of the same pixels."""
+    from inferpack.processing.image import decode_image
+
+    pngs = [_image(100, 70, 23, "PNG"), _image(100, 70, 24, "PNG")]
+    pixels = np.stack([decode_image(data, 10**6) for data in pngs])
+    client = httpclient.InferenceServerClient(server.address)
+    frames = httpclient.InferInput("images", list(pixels.shape), "UINT8")
+    frames.set_data_from_numpy(pixels)
+    logits = client.infer("small-cnn", [frames]).as_numpy("logits")
+    expected = _tensor_logits(server, np.stack([_decoded(repo, "small-cnn", d) for d in pngs]))
+    assert logits is not None
+    np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
+
+    wrong = httpclient.InferInput("images", [1, 70, 100], "UINT8")
+    wrong.set_data_from_numpy(pixels[:1, :, :, 0])
+    with pytest.raises(InferenceServerException) as error:
+        client.infer("small-cnn", [wrong])
+    assert error.value.status() == "400" and "[n, H, W, 3]" in str(error.value.message())

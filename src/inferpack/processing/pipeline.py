@@ -27,7 +27,12 @@ from inferpack.config.model_config import ModelConfig
 from inferpack.config.processing_config import PEOPLE_OUTPUT, ImageInput, TextInput
 from inferpack.datatypes import numpy_dtype
 from inferpack.errors import InvalidInputError
-from inferpack.processing.image import ImagePreprocess, ImageTransform, image_tensor
+from inferpack.processing.image import (
+    ImagePreprocess,
+    ImageTransform,
+    image_tensor,
+    preprocess_image,
+)
 from inferpack.types import Tensor
 
 Outputs = dict[str, Tensor]
@@ -90,8 +95,11 @@ class Pipeline:
                 f"{[s.name for s in self.config.inputs]}, not both (got {others} too)"
             )
         array = inputs[spec.name]
+        if self.image is not None and array.dtype == np.uint8:
+            return self._pixel_rows(spec.name, array)
         if array.dtype != np.object_:
-            raise InvalidInputError(f"input {spec.name!r} must be BYTES, got dtype {array.dtype}")
+            what = "BYTES (encoded images) or UINT8 [n, H, W, 3]" if self.image else "BYTES"
+            raise InvalidInputError(f"input {spec.name!r} must be {what}, got {array.dtype}")
         if array.ndim == 2 and array.shape[1] == 1:
             array = array[:, 0]
         if array.ndim != 1:
@@ -106,9 +114,31 @@ class Pipeline:
             )
         return list(array)
 
+    def _pixel_rows(self, name: str, array: Tensor) -> list[object]:
+        """Decoded RGB pixels (UINT8 [n, H, W, 3], e.g. frames from a camera pipeline): taken
+        as they are, then resized, cropped and normalised as a decoded upload would be."""
+        assert self.image is not None
+        if array.ndim != 4 or array.shape[3] != 3:
+            raise InvalidInputError(
+                f"input {name!r}: UINT8 pixels must be [n, H, W, 3] (RGB), got {list(array.shape)}"
+            )
+        if not 1 <= array.shape[0] <= self.config.max_batch_size:
+            raise InvalidInputError(
+                f"input {name!r}: {array.shape[0]} images, the model takes 1 to "
+                f"{self.config.max_batch_size} per request (max_batch_size)"
+            )
+        if array.shape[1] * array.shape[2] > self.image.max_pixels:
+            raise InvalidInputError(
+                f"input {name!r}: {array.shape[2]}x{array.shape[1]} images exceed "
+                f"{self.image.max_pixels} pixels (preprocess.image.max_pixels)"
+            )
+        return list(array)
+
     def image_row(self, item: object, index: int) -> tuple[Tensor, ImageTransform]:
         """One upload row to one model row (a processing-pool task)."""
         assert self.image is not None
+        if isinstance(item, np.ndarray):
+            return preprocess_image(item, self.image, index)
         if isinstance(item, str):
             item = item.encode("latin-1", errors="strict")
         if not isinstance(item, bytes | bytearray | memoryview):
