@@ -176,6 +176,25 @@ def decode_ms(repo: Path, images: list[bytes], rounds: int = 20) -> dict[str, fl
     }
 
 
+def decode_large_ms(rounds: int = 5) -> dict[str, float]:
+    """A 4000 x 3000 (12 MP) photo-like JPEG to squeezenet's input, one thread: the full
+    decode (default) vs ``jpeg_draft`` (libjpeg scales at decode)."""
+    import time
+
+    from inferpack.processing.image import ImagePreprocess, image_tensor
+
+    data = photo_like_jpeg(0, (4000, 3000))
+    result: dict[str, float] = {"jpeg_bytes": float(len(data))}
+    for name, draft in (("full_decode_ms", False), ("jpeg_draft_ms", True)):
+        spec = ImagePreprocess(resize=256, crop=(224, 224), jpeg_draft=draft)
+        image_tensor(data, spec)
+        started = time.perf_counter()
+        for _ in range(rounds):
+            image_tensor(data, spec)
+        result[name] = round((time.perf_counter() - started) / rounds * 1e3, 1)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration-s", type=float, default=15.0)
@@ -185,6 +204,7 @@ def main() -> None:
     try:
         init_repository(repo, ["squeezenet"], seed=0)
         decode = decode_ms(repo, [photo_like_jpeg(seed) for seed in range(8)])
+        decode_large = decode_large_ms()
         with served(repo) as url:
             rows = asyncio.run(measure(url, repo, args.duration_s, args.concurrency))
     finally:
@@ -196,6 +216,7 @@ def main() -> None:
             "model": "squeezenet (seeded weights), 500x375 JPEG q90 -> resize 256, crop 224",
             "jpeg_bytes_mean": round(sum(jpeg_sizes) / len(jpeg_sizes)),
             "decode_preprocess_ms_per_image_one_thread": decode,
+            "decode_preprocess_12mp_one_thread": decode_large,
             "concurrency": args.concurrency,
             "duration_s": args.duration_s,
             "results": rows,

@@ -64,7 +64,14 @@ def test_text_embedding_adds_an_output() -> None:
     assert config.folder_files() == ["tokenizer.json"]
 
 
-@pytest.mark.parametrize("raw", [_image_model(), _text_model()])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        _image_model(),
+        _text_model(),
+        _image_model(preprocess={"image": {"resize": 256, "crop": 224, "jpeg_draft": True}}),
+    ],
+)
 def test_round_trip_through_model_yaml(raw: dict[str, Any]) -> None:
     config = parse_model_config(raw, "model.yaml")
     again = parse_model_config(model_config_to_dict(config), "model.yaml")

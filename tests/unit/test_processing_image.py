@@ -169,3 +169,43 @@ def test_matches_torchvision_when_present() -> None:
         np.asarray(image), ImagePreprocess(resize=256, crop=(224, 224), mean=mean, std=std)
     )
     assert np.allclose(row, reference, atol=1e-2)
+
+
+def _smooth_jpeg(width: int, height: int, exif: Image.Exif | None = None) -> bytes:
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    pixels = np.stack([128 + 100 * np.sin(x / 90 + c) * np.cos(y / 70) for c in range(3)], -1)
+    buffer = io.BytesIO()
+    image = Image.fromarray(pixels.astype(np.uint8))
+    image.save(buffer, format="JPEG", quality=92, **({"exif": exif} if exif else {}))
+    return buffer.getvalue()
+
+
+def test_jpeg_draft_decodes_smaller_and_maps_back_to_the_full_image() -> None:
+    from inferpack.processing.image import decode_image_sized
+
+    data = _smooth_jpeg(2000, 1500)
+    pixels, full = decode_image_sized(data, 10**8, draft_side=256)
+    assert full == (2000, 1500)
+    assert 256 <= min(pixels.shape[:2]) < 1500 // 2  # libjpeg scaled it at decode
+    exact = ImagePreprocess(resize=256, crop=(224, 224))
+    fast = ImagePreprocess(resize=256, crop=(224, 224), jpeg_draft=True)
+    row_exact, t_exact = image_tensor(data, exact)
+    row_fast, t_fast = image_tensor(data, fast)
+    assert row_fast.shape == row_exact.shape == (3, 224, 224)
+    assert np.abs(row_fast - row_exact).mean() < 2 / 255  # smooth image: nearly the same pixels
+    assert (t_fast.width, t_fast.height) == (2000, 1500)
+    centre = (np.array([111.5]), np.array([111.5]))
+    for got, want in zip(t_fast.to_original(*centre), t_exact.to_original(*centre), strict=True):
+        assert got[0] == pytest.approx(want[0], abs=3.0)  # the crop's centre, in full pixels
+
+
+def test_jpeg_draft_keeps_exif_rotation_and_ignores_other_formats() -> None:
+    from inferpack.processing.image import decode_image_sized
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated: 1200 wide, 1600 high
+    pixels, full = decode_image_sized(_smooth_jpeg(1600, 1200, exif), 10**8, draft_side=200)
+    assert full == (1200, 1600) and pixels.shape[0] > pixels.shape[1] >= 200
+    png = _encode(_gradient(800, 600), "PNG")
+    pixels, full = decode_image_sized(png, 10**8, draft_side=100)
+    assert pixels.shape[:2] == (600, 800) and full == (800, 600)

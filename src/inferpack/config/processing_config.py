@@ -49,6 +49,7 @@ class ImageInput:
     layout: str = "CHW"
     color: str = "RGB"
     max_pixels: int = DEFAULT_MAX_PIXELS
+    jpeg_draft: bool = False  # JPEGs decoded at 1/2-1/8 scale when that much larger
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +265,7 @@ def _image_input(reader: _Reader) -> ImageInput:
         layout=reader.choice("layout", "CHW", ("CHW", "HWC")),
         color=reader.choice("color", "RGB", ("RGB", "BGR")),
         max_pixels=reader.positive_int("max_pixels", DEFAULT_MAX_PIXELS),
+        jpeg_draft=reader.boolean("jpeg_draft", False),
     )
 
 
@@ -329,6 +331,8 @@ def preprocess_to_dict(pre: Preprocess | None) -> dict[str, Any] | None:
         image["crop"] = list(pre.crop)
     image.update(mean=list(pre.mean), std=list(pre.std), scale=pre.scale)
     image.update(layout=pre.layout, color=pre.color, max_pixels=pre.max_pixels)
+    if pre.jpeg_draft:
+        image["jpeg_draft"] = True
     return {"image": image}
 
 

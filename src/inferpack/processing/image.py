@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from PIL import Image as PILImage
 
 FORMATS = "JPEG, PNG, WebP, BMP, GIF, TIFF"
+_EXIF_ORIENTATION = 0x0112
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,15 @@ class ImagePreprocess:
     color: str = "RGB"  # or BGR
     datatype: str = "FP32"  # FP32, FP16 or UINT8 (UINT8: pixels as they are)
     max_pixels: int = 50_000_000
+    # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale when the image is that much
+    # larger than the resize needs (a 12 MP photo to 256: 3x faster, mean difference 0.5/255).
+    jpeg_draft: bool = False
+
+    def draft_side(self) -> int | None:
+        """The side both decoded dims must keep (so the resize never upsamples), or None."""
+        if not self.jpeg_draft or self.resize is None:
+            return None
+        return self.resize if isinstance(self.resize, int) else max(self.resize)
 
     def output_dims(self) -> tuple[int, int, int] | None:
         """The row's dims when fixed by the crop or an exact resize (else None)."""
@@ -85,6 +95,14 @@ def decode_image(data: bytes, max_pixels: int, index: int | None = None) -> np.n
     """uint8 H x W x 3 RGB, EXIF orientation applied. 400 for empty, undecodable or
     truncated data; 413 for a declared size over ``max_pixels`` (checked from the header,
     before decoding)."""
+    return decode_image_sized(data, max_pixels, index)[0]
+
+
+def decode_image_sized(
+    data: bytes, max_pixels: int, index: int | None = None, draft_side: int | None = None
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """:func:`decode_image`, and the (width, height) the image has at full resolution as
+    displayed; with ``draft_side`` a JPEG may be decoded smaller, down to that side."""
     image_module, image_ops = _pillow()
     name = _name(index)
     if not data:
@@ -112,7 +130,10 @@ def decode_image(data: bytes, max_pixels: int, index: int | None = None) -> np.n
                 f"limit of {max_pixels} (preprocess.image.max_pixels)"
             )
         try:
+            if draft_side is not None and image.format == "JPEG":
+                image.draft("RGB", (draft_side, draft_side))
             image.load()
+            rotated = image.getexif().get(_EXIF_ORIENTATION, 1) in (5, 6, 7, 8)
             image = image_ops.exif_transpose(image) or image
             rgb = image.convert("RGB")
         except image_module.DecompressionBombError as error:
@@ -121,7 +142,8 @@ def decode_image(data: bytes, max_pixels: int, index: int | None = None) -> np.n
             text = str(error)
             what = "is truncated" if "truncat" in text.lower() else "cannot be decoded"
             raise InvalidInputError(f"{name} {what}: {text}") from None
-    return np.asarray(rgb, dtype=np.uint8)
+    full_size = (height, width) if rotated else (width, height)
+    return np.asarray(rgb, dtype=np.uint8), full_size
 
 
 def _resized_size(width: int, height: int, resize: tuple[int, int] | int) -> tuple[int, int]:
@@ -186,5 +208,18 @@ def _normalised(pixels: np.ndarray, spec: ImagePreprocess) -> np.ndarray:
 def image_tensor(
     data: bytes, spec: ImagePreprocess, index: int | None = None
 ) -> tuple[np.ndarray, ImageTransform]:
-    """Decode and preprocess one encoded image."""
-    return preprocess_image(decode_image(data, spec.max_pixels, index), spec, index)
+    """Decode and preprocess one encoded image; the transform maps to its full size even
+    when it was decoded smaller (``jpeg_draft``)."""
+    pixels, (width, height) = decode_image_sized(data, spec.max_pixels, index, spec.draft_side())
+    row, transform = preprocess_image(pixels, spec, index)
+    decoded_h, decoded_w = pixels.shape[:2]
+    if (decoded_w, decoded_h) == (width, height):
+        return row, transform
+    return row, ImageTransform(
+        width,
+        height,
+        transform.scale_x * decoded_w / width,
+        transform.scale_y * decoded_h / height,
+        transform.crop_x,
+        transform.crop_y,
+    )

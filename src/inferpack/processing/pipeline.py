@@ -266,6 +266,7 @@ def image_preprocess(pre: ImageInput, datatype: str) -> ImagePreprocess:
         color=pre.color,
         datatype=datatype,
         max_pixels=pre.max_pixels,
+        jpeg_draft=pre.jpeg_draft,
     )
 
 
