@@ -115,3 +115,74 @@ def test_invalid_utf8_is_400(server: ServerThread) -> None:
         timeout=120,
     )
     assert response.status_code == 400, response.text
+
+
+def _text_classifier(repo: Path, tokenizer: Path) -> None:
+    """TorchScript: mean of token embeddings (masked) -> 3 class scores, with labels and the
+    MiniLM tokenizer beside it: text in, named class probabilities out."""
+    import shutil
+
+    import torch
+    import yaml
+
+    class TextClassifier(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(30522, 8)
+            self.head = torch.nn.Linear(8, 3)
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            mask = attention_mask.unsqueeze(-1).to(torch.float32)
+            pooled = (self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+            return self.head(pooled)
+
+    torch.manual_seed(0)
+    folder = repo / "sentiment"
+    (folder / "1").mkdir(parents=True)
+    torch.jit.script(TextClassifier().eval()).save(str(folder / "1" / "model.pt"))
+    shutil.copyfile(tokenizer, folder / "tokenizer.json")
+    (folder / "labels.txt").write_text("negative\nneutral\npositive\n")
+    config = {
+        "name": "sentiment",
+        "platform": "torchscript",
+        "max_batch_size": 8,
+        "inputs": [
+            {"name": "input_ids", "datatype": "INT64", "shape": [-1]},
+            {"name": "attention_mask", "datatype": "INT64", "shape": [-1]},
+        ],
+        "outputs": [{"name": "scores", "datatype": "FP32", "shape": [3]}],
+        "preprocess": {"text": {"max_length": 64}},
+        "postprocess": {"classification": {"labels": "labels.txt", "top_k": 3}},
+    }
+    (folder / "model.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_text_classifier_answers_named_class_probabilities(tmp_path: Path, repo: Path) -> None:
+    from inferpack.processing.classify import top_k_json
+    from inferpack.processing.text import TextEncoder
+
+    _text_classifier(tmp_path, repo / "minilm" / "tokenizer.json")
+    thread = ServerThread(ServerConfig(str(tmp_path), http_port=0, grpc_port=0)).start()
+    try:
+        response = requests.post(
+            f"{thread.url}/predictions/sentiment", json=SENTENCES[:2], timeout=120
+        )
+        assert response.status_code == 200, response.text
+        answers = response.json()
+        encoded = TextEncoder.from_file(tmp_path / "sentiment" / "tokenizer.json", 64).encode(
+            SENTENCES[:2]
+        )
+        client = httpclient.InferenceServerClient(thread.address)
+        inputs = []
+        for name in ("input_ids", "attention_mask"):
+            item = httpclient.InferInput(name, list(encoded[name].shape), "INT64")
+            item.set_data_from_numpy(encoded[name])
+            inputs.append(item)
+        scores = client.infer("sentiment", inputs).as_numpy("scores")
+        assert scores is not None
+        expected = top_k_json(scores, 3, ["negative", "neutral", "positive"], True)
+        assert [list(a) for a in answers] == [list(e) for e in expected]
+        for got, want in zip(answers, expected, strict=True):
+            assert list(got.values()) == pytest.approx(list(want.values()), rel=1e-4)
+    finally:
+        thread.stop()
