@@ -62,7 +62,7 @@ class ImagePreprocess:
     datatype: str = "FP32"  # FP32, FP16 or UINT8 (UINT8: pixels as they are)
     max_pixels: int = 50_000_000
     # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale when the image is that much
-    # larger than the resize needs (a 12 MP photo to 256: 3x faster, mean difference 0.5/255).
+    # larger than the resize needs (a 12 MP photo to 256: 40 ms instead of 201 ms, one thread).
     jpeg_draft: bool = False
 
     def draft_side(self) -> int | None:
