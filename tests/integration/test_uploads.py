@@ -177,9 +177,19 @@ def test_raw_body_is_one_image(server: ServerThread, repo: Path, content_type: s
     _assert_same_top5(response.json(), expected)
 
 
-def test_json_tensors_still_work_on_predictions(server: ServerThread) -> None:
-    pixels = np.zeros((3, 64, 64), dtype=np.float32).tolist()
-    response = requests.post(f"{server.url}/predictions/small-cnn", json=pixels, timeout=60)
+@pytest.mark.parametrize(
+    "content_type", ["application/json", "application/x-www-form-urlencoded", None]
+)
+def test_json_tensors_still_work_on_predictions(
+    server: ServerThread, content_type: str | None
+) -> None:
+    """JSON is told from an image by its type, or by its first byte when the type says
+    nothing (curl -d sends form-urlencoded)."""
+    body = json.dumps(np.zeros((3, 64, 64), dtype=np.float32).tolist()).encode()
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = requests.post(
+        f"{server.url}/predictions/small-cnn", data=body, headers=headers, timeout=60
+    )
     assert response.status_code == 200, response.text
     assert len(response.json()) == 10  # the logits of one sample, as before
 

@@ -5,10 +5,11 @@ What is read as an upload (the model's ``preprocess`` says whether items are ima
 - ``multipart/form-data``: each field named as the upload input (``images`` by default;
   ``text``) or ``data`` (TorchServe's own name) is one item, in order; many items are one
   batch. Other field names are refused, naming the accepted ones.
-- ``application/json``: for a text model, a string or a list of strings (or
+- JSON (``application/json``, or a body starting with ``{`` or ``[`` whose type is absent
+  or generic, as curl's ``-d`` sends): for a text model, a string or a list of strings (or
   ``{"<input>": [...]}``); anything else is the tensor request of :mod:`.torchserve`.
-- Any other body (``image/jpeg``, ``application/octet-stream``, curl's default
-  ``--data-binary``, ``text/plain``): the body is one item.
+- Any other body (``image/jpeg``, ``application/octet-stream``, ``text/plain``, curl's
+  ``--data-binary`` of a file): the body is one item.
 
 The answer is what the model's ``postprocess`` makes: ``{label: probability}`` top-k per
 image, keypoints per image, an embedding per text, or the outputs as nested lists. One item
@@ -55,13 +56,28 @@ def is_upload(request: web.Request, config: ModelConfig) -> bool:
 async def read_upload(
     request: web.Request, config: ModelConfig, limit_bytes: int, reservation: Reservation
 ) -> Upload | None:
-    """The upload's items; None when a JSON body of a text model holds tensors instead."""
+    """The upload's items; None when the body is JSON tensors instead (the caller reads it
+    again: aiohttp keeps it)."""
     if request.content_type.startswith("multipart/"):
         return await _read_multipart(request, config, limit_bytes, reservation)
     body = await _read_limited(request, limit_bytes, reservation)
-    if request.content_type == "application/json":
-        return _json_texts(body, config)
+    declared = request.content_type if "Content-Type" in request.headers else None
+    if _is_json(declared, body):
+        return _json_texts(body, config) if isinstance(config.preprocess, TextInput) else None
     return Upload([body], single=True)
+
+
+def _is_json(content_type: str | None, body: bytes) -> bool:
+    """JSON by its type, or by its first byte when the type is absent or says nothing
+    (curl's ``-d`` sends form-urlencoded): no image format starts with ``{`` or ``[``. A
+    declared image, binary or plain-text body is taken as it is."""
+    if content_type == "application/json":
+        return True
+    if content_type is not None and (
+        content_type.startswith(("image/", "text/")) or content_type == "application/octet-stream"
+    ):
+        return False
+    return body.lstrip()[:1] in (b"{", b"[")
 
 
 def _field_names(config: ModelConfig) -> tuple[str, ...]:
