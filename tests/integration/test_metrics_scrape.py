@@ -90,5 +90,8 @@ async def test_a_large_scrape_does_not_stall_the_event_loop(explicit: ServerThre
     assert "synthetic-04999" in text
     # Rendered on the loop, the first probe waited for the whole render (~ the scrape); on
     # a thread the loop answers between GIL switches (every 5 ms) while the render goes on.
+    # The median, not the max: one probe can meet a GC pause or a busy CI core; on the loop
+    # every probe would wait for the render (and there would hardly be 3 of them).
     assert len(latencies_s) >= 3, (scrape_s, latencies_s)
-    assert max(latencies_s) < scrape_s / 2, (scrape_s, max(latencies_s))
+    median_s = sorted(latencies_s)[len(latencies_s) // 2]
+    assert median_s < scrape_s / 4, (scrape_s, median_s, latencies_s)
