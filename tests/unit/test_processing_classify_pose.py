@@ -166,3 +166,13 @@ def test_no_field_no_people() -> None:
     assert people_from_pafs(heatmaps, np.zeros((1, 38, 46, 46), np.float32), (368, 368), 0.3) == [
         []
     ]
+
+
+def test_a_peak_on_the_edge_stays_on_the_map() -> None:
+    heatmaps = np.zeros((1, 18, 8, 8), np.float32)
+    heatmaps[0, :, 0, 0] = 0.9  # top-left corner cell
+    heatmaps[0, :, 0, 1] = 0.5
+    heatmaps[0, :, 1, 0] = 0.5
+    points = keypoints_from_heatmaps(heatmaps, (64, 64), threshold=0.1)
+    assert (points[0, :, :2] >= 0).all()  # found, not pushed off the map (x = -0.5)
+    assert points[0, 0, 0] == pytest.approx(3.5) and points[0, 0, 1] == pytest.approx(3.5)

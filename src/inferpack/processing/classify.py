@@ -96,8 +96,8 @@ def triton_classification(scores: np.ndarray, k: int, labels: Sequence[str] | No
 
 
 def unique_labels(labels: Sequence[str]) -> tuple[str, ...]:
-    """Labels usable as JSON keys: a repeated name (ImageNet has two "crane"s) gets its
-    index appended from its second appearance on."""
+    """Labels usable as JSON keys: a repeated name (ImageNet's clean names repeat "missile"
+    and "sunglasses") gets its index appended from its second appearance on."""
     seen: set[str] = set()
     result = []
     for index, label in enumerate(labels):

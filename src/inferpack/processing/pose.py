@@ -69,10 +69,12 @@ def keypoints_from_heatmaps(
         picked: np.ndarray = maps[image, channel, y, x]
         return picked
 
-    # At an edge the missing neighbour repeats the peak: the parabola then moves it inwards
-    # only if the inner neighbour says so, never outside the map.
-    fx = px + _subpixel(at(0, -1), score, at(0, 1))
-    fy = py + _subpixel(at(-1, 0), score, at(1, 0))
+    # A peak on the map's edge has no neighbour beyond it: it is not refined along that
+    # axis (a parabola through a repeated sample would push it half a cell off the map).
+    inside_x = (px > 0) & (px < width - 1)
+    inside_y = (py > 0) & (py < height - 1)
+    fx = px + np.where(inside_x, _subpixel(at(0, -1), score, at(0, 1)), 0.0)
+    fy = py + np.where(inside_y, _subpixel(at(-1, 0), score, at(1, 0)), 0.0)
     input_h, input_w = input_hw
     x_in = (fx + 0.5) * input_w / width - 0.5
     y_in = (fy + 0.5) * input_h / height - 0.5
