@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,10 @@ FAST = ["--duration-s", "0.9", "--warmup-s", "0.2", "--repeats", "3", "--device"
 
 def _inferpack(*args: str) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-c", "from inferpack.cli import main; main()", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    env = {**os.environ, "COLUMNS": "200"}  # rich tables: one row a line
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=300, check=False, env=env
+    )
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +148,18 @@ def test_catalog_override_prices_a_bench_run(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     cost = json.loads(output.read_text())["results"][0]["cost"]
     assert cost["price_usd_per_hour"] == 0.2
+
+
+def test_catalog_adds_a_cpu_instance_without_accelerator_fields(tmp_path: Path) -> None:
+    override = tmp_path / "cpu.yaml"
+    override.write_text(
+        "instances:\n"
+        "  - {name: c8g.large, region: us-east-1, basis: on-demand, price_usd_per_hour: 0.0798,\n"
+        "     price_date: '2026-12-01', source: list price, vcpu: 2, memory_gib: 4}\n"
+    )
+    listed = _inferpack("catalog", "--catalog", str(override))
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert "c8g.large" in listed.stdout and "0.0798" in listed.stdout
 
 
 def test_bench_refuses_ambiguous_model_choice(tmp_path: Path) -> None:

@@ -219,3 +219,32 @@ def test_names_are_sorted_and_distinct(catalog: Catalog) -> None:
     names = catalog.names()
     assert names == sorted(set(names))
     assert {"inf1.xlarge", "p2.xlarge", "eia1.medium", "m5.xlarge"} <= set(names)
+
+
+def test_a_cpu_instance_needs_no_accelerator_fields(tmp_path: Path) -> None:
+    override = tmp_path / "cpu.yaml"
+    override.write_text(
+        "instances:\n"
+        "  - {name: c8g.large, region: us-east-1, basis: on-demand, price_usd_per_hour: 0.0798,\n"
+        "     price_date: '2026-12-01', source: list price, vcpu: 2, memory_gib: 4}\n"
+    )
+    added = Catalog.load(override).get("c8g.large")
+    assert added.accelerator is None
+    assert added.accelerator_count == 0
+    assert added.accelerator_memory_gib == 0
+
+
+def test_an_accelerator_without_its_count_is_named(tmp_path: Path) -> None:
+    override = tmp_path / "gpu.yaml"
+    override.write_text(
+        "instances:\n"
+        "  - {name: g9.large, region: us-east-1, basis: on-demand, price_usd_per_hour: 1.5,\n"
+        "     price_date: '2026-12-01', source: list price, vcpu: 8, memory_gib: 32,\n"
+        "     accelerator: X1}\n"
+    )
+    with pytest.raises(ConfigError, match="accelerator 'X1' needs 'accelerator_count'"):
+        Catalog.load(override)
+    gpu = override.read_text().replace("accelerator: X1}", "accelerator: X1, accelerator_count: 1}")
+    override.write_text(gpu)
+    added = Catalog.load(override).get("g9.large")
+    assert added.accelerator_count == 1 and added.accelerator_memory_gib is None

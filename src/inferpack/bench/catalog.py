@@ -103,7 +103,14 @@ _FIELDS: dict[str, Check] = {
     "price_history": _rule(lambda v: isinstance(v, list), "must be a list"),
 }
 # fmt: on
-_OPTIONAL = {"notes", "price_history"}
+# A CPU instance names no accelerator: the three accelerator fields default to none, 0 and 0.
+_OPTIONAL = {
+    "notes",
+    "price_history",
+    "accelerator",
+    "accelerator_count",
+    "accelerator_memory_gib",
+}
 
 
 def _check(raw: Mapping[str, Any], fields: Mapping[str, Check], where: str) -> list[str]:
@@ -125,7 +132,11 @@ def _check_entry(raw: Mapping[str, Any], where: str) -> list[str]:
             problems += _check(item, _HISTORY_FIELDS, at)
         else:
             problems.append(f"{at}: must be a mapping, got {item!r}")
-    accel, count = raw.get("accelerator"), raw.get("accelerator_count")
+    accel = raw.get("accelerator")
+    if accel is not None and "accelerator_count" not in raw:
+        problems.append(f"{where}: accelerator {accel!r} needs 'accelerator_count' (>= 1)")
+        return problems
+    count = raw.get("accelerator_count", 0)
     valid = _optional(_text)(accel) is None and _count(count) is None
     if valid and (accel is None) != (count == 0):
         problems.append(
@@ -137,6 +148,11 @@ def _check_entry(raw: Mapping[str, Any], where: str) -> list[str]:
 
 def _build(raw: Mapping[str, Any]) -> InstanceType:
     values: dict[str, Any] = {key: raw.get(key) for key in _FIELDS}
+    if values["accelerator"] is None:
+        # A CPU instance: no accelerator, count 0, no accelerator memory.
+        values["accelerator_count"] = values["accelerator_count"] or 0
+        if "accelerator_memory_gib" not in raw:
+            values["accelerator_memory_gib"] = 0
     for key in ("price_usd_per_hour", "memory_gib", "accelerator_memory_gib"):
         values[key] = None if values[key] is None else float(values[key])
     values["price_date"] = _as_date(values["price_date"])
