@@ -19,6 +19,7 @@ from inferpack import __version__
 from inferpack.config import ServerConfig
 from inferpack.config.control import ControlConfig, ControlMode
 from inferpack.config.server_config import DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_REQUEST_BYTES
+from inferpack.config.trust import parse_allowed_platforms
 from inferpack.errors import InferpackError
 
 app = typer.Typer(
@@ -79,6 +80,13 @@ def serve(
             "threads (default: the CPUs this process may run on).",
         ),
     ] = None,
+    allowed_platforms: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated platforms whose models may load, e.g. workload,onnx "
+            "(default: all). torchscript, torch_export and torch_aoti artifacts are code.",
+        ),
+    ] = None,
     repository_api_token: Annotated[
         str | None,
         typer.Option(
@@ -96,11 +104,17 @@ def serve(
     if "://" not in model_repository and not Path(model_repository).is_dir():
         console.print(f"[red]error:[/] model repository {model_repository} is not a directory")
         raise typer.Exit(2)
+    try:
+        allowed = parse_allowed_platforms(allowed_platforms) if allowed_platforms else None
+    except InferpackError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
     control = ControlConfig(
         mode=model_control_mode,
         memory_budget_bytes=int(memory_budget_mb * 2**20) if memory_budget_mb else None,
         startup_models=tuple(load_model or ()),
         cpu_threads=cpu_threads,
+        allowed_platforms=allowed,
     )
     config = ServerConfig(
         model_repository,

@@ -29,3 +29,5 @@ class ControlConfig:
     # Total CPU threads for model compute (worker threads x torch intra-op threads, split
     # by inferpack.runtime.workers.plan_cpu_threads); None: the CPUs this process may use.
     cpu_threads: int | None = None
+    # Platforms whose artifacts may be loaded (inferpack.config.trust); None: every platform.
+    allowed_platforms: frozenset[str] | None = None

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 
 from inferpack.config.control import ControlConfig, ControlMode
 from inferpack.config.model_config import ModelConfig
+from inferpack.config.trust import refuse_unless_allowed
 from inferpack.errors import InferpackError, NotFoundError, OverloadedError, UnavailableError
 from inferpack.repository import ModelSource, Repository
 from inferpack.repository.local import versions_to_serve
@@ -183,6 +184,11 @@ class ModelManager:
         versions: dict[str, ServedModel] = {}
         try:
             loop = asyncio.get_running_loop()
+            if (allowed := self.control.allowed_platforms) is not None:  # before any artifact
+                config = await loop.run_in_executor(
+                    self._loader, self.repository.config, entry.name
+                )
+                refuse_unless_allowed(entry.name, config.platform, allowed)
             sources = await loop.run_in_executor(self._loader, self.repository.sources, entry.name)
             await self._reserve(entry, entry.measured or Footprint(_artifact_bytes(sources)))
             for source in sources:
