@@ -27,7 +27,8 @@ from typing import Any, Final
 import numpy as np
 import onnxruntime as ort
 
-from inferpack.config.model_config import ModelConfig, TensorSpec
+from inferpack.config.model_config import ModelConfig
+from inferpack.config.tensor_spec import TensorSpec
 from inferpack.datatypes import numpy_dtype
 from inferpack.errors import ConfigError
 from inferpack.repository import ModelSource

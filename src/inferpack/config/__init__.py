@@ -4,10 +4,10 @@ from inferpack.config.model_config import (
     DynamicBatchingConfig,
     InstanceConfig,
     ModelConfig,
-    TensorSpec,
     parse_model_config,
 )
 from inferpack.config.server_config import ServerConfig
+from inferpack.config.tensor_spec import TensorSpec
 
 __all__ = [
     "DynamicBatchingConfig",

@@ -23,6 +23,7 @@ from inferpack.config.processing_config import (
     postprocess_to_dict,
     preprocess_to_dict,
 )
+from inferpack.config.tensor_spec import TensorSpec
 from inferpack.datatypes import DATATYPES
 from inferpack.errors import ConfigError
 
@@ -39,15 +40,6 @@ PRECISIONS: Final[frozenset[str]] = frozenset({"fp32", "bf16", "fp16"})
 STORAGE_PRECISIONS: Final[frozenset[str]] = frozenset({"bf16", "fp16"})
 # Bounded by default: admission control instead of unbounded memory growth under overload.
 DEFAULT_MAX_QUEUE_SIZE: Final = 1024
-
-
-@dataclass(frozen=True, slots=True)
-class TensorSpec:
-    """A named tensor; ``dims`` excludes the batch dimension; -1 marks a variable dim."""
-
-    name: str
-    datatype: str
-    dims: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-if TYPE_CHECKING:
-    from inferpack.config.model_config import TensorSpec
+from inferpack.config.tensor_spec import TensorSpec
 
 AddProblem = Callable[[str, str], None]
 # A 7071 x 7071 image: far above any model's input, far below a decompression bomb.
@@ -511,8 +510,6 @@ def _not_output(name: str, by_output: dict[str, TensorSpec]) -> str:
 
 def derived_outputs(post: Postprocess, outputs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
     """The outputs postprocessing adds to the model's own (what metadata lists)."""
-    from inferpack.config.model_config import TensorSpec
-
     added: list[TensorSpec] = []
     if post.pose is not None:
         added.append(TensorSpec(post.pose.name, "FP32", (POSE_KEYPOINTS, 3)))

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from inferpack.config.model_config import ModelConfig, TensorSpec
+from inferpack.config.model_config import ModelConfig
+from inferpack.config.tensor_spec import TensorSpec
 from inferpack.errors import NotFoundError
 from inferpack.runtime import Engine
 from inferpack.runtime.served_model import ServedModel

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-from inferpack.config.model_config import ModelConfig, TensorSpec
+from inferpack.config.model_config import ModelConfig
+from inferpack.config.tensor_spec import TensorSpec
 from inferpack.datatypes import datatype_of
 from inferpack.errors import InvalidInputError
 from inferpack.types import InferRequest, Tensor

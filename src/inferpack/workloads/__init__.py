@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from inferpack.config.model_config import DynamicBatchingConfig, ModelConfig, TensorSpec
+from inferpack.config.model_config import DynamicBatchingConfig, ModelConfig
 from inferpack.config.processing_config import (
     ClassificationOutput,
     EmbeddingOutput,
@@ -24,6 +24,7 @@ from inferpack.config.processing_config import (
     Preprocess,
     TextInput,
 )
+from inferpack.config.tensor_spec import TensorSpec
 from inferpack.errors import ConfigError
 
 if TYPE_CHECKING:
