@@ -233,3 +233,16 @@ def test_profile_that_sustains_nothing_at_the_slo_is_not_used() -> None:
     usable = Profile("bert", "small", 500.0, 100.0, 100.0, "hand")
     plan = make_plan([zero, usable], [Demand("m", "bert", 1.0)], TYPES, PlanOptions(slo_p90_ms=100))
     assert {s.instance_type for s in plan.servers} == {"small"}
+
+
+def test_capacity_counts_only_what_was_answered() -> None:
+    """A level offered 400 req/s that answered 240 (p90 80 ms) proves no capacity of 400 at
+    SLO 100: it did not keep up. A level that kept up counts at its answered rate."""
+    points = (
+        RatePoint(200, 196, 20, 40, 60, 0),  # kept up (98 %): counts as 196
+        RatePoint(400, 240, 40, 80, 120, 0),  # fell behind (60 %): does not count
+    )
+    profile = Profile("k", "small", 1.0, 400.0, 100.0, "measured", points=points)
+    assert capacity_at_slo(profile, 100.0) == 196.0
+    behind = Profile("k", "small", 1.0, 400.0, 100.0, "measured", points=points[1:])
+    assert capacity_at_slo(behind, 100.0) is None

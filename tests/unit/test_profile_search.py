@@ -24,6 +24,7 @@ from inferpack.profile.search import (
     MIN_GAP_SHARE,
     Measure,
     SearchConfig,
+    SearchResult,
     failure,
     search_capacity,
 )
@@ -254,3 +255,12 @@ def test_a_broken_profiles_file_is_refused_before_measuring(tmp_path: Path) -> N
     path.write_text("profiles: [{kind: mlp}]\n")
     with pytest.raises(ConfigError, match="instance_type"):
         read_existing(path)
+
+
+def test_the_stated_capacity_is_never_above_the_answered_rate() -> None:
+    """A level may pass a little below its offered rate (Poisson slack): the profile states
+    what was answered, not what was offered."""
+    points = (RatePoint(100, 100, 5, 9, 12, 0), RatePoint(200, 188, 6, 11, 15, 0))
+    result = SearchResult(capacity_rps=200, failed_rps=None, points=points)
+    assert result.answered_capacity_rps == 188
+    assert SearchResult(100, 200, points[:1]).answered_capacity_rps == 100

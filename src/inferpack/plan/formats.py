@@ -19,6 +19,10 @@ import yaml
 
 from inferpack.errors import ConfigError
 
+# A level counts only when the server answered at least this share of the offered rate
+# (``inferpack profile``'s own rule; it also allows Poisson slack for short levels).
+MIN_ANSWERED_SHARE = 0.9
+
 
 @dataclass(frozen=True)
 class RatePoint:
@@ -30,6 +34,15 @@ class RatePoint:
     p90_ms: float
     p99_ms: float
     error_pct: float
+
+    def answered(self, min_share: float = MIN_ANSWERED_SHARE) -> bool:
+        """Whether the server kept up with the offered rate at this level."""
+        return self.achieved_rps >= min_share * self.rate_rps
+
+    @property
+    def sustained_rps(self) -> float:
+        """What the level proves a server sustains: never more than it answered."""
+        return min(self.rate_rps, self.achieved_rps)
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,11 @@ so every model has, per type, a size vector ``(memory, compute, slots)`` as shar
 server. A model whose compute share exceeds one needs replicas: ``replicas(m, t)`` copies,
 its rps split evenly, each copy paying the full memory and slot.
 
-Capacity at the plan's SLO comes from the profile's measured points where it has them (the
-highest offered rate whose p90 met the SLO with < 1 % errors); a hand-written profile without
-points is usable only at an SLO at least as loose as its own.
+Capacity at the plan's SLO comes from the profile's measured points where it has them: the
+highest *answered* rate of a level whose p90 met the SLO with < 1 % errors and that answered
+at least 90 % of its offered rate (a level that fell behind proves nothing about the rate it
+was offered); a hand-written profile without points is usable only at an SLO at least as
+loose as its own.
 """
 
 from __future__ import annotations
@@ -84,7 +86,9 @@ def capacity_at_slo(profile: Profile, slo_p90_ms: float) -> float | None:
     if not profile.points:
         return profile.capacity_rps if profile.slo_p90_ms <= slo_p90_ms else None
     met = [
-        p.rate_rps for p in profile.points if p.p90_ms <= slo_p90_ms and p.error_pct < MAX_ERROR_PCT
+        p.sustained_rps
+        for p in profile.points
+        if p.p90_ms <= slo_p90_ms and p.error_pct < MAX_ERROR_PCT and p.answered()
     ]
     if not met:
         return None

@@ -160,7 +160,7 @@ def _profile(spec: ProfileSpec, result: SearchResult, memory_mb: float) -> Profi
         kind=spec.kind or spec.model,
         instance_type=spec.instance_type,
         model_memory_mb=round(memory_mb, 6),
-        capacity_rps=round(result.capacity_rps, 3),
+        capacity_rps=round(result.answered_capacity_rps, 3),
         slo_p90_ms=spec.search.slo_p90_ms,
         source=describe_source(spec),
         max_models=spec.max_models,

@@ -77,6 +77,13 @@ class SearchResult:
     failed_rps: float | None  # lowest measured rate that failed; None if max_rps passed
     points: tuple[RatePoint, ...]  # every measured level, by rate
 
+    @property
+    def answered_capacity_rps(self) -> float:
+        """The capacity a profile states: the passing rate, never above what the server
+        answered at that level (a pass allows Poisson slack below the offered rate)."""
+        at = [p.sustained_rps for p in self.points if p.rate_rps == self.capacity_rps]
+        return min([self.capacity_rps, *at])
+
 
 def failure(point: RatePoint, config: SearchConfig) -> str | None:
     """Why ``point`` misses the SLO, or None when it meets it."""
