@@ -259,10 +259,11 @@ async def test_cancelled_close_answers_queued_and_running_requests() -> None:
 
 
 class ExplodingKey:
-    """A batch key whose comparison raises: stands in for any bug inside the scheduler."""
+    """A batch key whose comparison and hash raise (the scheduler groups queued requests
+    by key): stands in for any bug inside the scheduler."""
 
     def __hash__(self) -> int:
-        return 0
+        raise RuntimeError("key comparison failed")
 
     def __eq__(self, other: object) -> bool:
         raise RuntimeError("key comparison failed")
@@ -353,3 +354,49 @@ async def test_deadline_is_answered_while_every_instance_is_busy() -> None:
         await batcher.close()
     assert [blocker.result(), patient.result()] == [0, 20]
     assert model.batches == [[0], [2]]
+
+
+async def test_a_full_batch_of_one_key_is_not_held_by_another_keys_delay() -> None:
+    """Head-of-line blocking: one request of key "a" waits out its (long) delay; a full
+    batch of key "b" queued behind it leaves at once on the other idle instance."""
+    model = FakeModel()
+    batcher = make(model, instances=2, max_batch_rows=4, max_queue_delay_s=60.0)
+    lone = batcher.submit(0, rows=1, key="a")
+    full = [batcher.submit(p, rows=1, key="b") for p in (1, 2, 3, 4)]
+    async with asyncio.timeout(10):  # a failure guard, far below the 60 s delay
+        assert await asyncio.gather(*full) == [10, 20, 30, 40]
+    assert model.batches == [[1, 2, 3, 4]]
+    assert not lone.done()
+    await batcher.close()  # close dispatches "a" without its delay
+    assert await lone == 0
+    assert model.batches == [[1, 2, 3, 4], [0]]
+
+
+async def test_the_due_key_with_the_oldest_request_goes_first() -> None:
+    model = FakeModel(hold=True)
+    batcher = make(model, max_batch_rows=2, max_queue_delay_s=60.0)
+    blocker = batcher.submit(0, rows=2, key="x")
+    await model.started.wait()
+    # Behind the busy instance: "a" (oldest, not due), then "b" full, then "c" full.
+    waiting = [batcher.submit(p, rows=1, key=k) for p, k in [(1, "a"), (2, "b"), (3, "c")]]
+    waiting += [batcher.submit(p, rows=1, key=k) for p, k in [(4, "c"), (5, "b")]]
+    model.release.set()
+    async with asyncio.timeout(10):
+        await asyncio.gather(blocker, *waiting[1:])
+    # "b" and "c" are both full: "b" holds the older request. "a" stays for its delay.
+    assert model.batches == [[0], [2, 5], [3, 4]]
+    assert not waiting[0].done()
+    await batcher.close()
+    assert model.batches[-1] == [1]
+
+
+async def test_a_key_past_its_delay_goes_before_a_younger_full_one() -> None:
+    model = FakeModel(hold=True)
+    batcher = make(model, max_batch_rows=2, max_queue_delay_s=0.0)
+    blocker = batcher.submit(0, rows=2, key="x")
+    await model.started.wait()
+    futures = [batcher.submit(p, rows=1, key=k) for p, k in [(1, "a"), (2, "b"), (3, "b")]]
+    model.release.set()
+    await asyncio.gather(blocker, *futures)
+    assert model.batches == [[0], [1], [2, 3]]
+    await batcher.close()

@@ -14,9 +14,11 @@ Contract (what callers and tests rely on):
   (requests whose non-batch shapes differ are never mixed). The batch limit is
   ``max_batch_rows``, capped by the largest bucket when ``buckets`` are given.
 - A batch is formed only when an instance is free (so batches grow under load, as in
-  Triton). It is dispatched when full, when it reaches the largest preferred size, or when
-  the oldest queued request has waited ``max_queue_delay_s`` (the delay counts from the
-  first arrival, not the last).
+  Triton). Each key's batch is due when full, when it reaches the largest preferred size,
+  or when the key's oldest queued request has waited ``max_queue_delay_s`` (the delay
+  counts from the first arrival, not the last). Any due key is dispatched: a request of one
+  key never holds back a due batch of another (text models queue one key per padded
+  length). When several keys are due, the key whose oldest request is oldest goes first.
 - With preferred sizes, the batch is the largest queue prefix whose row count is a
   preferred size; if none, the largest prefix that fits.
 - Buckets (the batch sizes a compiled model runs at) are preferred sizes: the preferred
@@ -241,9 +243,10 @@ class DynamicBatcher(Generic[P, R]):
 
         forever:
             answer expired requests, drop cancelled ones
-            while an instance is free and the head request's batch is due: dispatch it
+            while an instance is free and some key's batch is due:
+                dispatch the due key whose oldest request is oldest
             if nothing is queued: return               (idle, or closing and drained)
-            sleep until woken, the earliest deadline, or the head's batch falls due
+            sleep until woken, the earliest deadline, or the oldest request's batch falls due
         """
         loop = asyncio.get_running_loop()
         wakeup = self._wakeup
@@ -252,11 +255,11 @@ class DynamicBatcher(Generic[P, R]):
             now = loop.time()
             wake_s = self._expire(now)
             while self._free and self._queue:
-                due_s = self._due_s(self._queue[0])
+                key, due_s = self._next_due(now)
                 if due_s > now:
                     wake_s = min(wake_s, due_s)
                     break
-                self._dispatch(self._free.pop(0), self._take(self._queue[0].key), now)
+                self._dispatch(self._free.pop(0), self._take(key), now)
             if not self._queue:
                 return
             wakeup.clear()
@@ -281,27 +284,31 @@ class DynamicBatcher(Generic[P, R]):
         deadlines = [item.deadline_s for item in self._queue if item.deadline_s is not None]
         return min(deadlines, default=math.inf)
 
-    def _due_s(self, head: QueuedItem[P, R]) -> float:
-        """When the batch starting with ``head`` should leave (-inf: now)."""
-        if self._closing or self._ready(head.key):
-            return -math.inf
-        return head.enqueued_at + self.policy.max_queue_delay_s
+    def _next_due(self, now: float) -> tuple[Hashable, float]:
+        """The key to dispatch next and when its batch is due (-inf: now): the first key,
+        in the order of their oldest queued requests, whose batch is full or has waited
+        ``max_queue_delay_s``; when none is due yet, the oldest request's key and its time.
+
+        Keys in that order: an oldest request that has waited the delay is older than every
+        other key's, so an expired key always goes before one that is only full."""
+        head = self._queue[0]
+        if self._closing or not self.policy.combine_requests:
+            return head.key, -math.inf
+        delay_s, target = self.policy.max_queue_delay_s, self._target_rows()
+        rows: dict[Hashable, int] = {}
+        first_s: dict[Hashable, float] = {}  # insertion order: the age of each key's oldest
+        for item in self._queue:
+            rows[item.key] = rows.get(item.key, 0) + item.rows
+            first_s.setdefault(item.key, item.enqueued_at)
+        for key, enqueued_at in first_s.items():
+            if enqueued_at + delay_s <= now or rows[key] >= target:
+                return key, -math.inf
+        return head.key, head.enqueued_at + delay_s
 
     def _target_rows(self) -> int:
         if self._preferred_rows:
             return min(self._limit_rows, self._preferred_rows[-1])
         return self._limit_rows
-
-    def _ready(self, key: Hashable) -> bool:
-        if not self.policy.combine_requests:
-            return True
-        target, rows = self._target_rows(), 0
-        for item in self._queue:
-            if item.key == key:
-                rows += item.rows
-                if rows >= target:
-                    return True
-        return False
 
     def _take(self, key: Hashable) -> list[QueuedItem[P, R]]:
         """Remove and return the batch for ``key`` (see the contract for its size).
