@@ -129,3 +129,23 @@ def test_hand_edited_plan_with_non_numbers_names_each_field(tmp_path: Path) -> N
     assert "usd_per_hour must be a number, got 'cheap'" in text
     assert "predicted_p90_ms must be a number" in text
     assert "models[0]: rps must be a number, got 'lots'" in text
+
+
+def test_a_profile_server_block_round_trips_and_is_checked(tmp_path: Path) -> None:
+    from inferpack.plan.server_model import ServerModel
+
+    block = ServerModel(2, 0.25, 8, 2000.0, 1, ((1, 3.1), (8, 10.5)), (4, 8))
+    profile = Profile("k", "c5.large", 1.0, 100.0, 50.0, "measured", server=block)
+    write_profiles(tmp_path / "p.yaml", [profile])
+    assert read_profiles([tmp_path / "p.yaml"]) == [profile]
+    bad = {
+        "kind": "k", "instance_type": "c5.large", "model_memory_mb": 1, "capacity_rps": 1,
+        "slo_p90_ms": 1, "source": "x",
+        "server": {"workers": 0, "frontend_ms": -1, "batch_service_ms": {0: 1, 2: -3}},
+    }  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        parse_profiles({"profiles": [bad]}, "p.yaml")
+    text = str(caught.value)
+    assert "server.workers must be an integer >= 1" in text
+    assert "server.frontend_ms must be a number >= 0" in text
+    assert "batch_service_ms needs sizes >= 1 and ms > 0" in text

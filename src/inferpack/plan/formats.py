@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from inferpack.errors import ConfigError
+from inferpack.plan.server_model import ServerModel, parse_server_model, server_model_to_dict
 
 # A level counts only when the server answered at least this share of the offered rate
 # (``inferpack profile``'s own rule; it also allows Poisson slack for short levels).
@@ -58,6 +59,7 @@ class Profile:
     max_models: int | None = None
     points: tuple[RatePoint, ...] = ()  # latency vs rate; absent in hand-written profiles
     models_per_server: int | None = None  # how many copies the measurement served
+    server: ServerModel | None = None  # the mechanism, for simulate (plan/server_model.py)
 
     def p90_at_ms(self, rate_rps: float) -> float | None:
         """p90 predicted at a total rate, interpolated between measured points."""
@@ -218,6 +220,7 @@ def parse_profiles(data: Any, source: Path | str) -> list[Profile]:
                 max_models=max_models,
                 points=_points(entry.get("points"), where, problems),
                 models_per_server=per_server if isinstance(per_server, int) else None,
+                server=parse_server_model(entry.get("server"), where, problems),
             )
         )
     seen: dict[tuple[str, str], int] = {}
@@ -259,7 +262,8 @@ def read_profiles(paths: Iterable[Path]) -> list[Profile]:
 def profile_to_dict(profile: Profile) -> dict[str, Any]:
     data = asdict(profile)
     data["points"] = [asdict(p) for p in profile.points]
-    for key in ("max_models", "models_per_server"):
+    data["server"] = None if profile.server is None else server_model_to_dict(profile.server)
+    for key in ("max_models", "models_per_server", "server"):
         if data[key] is None:
             del data[key]
     if not data["points"]:

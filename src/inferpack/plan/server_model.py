@@ -1,0 +1,103 @@
+"""A profile's ``server`` block: what one server does with a batch, for latency models.
+
+Capacity and a latency-vs-rate curve say what one server sustained for N even copies; they
+cannot say what 40 models at skewed rates do, since batching is per model. The server block
+states the mechanism instead, so ``inferpack simulate`` (and the planner's latency model)
+can replay any mix of rates on it::
+
+    server:
+      workers: 2                 # batches that run at once on the server (worker threads)
+      frontend_ms: 0.25          # event-loop CPU per request (decode, encode, hand-offs)
+      max_batch_size: 8          # the model's dynamic batching
+      max_queue_delay_us: 2000
+      preferred_batch_sizes: []
+      instances: 1               # batches of one model that run at once
+      batch_service_ms: {1: 3.1, 2: 4.0, 4: 6.2, 8: 10.5}   # one batch on one worker
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ServerModel:
+    workers: int
+    frontend_ms: float
+    max_batch_size: int
+    max_queue_delay_us: float
+    instances: int
+    batch_service_ms: tuple[tuple[int, float], ...]  # (batch size, ms), by size
+    preferred_batch_sizes: tuple[int, ...] = ()
+
+
+def _int(raw: Mapping[str, Any], key: str, where: str, problems: list[str], default: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        problems.append(f"{where}: server.{key} must be an integer >= 1 (got {value!r})")
+        return default
+    return value
+
+
+def _ms(raw: Mapping[str, Any], key: str, where: str, problems: list[str]) -> float:
+    value = raw.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        problems.append(f"{where}: server.{key} must be a number >= 0 (got {value!r})")
+        return 0.0
+    return float(value)
+
+
+def _curve(raw: Any, where: str, problems: list[str]) -> tuple[tuple[int, float], ...]:
+    if not isinstance(raw, Mapping) or not raw:
+        problems.append(f"{where}: server.batch_service_ms must map batch sizes to ms")
+        return ()
+    points = []
+    for size, ms in raw.items():
+        size_ok = isinstance(size, int) and not isinstance(size, bool) and size >= 1
+        ms_ok = isinstance(ms, int | float) and not isinstance(ms, bool) and ms > 0
+        if not (size_ok and ms_ok):
+            problems.append(
+                f"{where}: server.batch_service_ms needs sizes >= 1 and ms > 0 "
+                f"(got {size!r}: {ms!r})"
+            )
+            continue
+        points.append((size, float(ms)))
+    return tuple(sorted(points))
+
+
+def parse_server_model(raw: Any, where: str, problems: list[str]) -> ServerModel | None:
+    """The ``server`` block of a profile entry (None when absent); problems appended."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        problems.append(f"{where}: server must be a mapping")
+        return None
+    preferred = raw.get("preferred_batch_sizes") or []
+    if not isinstance(preferred, list) or not all(
+        isinstance(p, int) and not isinstance(p, bool) and p >= 1 for p in preferred
+    ):
+        problems.append(f"{where}: server.preferred_batch_sizes must be integers >= 1")
+        preferred = []
+    return ServerModel(
+        workers=_int(raw, "workers", where, problems, 1),
+        frontend_ms=_ms(raw, "frontend_ms", where, problems),
+        max_batch_size=_int(raw, "max_batch_size", where, problems, 1),
+        max_queue_delay_us=_ms(raw, "max_queue_delay_us", where, problems),
+        instances=_int(raw, "instances", where, problems, 1),
+        batch_service_ms=_curve(raw.get("batch_service_ms"), where, problems),
+        preferred_batch_sizes=tuple(sorted(preferred)),
+    )
+
+
+def server_model_to_dict(model: ServerModel) -> dict[str, Any]:
+    return {
+        "workers": model.workers,
+        "frontend_ms": model.frontend_ms,
+        "max_batch_size": model.max_batch_size,
+        "max_queue_delay_us": model.max_queue_delay_us,
+        "preferred_batch_sizes": list(model.preferred_batch_sizes),
+        "instances": model.instances,
+        "batch_service_ms": dict(model.batch_service_ms),
+    }

@@ -1,0 +1,95 @@
+"""``inferpack simulate`` through the command line: plan -> simulate, every flag, errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from inferpack.plan.formats import Demand, Profile, write_demand, write_profiles
+from inferpack.plan.server_model import ServerModel
+from tests.integration.cli_server import inferpack
+
+SERVER = ServerModel(
+    workers=2,
+    frontend_ms=0.2,
+    max_batch_size=8,
+    max_queue_delay_us=2000,
+    instances=1,
+    batch_service_ms=((1, 3.0), (4, 6.0), (8, 9.0)),
+)
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        inferpack(*args), capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("simulate")
+    profile = Profile("small-cnn", "c5.2xlarge", 0.2, 400.0, 50.0, "hand", server=SERVER)
+    write_profiles(folder / "profiles.yaml", [profile])
+    write_demand(
+        folder / "demand.csv", [Demand(f"cnn-{i:02d}", "small-cnn", 20.0) for i in range(12)]
+    )
+    done = run(
+        "plan", "--profiles", str(folder / "profiles.yaml"), "--demand", str(folder / "demand.csv"),
+        "--slo-p90-ms", "50", "--output", str(folder / "plan.yaml"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {name: folder / name for name in ("profiles.yaml", "demand.csv", "plan.yaml")}
+
+
+def _simulate(planned: dict[str, Path], out: Path, *extra: str) -> dict:
+    done = run(
+        "simulate", str(planned["plan.yaml"]), "--profiles", str(planned["profiles.yaml"]),
+        "--output", str(out), *extra,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(out.read_text())
+
+
+def test_simulate_a_plan_at_its_own_rates(planned: dict[str, Path], tmp_path: Path) -> None:
+    flags = ("--duration-s", "60", "--network-ms", "0.5", "--router-ms", "0.05", "--seed", "7")
+    result = _simulate(planned, tmp_path / "sim.json", *flags)
+    fleet = result["fleet"]
+    assert fleet["requests"] == pytest.approx(240 * 60, rel=0.05)
+    assert 3.0 + 0.5 < fleet["p50_ms"] <= fleet["p90_ms"] <= fleet["p99_ms"]
+    assert {row["name"] for row in result["models"]} == {f"cnn-{i:02d}" for i in range(12)}
+    for row in result["servers"]:
+        assert {"p50_ms", "p90_ms", "p99_ms", "utilization", "meets_slo"} <= set(row)
+    assert result["spec"]["network_ms"] == 0.5 and result["spec"]["router_ms"] == 0.05
+    again = _simulate(planned, tmp_path / "again.json", *flags)
+    assert again["fleet"] == fleet  # the seed makes it repeatable
+
+
+def test_demand_scaled_and_trace(planned: dict[str, Path], tmp_path: Path) -> None:
+    doubled = _simulate(
+        planned, tmp_path / "d.json", "--demand", str(planned["demand.csv"]),
+        "--rate-scale", "2", "--duration-s", "30",
+    )  # fmt: skip
+    assert doubled["fleet"]["requests"] == pytest.approx(480 * 30, rel=0.05)
+    trace = tmp_path / "trace.csv"
+    trace.write_text("t_s,model,rps\n0,cnn-00,10\n10,cnn-00,100\n")
+    stepped = _simulate(planned, tmp_path / "t.json", "--trace", str(trace), "--duration-s", "20")
+    [row] = [r for r in stepped["models"] if r["requests"]]
+    assert row["name"] == "cnn-00" and row["requests"] == pytest.approx(1100, rel=0.15)
+
+
+def test_refusals(planned: dict[str, Path], tmp_path: Path) -> None:
+    both = run(
+        "simulate", str(planned["plan.yaml"]), "--profiles", str(planned["profiles.yaml"]),
+        "--output", str(tmp_path / "x.json"), "--demand", "a.csv", "--trace", "b.csv",
+    )  # fmt: skip
+    assert both.returncode == 2 and "not both" in both.stderr
+    bare = tmp_path / "bare.yaml"
+    write_profiles(bare, [Profile("small-cnn", "c5.2xlarge", 0.2, 400.0, 50.0, "hand")])
+    missing = run(
+        "simulate", str(planned["plan.yaml"]), "--profiles", str(bare),
+        "--output", str(tmp_path / "y.json"),
+    )  # fmt: skip
+    assert missing.returncode == 1 and "no 'server' block" in " ".join(missing.stderr.split())
