@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import machine
-from inferpack.simulate.server import poisson_arrivals, simulate_server
-from inferpack.simulate.service import BatchPolicy, ServiceCurve, SimModel
+from inferpack.queueing.server import poisson_arrivals, simulate_server
+from inferpack.queueing.service import BatchPolicy, ServiceCurve, SimModel
 
 MODELS = 76
 RATE_RPS = 6230 / 40  # the seeds' fleet rate over its 40 servers

@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inferpack.errors import ConfigError
-from inferpack.simulate.server import (
+from inferpack.queueing.server import (
     frontend_departures,
     poisson_arrivals,
     simulate_server,
 )
-from inferpack.simulate.service import BatchPolicy, ServiceCurve, SimModel
+from inferpack.queueing.service import BatchPolicy, ServiceCurve, SimModel
 
 SERVICE_S = 0.010
 

@@ -8,6 +8,7 @@ its lower bound and gap.
     best     = the cheapest of them
     if the exact assignment model is small enough and a gap remains:
         best, bound = exact MILP warm-started by best, within the time left
+    best     = servers whose simulated p90 misses the SLO shed replicas   (tail.py)
     gap      = (cost - bound) / cost
 
 Pure: no files, no clock but the one timing the solve, no printing.
@@ -38,6 +39,7 @@ from inferpack.plan.packing import (
     improve,
 )
 from inferpack.plan.problem import PlanOptions, Problem, ServerType, build_problem
+from inferpack.plan.tail import enforce_tail, simulated_p90_ms
 
 # Gap below which the exact model is not worth starting (solver tolerance).
 GAP_TOLERANCE = 1e-6
@@ -78,6 +80,9 @@ def make_plan(
             f"exact model too large ({exact_size(problem, counts):,} assignments > "
             f"{EXACT_MAX_ASSIGNMENTS:,}): ffd packing, gap against the aggregated bound"
         )
+    best, tail_notes = enforce_tail(problem, best, options.slo_p90_ms)
+    notes += tail_notes
+    cost = cost_of(problem, best)
     lower = min(lower, cost)
     summary = PlanSummary(
         slo_p90_ms=options.slo_p90_ms,
@@ -165,18 +170,23 @@ def _server_plan(problem: Problem, server: Bin, options: PlanOptions, number: in
         memory_mb=round(memory_mb, 3),
         memory_utilization=round((memory_mb + options.server_overhead_mb) / kind.memory_mb, 4),
         compute_utilization=round(utilization, 4),
-        predicted_p90_ms=_predicted_p90_ms(problem, kind.name, load.keys(), utilization),
+        predicted_p90_ms=_predicted_p90_ms(problem, server, load.keys(), utilization),
     )
 
 
 def _predicted_p90_ms(
-    problem: Problem, type_name: str, kinds: Any, utilization: float
+    problem: Problem, server: Bin, kinds: Any, utilization: float
 ) -> float | None:
-    """The worst kind's p90 at the server's load, from its profile's measured points.
+    """The server's simulated p90 where its profiles have server blocks (plan/tail.py);
+    else the worst kind's p90 at the server's load, from its profile's measured points.
 
     A server running at a fraction u of capacity is taken to behave like a server of one
     kind at u x that kind's capacity_rps (capacity shares add up, which is how the
     planner packs them). None when a profile has no measured points."""
+    simulated = simulated_p90_ms(problem, server.members, server.type_index)
+    if simulated is not None:
+        return simulated
+    type_name = problem.types[server.type_index].name
     worst = None
     for kind in kinds:
         profile = problem.profiles[(kind, type_name)]

@@ -1,5 +1,6 @@
-"""Discrete-event models of inferpack servers and fleets: predicted latency at any scale.
+"""A planned fleet, simulated event by event: predicted latency at any scale.
 
-``service``: batch service-time curves and batching policies; ``server``: one server's
-frontend, batchers and workers, event by event.
+``fleet``: router, routing by planned share, each server through
+:mod:`inferpack.queueing.server`; ``demand``: rates from the plan, a demand CSV or a trace;
+``result``: the JSON document.
 """

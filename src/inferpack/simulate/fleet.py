@@ -22,8 +22,8 @@ import numpy as np
 from inferpack.errors import ConfigError
 from inferpack.plan.formats import Plan, Profile, ServerPlan
 from inferpack.plan.server_model import ServerModel
-from inferpack.simulate.server import frontend_departures, simulate_server
-from inferpack.simulate.service import BatchPolicy, ServiceCurve, SimModel
+from inferpack.queueing.server import frontend_departures, simulate_server
+from inferpack.queueing.service import BatchPolicy, ServiceCurve, SimModel
 
 # rate of each model (by name) over [start_s, end_s): the demand or a trace step
 RateSteps = Mapping[str, Sequence[tuple[float, float, float]]]

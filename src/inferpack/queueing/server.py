@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from inferpack.simulate.service import SimModel
+from inferpack.queueing.service import SimModel
 
 
 @dataclass(frozen=True, slots=True)

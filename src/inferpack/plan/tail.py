@@ -1,0 +1,123 @@
+"""The tail constraint: no server planned with a predicted p90 above the SLO.
+
+Capacity shares bound a server's *mean* load; its p90 depends on how that load is split
+(batching is per model: 40 models at 1/40 of a rate batch far worse than one). Where every
+kind on a server has a profile ``server`` block, the server is simulated
+(:mod:`inferpack.queueing.server`, with its models' own rates) and:
+
+    while some server's simulated p90 > SLO:
+        if it holds several replicas: move out the fewest highest-rate ones that bring its
+            p90 under the SLO (bisection on how many) onto a new server of its type
+        else: split the replica's rate over two servers
+    a replica that misses the SLO alone at a tiny rate is left, with a note
+
+The aggregated bound ignores this constraint, so it stays a valid lower bound; the gap
+then includes what the tail costs. Deterministic: every simulation uses the same seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from inferpack.plan.packing import Bin, bin_usage
+from inferpack.plan.problem import Problem
+from inferpack.plan.server_model import ServerModel
+from inferpack.queueing.server import poisson_arrivals, simulate_server
+from inferpack.queueing.service import BatchPolicy, ServiceCurve, SimModel
+
+# Requests simulated per check (p90 within a few % at this count), and at least this long.
+SIM_REQUESTS = 6_000
+MIN_SIM_S = 20.0
+SEED = 20261206
+# A replica is not split below this share of its model's rate.
+MIN_FRACTION = 1 / 64
+
+
+def _block(problem: Problem, m: int, t: int) -> ServerModel | None:
+    profile = problem.profiles.get((problem.models[m].kind, problem.types[t].name))
+    return None if profile is None else profile.server
+
+
+def simulated_p90_ms(problem: Problem, members: dict[int, float], t: int) -> float | None:
+    """p90 of one server holding ``members`` (model -> share of its rate); None when a kind
+    on it has no server block."""
+    blocks = {m: _block(problem, m, t) for m in members}
+    if not members or any(b is None for b in blocks.values()):
+        return None
+    chosen = [b for b in blocks.values() if b is not None]
+    server = min(chosen, key=lambda b: (b.workers, -b.frontend_ms))  # the conservative one
+    rates = [problem.models[m].rps * share for m, share in members.items()]
+    models = [_sim_model(str(m), rate, blocks[m]) for (m, rate) in zip(members, rates, strict=True)]
+    duration_s = max(MIN_SIM_S, SIM_REQUESTS / max(sum(rates), 1e-9))
+    times, index = poisson_arrivals(rates, duration_s, np.random.default_rng(SEED))
+    if len(times) == 0:
+        return round(1e3 * (models[0].service(1) + server.frontend_ms / 1e3), 3)
+    result = simulate_server(models, times, index, server.workers, server.frontend_ms / 1e3)
+    return round(float(np.percentile(result.latency_s, 90)) * 1e3, 3)
+
+
+def _sim_model(name: str, rate_rps: float, block: ServerModel | None) -> SimModel:
+    assert block is not None
+    policy = BatchPolicy(
+        max_batch_size=block.max_batch_size,
+        max_queue_delay_s=block.max_queue_delay_us / 1e6,
+        preferred_batch_sizes=block.preferred_batch_sizes,
+        instances=block.instances,
+    )
+    return SimModel(name, rate_rps, ServiceCurve.from_ms(dict(block.batch_service_ms)), policy)
+
+
+def enforce_tail(
+    problem: Problem, bins: list[Bin], slo_p90_ms: float
+) -> tuple[list[Bin], list[str]]:
+    """``bins`` changed so every simulated server meets the SLO (module docstring), and
+    notes saying what was done."""
+    queue, kept, notes = list(bins), [], []
+    moved = split = 0
+    while queue:
+        server = queue.pop()
+        p90 = simulated_p90_ms(problem, server.members, server.type_index)
+        if p90 is None or p90 <= slo_p90_ms:
+            kept.append(server)
+            continue
+        if len(server.members) > 1:
+            stay, out = _shed(problem, server, slo_p90_ms)
+            moved += len(out)
+            queue += [_bin(problem, server.type_index, stay), _bin(problem, server.type_index, out)]
+            continue
+        [(m, share)] = server.members.items()
+        if share / 2 < MIN_FRACTION:
+            kept.append(server)
+            name, kind = problem.models[m].model, problem.types[server.type_index].name
+            notes.append(f"{name} on {kind}: simulated p90 {p90:.1f} ms > SLO even alone")
+            continue
+        split += 1
+        half = {m: share / 2}
+        queue += [_bin(problem, server.type_index, half), _bin(problem, server.type_index, half)]
+    if moved or split:
+        notes.append(
+            f"tail constraint: {moved} replica(s) moved and {split} split so that every "
+            f"server's simulated p90 meets the SLO of {slo_p90_ms:g} ms"
+        )
+    return kept, notes
+
+
+def _shed(
+    problem: Problem, server: Bin, slo_p90_ms: float
+) -> tuple[dict[int, float], dict[int, float]]:
+    """(members kept, members moved out): the fewest highest-rate members whose removal
+    brings the server under the SLO (bisection; at least one moves, at least one stays)."""
+    ranked = sorted(server.members.items(), key=lambda kv: -problem.models[kv[0]].rps * kv[1])
+    low, high = 1, len(ranked) - 1  # moving `high` leaves one member
+    while low < high:
+        middle = (low + high) // 2
+        p90 = simulated_p90_ms(problem, dict(ranked[middle:]), server.type_index)
+        if p90 is not None and p90 <= slo_p90_ms:
+            high = middle
+        else:
+            low = middle + 1
+    return dict(ranked[low:]), dict(ranked[:low])
+
+
+def _bin(problem: Problem, t: int, members: dict[int, float]) -> Bin:
+    return Bin(t, dict(members), bin_usage(problem, members, t))

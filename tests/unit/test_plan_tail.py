@@ -1,0 +1,59 @@
+"""The planner's tail constraint: no server planned whose simulated p90 misses the SLO."""
+
+from __future__ import annotations
+
+from inferpack.plan.formats import Demand, Profile
+from inferpack.plan.problem import PlanOptions, ServerType, build_problem
+from inferpack.plan.server_model import ServerModel
+from inferpack.plan.solve import make_plan
+from inferpack.plan.tail import simulated_p90_ms
+
+# Batching is worth a lot (8 rows in 12 ms, one in 8 ms): capacity_rps (500) was measured
+# with the batches full. Forty models at 10 req/s each batch alone most of the time.
+BLOCK = ServerModel(
+    workers=1,
+    frontend_ms=0.1,
+    max_batch_size=8,
+    max_queue_delay_us=2000,
+    instances=1,
+    batch_service_ms=((1, 8.0), (8, 12.0)),
+)
+TYPES = [ServerType("c5.large", 0.085, 4096.0)]
+DEMAND = [Demand(f"m{i:02d}", "cnn", 10.0) for i in range(40)]
+
+
+def _profile(server: ServerModel | None) -> Profile:
+    return Profile("cnn", "c5.large", 1.0, 500.0, 50.0, "hand", server=server)
+
+
+def test_capacity_shares_alone_pack_a_server_that_misses_the_slo() -> None:
+    options = PlanOptions(slo_p90_ms=50.0)
+    problem = build_problem([_profile(BLOCK)], DEMAND, TYPES, options)
+    everything = dict.fromkeys(range(40), 1.0)
+    p90 = simulated_p90_ms(problem, everything, 0)
+    assert p90 is not None and p90 > 200  # per-model batches stay small: far over 50 ms
+    one = simulated_p90_ms(problem, {0: 1.0}, 0)
+    assert one is not None and one < 12  # alone, 10 req/s: delay + one batch
+
+
+def test_every_planned_server_meets_the_slo_in_simulation() -> None:
+    options = PlanOptions(slo_p90_ms=50.0)
+    blind = make_plan([_profile(None)], DEMAND, TYPES, options)
+    plan = make_plan([_profile(BLOCK)], DEMAND, TYPES, options)
+    assert len(blind.servers) == 1  # 400 of 500 req/s: fits one server by shares
+    assert len(plan.servers) > len(blind.servers)
+    assert all(s.predicted_p90_ms is not None and s.predicted_p90_ms <= 50 for s in plan.servers)
+    assert sorted(m.name for s in plan.servers for m in s.models) == [d.model for d in DEMAND]
+    assert any("tail constraint" in note for note in plan.plan.notes)
+    # The bound ignores the tail: still a lower bound, now with a gap.
+    assert plan.plan.lower_bound_usd_per_hour <= plan.plan.objective_usd_per_hour
+
+
+def test_a_hot_model_alone_is_split_across_servers() -> None:
+    """One model at 300 req/s of batch-1 work (no batching allowed) needs several servers."""
+    block = ServerModel(1, 0.0, 1, 0, 1, ((1, 8.0),))
+    profile = Profile("cnn", "c5.large", 1.0, 400.0, 50.0, "hand", server=block)
+    plan = make_plan([profile], [Demand("hot", "cnn", 300.0)], TYPES, PlanOptions(50.0))
+    assert len(plan.servers) >= 3
+    assert all(s.predicted_p90_ms is not None and s.predicted_p90_ms <= 50 for s in plan.servers)
+    assert sum(m.rps for s in plan.servers for m in s.models) == 300.0
