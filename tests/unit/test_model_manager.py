@@ -21,7 +21,7 @@ from inferpack.errors import ConfigError, UnavailableError
 from inferpack.repository import ModelSource
 from inferpack.runtime.manager import ModelManager
 from inferpack.runtime.metrics import ServingMetrics
-from inferpack.runtime.residency import EVICTED, ModelEntry, ModelState, plan_room
+from inferpack.runtime.residency import EVICTED, Footprint, ModelEntry, ModelState, plan_room
 from inferpack.runtime.served_model import ServedModel
 from inferpack.runtime.workers import DevicePools
 from inferpack.types import Tensor
@@ -290,7 +290,7 @@ async def test_request_during_shutdown_is_unavailable_not_internal(root: Path) -
         await asyncio.gather(running, closing)
 
 
-def _entry(name: str, state: ModelState, last_used_s: float, **fields: int) -> ModelEntry:
+def _entry(name: str, state: ModelState, last_used_s: float, **fields: object) -> ModelEntry:
     entry = ModelEntry(name, state=state, last_used_s=last_used_s)
     for key, value in fields.items():
         setattr(entry, key, value)
@@ -303,7 +303,7 @@ class _Sized:
     memory_bytes = MODEL_BYTES
 
 
-def _ready(name: str, last_used_s: float, **fields: int) -> ModelEntry:
+def _ready(name: str, last_used_s: float, **fields: object) -> ModelEntry:
     entry = _entry(name, ModelState.READY, last_used_s, **fields)
     entry.versions = {"1": _Sized()}  # type: ignore[dict-item]
     return entry
@@ -318,7 +318,7 @@ def test_plan_room_evicts_least_recently_used_idle_models_only() -> None:
 
 
 def test_plan_room_counts_reservations_and_waits_rather_than_evicts_in_vain() -> None:
-    loading = _entry("loading", ModelState.LOADING, 0.0, reserved_bytes=MODEL_BYTES)
+    loading = _entry("loading", ModelState.LOADING, 0.0, reserved=Footprint(MODEL_BYTES))
     busy, idle = _ready("busy", 0.0, inflight=1), _ready("idle", 1.0)
     # held: 3 models; budget 2.5 with one more needed cannot fit even evicting "idle".
     assert plan_room([loading, busy, idle], int(2.5 * MODEL_BYTES), MODEL_BYTES) is None

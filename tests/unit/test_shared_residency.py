@@ -15,7 +15,6 @@ from inferpack.runtime.residency import (
     held_bytes,
     memory_split,
     plan_room,
-    reservation_bytes,
 )
 
 BACKBONE = MappingProxyType({"backbone": 1000})  # one group: a whole module shared
@@ -38,7 +37,7 @@ def test_equal_keys_in_different_groups_count_once() -> None:
         _ready(f"m{i}", i, Footprint(0, ({"backbone": 1000, f"head{i}": 7},))) for i in range(3)
     ]
     assert held_bytes(heads) == 1000 + 3 * 7
-    loading = ModelEntry("l", state=ModelState.LOADING, reserved_bytes=5)
+    loading = ModelEntry("l", state=ModelState.LOADING, reserved=Footprint(5))
     assert held_bytes([*heads, loading]) == 1000 + 3 * 7 + 5
 
 
@@ -61,8 +60,9 @@ def test_a_load_of_weights_already_held_needs_only_its_own_bytes() -> None:
     copy = Footprint(10, (MappingProxyType({"backbone": 1000}),))  # equal keys, new object
     assert plan_room([resident], 1020, copy.own_bytes, copy.shared) == []
     assert plan_room([resident], 1020, copy.alone_bytes) == [resident]  # counted unshared
-    assert reservation_bytes([resident], [], copy) == 10
-    assert reservation_bytes([resident], [resident], copy) == 1010  # the backbone goes too
+    loading = ModelEntry("copy", state=ModelState.LOADING, reserved=copy)
+    assert held_bytes([resident, loading]) == 1020  # the backbone once
+    assert held_bytes([loading]) == 1010  # the resident model gone: the load holds it
 
 
 def test_evicting_the_holder_of_a_needed_weight_does_not_make_room_for_it() -> None:
@@ -131,3 +131,18 @@ def test_memory_split_counts_two_versions_of_a_model_sharing_a_module() -> None:
     backend = FakeBackend(1000, group)
     entry = _with_versions("m", FakeVersion([backend]), FakeVersion([FakeBackend(1000, group)]))
     assert memory_split([entry]) == {("m", "1"): (0, 1000), ("m", "2"): (0, 1000)}
+
+
+def test_a_load_pins_the_shared_weights_it_relies_on() -> None:
+    """A READY model and a load in flight both hold the backbone (the load leased it from
+    the store). Evicting the READY model frees its own 50 bytes, not the backbone: the
+    load keeps it in memory. Counting it freed let a third load in with 1,050 bytes
+    accounted and 2,050 resident."""
+    ready = _ready("ready", 0.0, Footprint(50, (BACKBONE,)))
+    loading = ModelEntry("loading", state=ModelState.LOADING, reserved=Footprint(50, (BACKBONE,)))
+    assert held_bytes([ready, loading]) == 1100
+    assert plan_room([ready, loading], 2000, 1000) is None  # must wait for room
+    assert plan_room([ready, loading], 2050, 1000) == [ready]
+    ready.state = ModelState.UNAVAILABLE  # evicted
+    newcomer = ModelEntry("new", state=ModelState.LOADING, reserved=Footprint(1000))
+    assert held_bytes([ready, loading, newcomer]) == 50 + 1000 + 1000  # what is resident

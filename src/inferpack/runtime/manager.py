@@ -12,7 +12,7 @@ Under ``lru`` a request loads its model; a load makes room under the memory budg
         loop:                                                  # bookkeeping: no await
             victims = plan_room(entries, budget, estimate(m))  # see residency.plan_room
             if victims is None: wait until a model goes idle or a load ends; continue
-            m.reserved = estimate(m) less shared weights held by models staying READY
+            m.reserved = estimate(m)      # its shared weights pinned: no eviction frees them
             for v in victims: v READY -> UNAVAILABLE "evicted", versions detached
             break
         await close(victims)              # drain (empty) batchers, free backends
@@ -24,11 +24,12 @@ they are atomic: no lock is needed and no other load sees a half-made decision (
 re-check after waking is the loop above). Eviction never waits: victims are idle, so their
 close only stops a batcher with nothing queued. A load waits only for loader threads and
 for room, and room comes when requests end or loads finish; requests never wait for room
-while holding a model, so no cycle of waits exists. Bytes held (READY measured, each
-shared weight once, + reserved) stay within the budget unless one model alone exceeds it,
-or a measurement exceeds its estimate (the first load estimates by artifact size, not
-knowing which weights it will share; later ones by the last measurement, shared weights
-counted only where no READY model holds them).
+while holding a model, so no cycle of waits exists. Bytes held (READY measured and loads
+reserved, each shared weight once) stay within the budget unless one model alone exceeds
+it, or a measurement exceeds its estimate (the first load estimates by artifact size, not
+knowing which weights it will share; later ones by the last measurement). A shared weight
+counts while any READY model or load holds it, as it stays resident while any holds it:
+where estimates are exact, bytes held equal bytes resident (a property test checks it).
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ from inferpack.runtime.residency import (
     held_bytes,
     measure_footprint,
     plan_room,
-    reservation_bytes,
 )
 from inferpack.runtime.served_model import ServedModel
 from inferpack.runtime.workers import DevicePools
@@ -176,7 +176,7 @@ class ModelManager:
                     await self._trim()
             return failure
         finally:
-            entry.reserved_bytes = 0
+            entry.reserved = None
             entry.loading = None
             self._room_freed()
 
@@ -200,7 +200,7 @@ class ModelManager:
                 versions[source.version].start()
         except (Exception, asyncio.CancelledError) as error:  # a broken model must not
             return await self._load_failed(entry, versions, error)  # take the server down
-        entry.versions, entry.reserved_bytes = versions, 0
+        entry.versions, entry.reserved = versions, None
         entry.measured_bytes = entry.memory_bytes
         entry.measured = measure_footprint(versions.values())
         entry.state, entry.reason = ModelState.READY, ""
@@ -226,8 +226,9 @@ class ModelManager:
         return reason
 
     async def _reserve(self, entry: ModelEntry, estimate: Footprint) -> None:
-        """Wait until ``estimate`` fits (evicting idle models), then hold what it adds: its
-        own bytes and its shared weights that no model staying READY holds."""
+        """Wait until ``estimate`` fits (evicting idle models), then hold it: its own bytes
+        and its shared weights, pinned (the load leases them: evicting a READY model that
+        holds them too must not count them as freed)."""
         budget = self.control.memory_budget_bytes
         if self.control.mode is not ControlMode.LRU or budget is None:
             return
@@ -238,7 +239,7 @@ class ModelManager:
             if victims is not None:
                 break
             await self._room_changed.wait()  # re-checked above: another load may win
-        entry.reserved_bytes = reservation_bytes(entries, victims, estimate)
+        entry.reserved = estimate
         await self._evict(victims)
 
     async def _trim(self) -> None:

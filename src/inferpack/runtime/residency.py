@@ -1,23 +1,26 @@
 """Which models are resident, what memory they hold, and which to evict for a load (pure).
 
 A model entry is LOADING, READY or UNAVAILABLE (with a reason). Under a memory budget the
-bytes *held* are what READY models hold plus the bytes *reserved* by loads in flight (their
+bytes *held* are what READY models hold plus what loads in flight *reserved* (their
 estimate), so two loads running at once never both count on the same room.
 
 What a READY model holds is its :class:`Footprint`, measured when its load ends: bytes of
 its own, and groups of *shared* weights named by content key (see
 ``backends/tensor_store.py``). A key is in memory once however many models hold it, so held
-bytes count each key once, and evicting a model frees a shared key only when no other READY
-model still holds it (:class:`Holdings`).
+bytes count each key once, and evicting a model frees a shared key only when no other
+holder still holds it (:class:`Holdings`). A load's reservation is a footprint too, and its
+shared keys are held like a READY model's: a load relying on weights a READY model holds
+*pins* them (it leases them from the store while it loads), so evicting that model frees
+only its own bytes, as in memory, where the loading model keeps the weights.
 
 :func:`plan_room` decides, without side effects, which models a load must evict::
 
-    held = own(READY) + shared keys of READY, each once + reserved(LOADING)
+    held = own(READY) + own(reserved) + shared keys of READY and reserved, each once
     need = needed own bytes + needed shared keys not held now
     if held + need <= budget or held == 0:  return []          # fits (or alone: must load)
     for entry in evictable entries, least recently used first:
         victims += entry
-        held -= entry's own bytes + its keys that no other READY model holds
+        held -= entry's own bytes + its keys that no other holder (READY or loading) holds
         need += those freed keys the load needs (it must bring them back)
         if held + need <= budget or held == 0: return victims
     return None                                                 # cannot fit yet: wait
@@ -164,8 +167,9 @@ class ModelEntry:
     ``loading`` is the load in flight, if any; its result is ``None`` on success or the
     failure reason. It is set from the moment the entry turns LOADING until the load has
     ended (READY or UNAVAILABLE) and made room; while set, the entry is never evicted.
-    ``measured`` is the footprint of the last successful load: what the entry holds while
-    READY, and the next load's estimate.
+    ``reserved`` is the estimate a load in flight holds once it has made room (its own bytes
+    and its shared keys, pinned), until the load ends. ``measured`` is the footprint of the
+    last successful load: what the entry holds while READY, and the next load's estimate.
     """
 
     name: str
@@ -176,7 +180,7 @@ class ModelEntry:
     waiters: int = 0  # requests waiting for this model's load
     inflight: int = 0  # requests holding a loaded version
     last_used_s: float = 0.0
-    reserved_bytes: int = 0  # estimate held by the load in flight
+    reserved: Footprint | None = None
     measured_bytes: int = 0  # memory of the last successful load, alone
     measured: Footprint | None = None
 
@@ -203,14 +207,21 @@ class ModelEntry:
         return self.versions[max(self.versions, key=int)]
 
 
-def _ready_holdings(entries: Iterable[ModelEntry]) -> Holdings:
-    return Holdings(e.footprint for e in entries if e.state is ModelState.READY)
+def _holdings(entries: Iterable[ModelEntry]) -> Holdings:
+    """What READY models hold and loads in flight reserved, each shared key once."""
+    return Holdings(footprint for entry in entries for footprint in _held(entry))
+
+
+def _held(entry: ModelEntry) -> Iterable[Footprint]:
+    if entry.state is ModelState.READY:
+        yield entry.footprint
+    if entry.reserved is not None:
+        yield entry.reserved
 
 
 def held_bytes(entries: Iterable[ModelEntry]) -> int:
-    """What READY models hold (each shared key once) plus what loads in flight reserved."""
-    entries = list(entries)
-    return _ready_holdings(entries).bytes + sum(e.reserved_bytes for e in entries)
+    """What READY models hold plus what loads in flight reserved (each shared key once)."""
+    return _holdings(entries).bytes
 
 
 def plan_room(
@@ -225,10 +236,9 @@ def plan_room(
     until some model goes idle or a load finishes. A model larger than the whole budget
     fits once nothing else is held (it is loaded alone rather than never)."""
     entries = list(entries)
-    holdings = _ready_holdings(entries)
-    reserved = sum(e.reserved_bytes for e in entries)
+    holdings = _holdings(entries)
     need = needed_bytes + holdings.missing_bytes(needed_shared)
-    if holdings.bytes + reserved + need <= budget_bytes or holdings.bytes + reserved == 0:
+    if holdings.bytes + need <= budget_bytes or holdings.bytes == 0:
         return []
     needed_keys = {key for group in needed_shared for key in group}
     victims: list[ModelEntry] = []
@@ -236,20 +246,9 @@ def plan_room(
         victims.append(entry)
         freed = holdings.remove(entry.footprint)
         need += sum(size for key, size in freed.items() if key in needed_keys)
-        held = holdings.bytes + reserved
-        if held + need <= budget_bytes or held <= 0:
+        if holdings.bytes + need <= budget_bytes or holdings.bytes <= 0:
             return victims
     return None
-
-
-def reservation_bytes(
-    entries: Iterable[ModelEntry], victims: Iterable[ModelEntry], estimate: Footprint
-) -> int:
-    """What a load of ``estimate`` adds once ``victims`` are gone: its own bytes and its
-    shared keys that the READY models left do not hold."""
-    gone = {id(v) for v in victims}
-    holdings = _ready_holdings(e for e in entries if id(e) not in gone)
-    return estimate.own_bytes + holdings.missing_bytes(estimate.shared)
 
 
 def memory_split(entries: Iterable[ModelEntry]) -> dict[tuple[str, str], tuple[int, int]]:
