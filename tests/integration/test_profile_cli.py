@@ -123,6 +123,11 @@ def test_sleep_model_known_answer_and_replacing_the_entry(repository: Path, tmp_
     assert highest.rate_rps <= 160 and failure(highest, SearchConfig(60, measured_s=1.5))
     _consistent(profile)
     assert "measured 0 bytes" in done.stderr and profile.model_memory_mb > 0
+    # The server block, read off the server's statistics: every batch sleeps 20 ms.
+    block = profile.server
+    assert block is not None and block.workers >= 1 and block.frontend_ms < 20
+    curve = dict(block.batch_service_ms)
+    assert curve and all(19 <= ms < 40 for ms in curve.values()), curve
 
 
 def test_bad_inputs_fail_before_measuring(repository: Path, tmp_path: Path) -> None:

@@ -5,6 +5,8 @@
     search = search_capacity(one open-loop loadtest level per rate, uniform over copies)
     memory = mean measured memory_bytes of the copies in the repository index, after the
              search (so it includes the workspace of the batches that ran)
+    server = the batch service curve and frontend time from the server's statistics after
+             each level, and its batching config (calibrate.py): the profile's server block
 
 The temporary repository and the server last exactly as long as the measurement.
 """
@@ -28,6 +30,8 @@ from inferpack.errors import UnavailableError
 from inferpack.loadtest.runner import run_loadtest
 from inferpack.loadtest.spec import LoadSpec
 from inferpack.plan.formats import Profile, RatePoint
+from inferpack.plan.server_model import ServerModel
+from inferpack.profile.calibrate import batch_service_ms, frontend_ms, server_model
 from inferpack.profile.copies import make_copies
 from inferpack.profile.search import Report, SearchConfig, SearchResult, search_capacity
 from inferpack.profile.serving import BackgroundServer
@@ -37,6 +41,7 @@ from inferpack.profile.serving import BackgroundServer
 LEVEL_WINDOWS = 3
 # The least memory written (one byte, in MB): profiles.yaml requires model_memory_mb > 0.
 MIN_MEMORY_MB = 1e-6
+STATS = "/v2/models/stats"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +85,17 @@ def run_profile(spec: ProfileSpec, report: Report | None = None) -> ProfileOutco
                 "the same weights, which the server shares, so latency is optimistic"
             )
         with BackgroundServer(_server_config(spec, root, names)) as server:
+            snapshots: list[tuple[float, Any]] = [(0.0, server.get_json(STATS))]
             measure = _measure(spec, server.url, names, warnings)
-            result = search_capacity(measure, spec.search, report)
+
+            def measure_and_snapshot(rate_rps: float) -> RatePoint:
+                point = measure(rate_rps)
+                snapshots.append((rate_rps, server.get_json(STATS)))
+                return point
+
+            result = search_capacity(measure_and_snapshot, spec.search, report)
             memory_mb = _memory_mb(server.index(), names)
+            block = _server_block(server, names, snapshots)
     if memory_mb <= 0:
         warnings.append(
             f"the server measured 0 bytes for {spec.model} (no weights): written as "
@@ -95,7 +108,19 @@ def run_profile(spec: ProfileSpec, report: Report | None = None) -> ProfileOutco
             f"no rate met the SLO: the lowest, {lowest.rate_rps:g} req/s, had p90 "
             f"{lowest.p90_ms:.1f} ms and {lowest.error_pct:.2f} % errors (lower --start-rps)"
         )
-    return ProfileOutcome(_profile(spec, result, memory_mb), result, tuple(warnings))
+    return ProfileOutcome(_profile(spec, result, memory_mb, block), result, tuple(warnings))
+
+
+def _server_block(
+    server: BackgroundServer, names: tuple[str, ...], snapshots: list[tuple[float, Any]]
+) -> ServerModel | None:
+    """The profile's ``server`` block (calibrate.py): the batch curve over the whole search,
+    the frontend time at the lowest rate measured."""
+    lowest = min(range(1, len(snapshots)), key=lambda i: snapshots[i][0])
+    front_ms = frontend_ms(snapshots[lowest - 1][1], snapshots[lowest][1], names)
+    curve = batch_service_ms(snapshots[-1][1], names)
+    config = server.get_json(f"/v2/models/{names[0]}/config")
+    return server_model(config, curve, front_ms, server.cpu_workers)
 
 
 def _server_config(spec: ProfileSpec, root: Path, names: tuple[str, ...]) -> ServerConfig:
@@ -155,7 +180,9 @@ def _memory_mb(index: list[dict[str, Any]], names: tuple[str, ...]) -> float:
     return sum(int(row["memory_bytes"]) for row in rows) / len(rows) / 2**20
 
 
-def _profile(spec: ProfileSpec, result: SearchResult, memory_mb: float) -> Profile:
+def _profile(
+    spec: ProfileSpec, result: SearchResult, memory_mb: float, block: ServerModel | None = None
+) -> Profile:
     return Profile(
         kind=spec.kind or spec.model,
         instance_type=spec.instance_type,
@@ -166,6 +193,7 @@ def _profile(spec: ProfileSpec, result: SearchResult, memory_mb: float) -> Profi
         max_models=spec.max_models,
         points=result.points,
         models_per_server=spec.models_per_server,
+        server=block,
     )
 
 

@@ -9,7 +9,9 @@ and through :meth:`BackgroundServer.index` (the measured memory).
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import urllib.request
 from types import TracebackType
 from typing import Any
 
@@ -71,6 +73,18 @@ class BackgroundServer:
         assert self._server is not None
         future = asyncio.run_coroutine_threadsafe(self._server.engine.index(), self._loop)
         return [dict(row) for row in future.result(timeout=STOP_TIMEOUT_S)]
+
+    def get_json(self, path: str) -> Any:
+        """GET ``path`` from the server's HTTP endpoint (statistics, model config)."""
+        assert self._server is not None
+        with urllib.request.urlopen(self._server.url + path, timeout=STOP_TIMEOUT_S) as answer:
+            return json.loads(answer.read())
+
+    @property
+    def cpu_workers(self) -> int:
+        """Worker threads the server runs CPU batches on."""
+        assert self._server is not None
+        return self._server.engine.manager.pools.cpu.workers
 
     def stop(self) -> None:
         if self._thread.is_alive():
