@@ -400,3 +400,18 @@ async def test_a_key_past_its_delay_goes_before_a_younger_full_one() -> None:
     await asyncio.gather(blocker, *futures)
     assert model.batches == [[0], [1], [2, 3]]
     await batcher.close()
+
+
+async def test_a_failed_batch_is_logged_once_with_the_model_and_its_cause(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model = FakeModel(hold=True)
+    batcher = make(model, max_batch_rows=4, max_queue_delay_s=60.0)
+    futures = [batcher.submit(p, rows=1) for p in (-1, 2, 3, 4)]  # one full batch
+    model.release.set()
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert all(isinstance(r, ValueError) for r in results)
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "model m: a batch of 4 request(s) failed" in record.getMessage()
+    assert record.exc_info is not None and "negative payload" in str(record.exc_info[1])
+    await batcher.close()

@@ -14,16 +14,20 @@ import warnings
 import weakref
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from torch import nn
 from torch.export import Dim
 from torch.fx.graph_module import _loader
 
 from inferpack.backends.export_program import (
     SharedGraphModule,
+    forget_sources,
     live_templates,
     load_program,
+    shape_problems,
     shared_graph_module,
 )
 from inferpack.backends.storage_precision import keep_narrow
@@ -214,3 +218,65 @@ def test_served_by_the_backend_on_the_shared_graph(tmp_path: Path, storage: str 
     with torch.inference_mode():
         torch.testing.assert_close(backend.module(*batch), unlifted(*batch), rtol=0, atol=0)
     backend.close()
+
+
+def _shape_problems(tmp_path: Path, example: torch.Tensor, dims: Any, **config: Any) -> list[str]:
+    """Problems of ``nn.Linear(16, 4)`` exported from ``example`` with ``dims``, served
+    with model.yaml fields ``config`` (one input ``x`` of shape [16] by default)."""
+    path = tmp_path / "m.pt2"
+    program = torch.export.export(nn.Linear(16, 4).eval(), (example,), dynamic_shapes=dims)
+    torch.export.save(program, str(path))
+    raw: dict[str, Any] = {
+        "name": "m",
+        "platform": "torch_export",
+        "max_batch_size": 32,
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [16]}],
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [4]}],
+        **config,
+    }
+    loaded, sources = load_program(path, "cpu")
+    forget_sources(sources)
+    return shape_problems(loaded, parse_model_config(raw, str(path)))
+
+
+def test_a_static_batch_dimension_is_refused_naming_it(tmp_path: Path) -> None:
+    (problem,) = _shape_problems(tmp_path, torch.zeros(1, 16), None)
+    assert problem.startswith("m: input 'x' (the program's 'input'): dim 0 (the batch dimension)")
+    assert "is static at 1 in the exported program" in problem
+    assert "up to 32 rows (max_batch_size 32): set max_batch_size: 1" in problem
+    assert _shape_problems(tmp_path, torch.zeros(1, 16), None, max_batch_size=1) == []
+
+
+def test_a_static_batch_of_several_rows_is_served_padded_to_it(tmp_path: Path) -> None:
+    (problem,) = _shape_problems(tmp_path, torch.zeros(8, 16), None)
+    assert "is static at 8" in problem and "compile.batch_buckets: [8]" in problem
+    buckets = {"compile": {"batch_buckets": [8]}}
+    assert _shape_problems(tmp_path, torch.zeros(8, 16), None, **buckets) == []
+
+
+def test_a_batch_range_must_cover_max_batch_size(tmp_path: Path) -> None:
+    dims = ({0: Dim("batch", min=1, max=8)},)
+    (problem,) = _shape_problems(tmp_path, torch.zeros(2, 16), dims)
+    assert "is at most 8 in the exported program" in problem
+    assert "set max_batch_size: 8" in problem
+    assert _shape_problems(tmp_path, torch.zeros(2, 16), dims, max_batch_size=8) == []
+    unbounded = ({0: Dim("batch")},)  # torch lets a batch of 1 through a min of 2
+    assert _shape_problems(tmp_path, torch.zeros(2, 16), unbounded, max_batch_size=64) == []
+
+
+def test_other_dimensions_and_inputs_must_match_model_yaml(tmp_path: Path) -> None:
+    example, dims = torch.zeros(2, 16), ({0: Dim("batch", min=1, max=32)},)
+    variable = [{"name": "x", "datatype": "FP32", "shape": [-1]}]
+    (problem,) = _shape_problems(tmp_path, example, dims, inputs=variable)
+    assert "dim 1 is static at 16 in the exported program, but model.yaml declares it" in problem
+    other = [{"name": "x", "datatype": "FP32", "shape": [8]}]
+    (problem,) = _shape_problems(tmp_path, example, dims, inputs=other)
+    assert problem.endswith(
+        "dim 1 is static at 16 in the exported program, but model.yaml declares 8"
+    )
+    rank = [{"name": "x", "datatype": "FP32", "shape": [4, 4]}]
+    (problem,) = _shape_problems(tmp_path, example, dims, inputs=rank)
+    assert "has 2 dimensions in the exported program, model.yaml declares 3" in problem
+    two = [*other, {"name": "z", "datatype": "FP32", "shape": [16]}]
+    (problem,) = _shape_problems(tmp_path, example, dims, inputs=two)
+    assert "the exported program takes 1 inputs, model.yaml declares 2 (x, z)" in problem

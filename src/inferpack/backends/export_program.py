@@ -44,9 +44,11 @@ from __future__ import annotations
 
 import hashlib
 import linecache
+import math
 import threading
 import weakref
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,8 @@ from torch import nn
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 from torch.fx.graph_module import _loader
+
+from inferpack.config.model_config import ModelConfig
 
 # Loads are serialised so that the sources torch.fx generates while one program is loaded
 # are known to be that load's (torch.export.load runs under the GIL nearly throughout).
@@ -188,6 +192,123 @@ def live_templates() -> int:
     """How many templates models hold now (tests, diagnostics)."""
     with _TEMPLATES_LOCK:
         return len(_TEMPLATES)
+
+
+@dataclass(frozen=True, slots=True)
+class DimSizes:
+    """The sizes one dimension of a program input takes, as torch checks them at run time:
+    one size (static), or a range (a ``torch.export.Dim``; ``math.inf``: unbounded)."""
+
+    lowest: int
+    highest: float
+
+    @property
+    def static(self) -> bool:
+        return self.lowest == self.highest
+
+    def takes(self, low: int, high: int) -> bool:
+        return self.lowest <= low and high <= self.highest
+
+    def __str__(self) -> str:
+        if self.static:
+            return f"static at {self.lowest}"
+        if math.isinf(self.highest):
+            return f"at least {self.lowest}"
+        if self.lowest == 0:
+            return f"at most {int(self.highest)}"
+        return f"{self.lowest}..{int(self.highest)}"
+
+
+def input_sizes(program: ExportedProgram) -> list[tuple[str, tuple[DimSizes, ...]]]:
+    """Per user input of ``program``, in order: its name and the sizes of each dimension.
+
+    Read from the exported shapes (an int: static) and range constraints, as torch's
+    input check does: a lower bound of 2 or less is not enforced (torch lets dims of 0/1
+    through), and a dimension derived from another (``2 * s0``) is taken as any size."""
+    placeholders = program.graph_module.graph.find_nodes(op="placeholder")
+    inputs = []
+    for node, spec in zip(placeholders, program.graph_signature.input_specs, strict=True):
+        if spec.kind != InputKind.USER_INPUT:
+            continue
+        value = node.meta.get("val")
+        shape = getattr(value, "shape", ())
+        inputs.append((node.name, tuple(_dim_sizes(program, d) for d in shape)))
+    return inputs
+
+
+def _dim_sizes(program: ExportedProgram, dim: int | torch.SymInt) -> DimSizes:
+    from torch._export.passes.add_runtime_assertions_for_constraints_pass import (
+        _convert_range_to_int,
+    )
+
+    if not isinstance(dim, torch.SymInt):
+        return DimSizes(int(dim), int(dim))
+    bounds = program.range_constraints.get(dim.node.expr)
+    if bounds is None:
+        return DimSizes(0, math.inf)
+    lowest, highest = _convert_range_to_int(bounds)  # what torch's check compares with
+    return DimSizes(lowest if lowest > 2 else 0, highest)
+
+
+def shape_problems(program: ExportedProgram, config: ModelConfig) -> list[str]:
+    """Why requests ``config`` admits would fail torch's input check of ``program``: a
+    batch dimension that does not take every batch size the model runs at (1 ..
+    ``max_batch_size``, or its batch buckets), a dimension that model.yaml declares
+    otherwise, or other inputs. Found at load, not as a 500 when two requests first meet in
+    a batch."""
+    inputs = input_sizes(program)
+    if len(inputs) != len(config.inputs):
+        return [
+            f"{config.name}: the exported program takes {len(inputs)} inputs, model.yaml "
+            f"declares {len(config.inputs)} ({', '.join(s.name for s in config.inputs)})"
+        ]
+    problems = []
+    for spec, (arg, sizes) in zip(config.inputs, inputs, strict=True):
+        where = f"{config.name}: input {spec.name!r} (the program's {arg!r})"
+        declared = (None, *spec.dims) if config.batching else spec.dims  # None: the batch dim
+        if len(sizes) != len(declared):
+            problems.append(
+                f"{where} has {len(sizes)} dimensions in the exported program, model.yaml "
+                f"declares {len(declared)}"
+            )
+            continue
+        for index, (want, got) in enumerate(zip(declared, sizes, strict=True)):
+            problem = _batch_problem(config, got) if want is None else _dim_problem(want, got)
+            if problem:
+                problems.append(f"{where}: dim {index} {problem}")
+    return problems
+
+
+def _batch_problem(config: ModelConfig, got: DimSizes) -> str | None:
+    """The batch dim takes every batch size the model runs at, or what to change."""
+    buckets = config.compile.batch_buckets
+    rows = buckets or (1, config.max_batch_size)
+    if got.takes(min(rows), max(rows)):
+        return None
+    runs_at = f"batch buckets {list(buckets)}" if buckets else f"max_batch_size {max(rows)}"
+    if got.static and got.lowest > 1:
+        fix = f"declare compile.batch_buckets: [{got.lowest}] (batches padded to it), or "
+    elif got.lowest <= 1:
+        fix = f"set max_batch_size: {int(got.highest)}, or "
+    else:
+        fix = ""
+    return (
+        f"(the batch dimension) is {got} in the exported program, but model.yaml runs it "
+        f"at up to {max(rows)} rows ({runs_at}): {fix}re-export it with dynamic_shapes "
+        f"(torch.export.Dim('batch', min=1, max={max(rows)}))"
+    )
+
+
+def _dim_problem(want: int, got: DimSizes) -> str | None:
+    """A dimension model.yaml declares ``want`` (-1: variable) takes what it admits."""
+    if want == -1 and got.static:
+        return (
+            f"is {got} in the exported program, but model.yaml declares it variable (-1): "
+            f"declare {got.lowest}, or re-export it with a dynamic dimension"
+        )
+    if want > 0 and not got.takes(want, want):
+        return f"is {got} in the exported program, but model.yaml declares {want}"
+    return None
 
 
 def _template_key(program: ExportedProgram) -> str | None:

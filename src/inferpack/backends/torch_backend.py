@@ -25,6 +25,7 @@ import torch
 from inferpack.backends.export_program import (
     forget_sources,
     load_program,
+    shape_problems,
     shared_graph_module,
 )
 from inferpack.backends.storage_precision import keep_narrow
@@ -114,13 +115,16 @@ def _load_program(source: ModelSource, device: str, dtype: torch.dtype) -> torch
     ``Module.to`` does not move, so the program is moved with torch's
     ``move_to_device_pass``; and a dtype written into the graph (``x.float()``,
     ``torch.full(..., dtype=...)``) cannot follow a cast, so such a program is refused at
-    any precision but fp32.
+    any precision but fp32. Inputs whose exported shapes refuse batches or dimensions that
+    model.yaml admits (a static batch dim under ``max_batch_size: 32``) are refused here,
+    naming the dimension, rather than failing every batch of two requests with a 500.
 
     Served as :class:`~inferpack.backends.export_program.SharedGraphModule` (one graph per
     architecture, shared; this model's tensors only); programs that cannot be are unlifted
     with ``.module()``, a graph and its generated code of their own."""
     program, sources = load_program(source.artifact_path, device)
-    problems = _program_problems(program.graph_module, dtype, source.config)
+    problems = shape_problems(program, source.config)
+    problems += _program_problems(program.graph_module, dtype, source.config)
     if problems:
         forget_sources(sources)
         raise ConfigError(problems)

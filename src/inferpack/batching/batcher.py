@@ -30,7 +30,8 @@ Contract (what callers and tests rely on):
   passes while queued (the scheduler wakes at the earliest deadline, even while every
   instance is busy). A request already running is not interrupted.
 - ``execute(instance, items)`` must return one result per item; a length mismatch or an
-  exception fails every request of that batch and no other. A running batch that is
+  exception fails every request of that batch and no other, and is logged with the
+  model's name and its cause once per batch, not once per request. A running batch that is
   cancelled fails its requests with UnavailableError. The instance is free again in every
   case.
 - Cancelled requests (client gone) are dropped before running; their futures stay
@@ -360,6 +361,9 @@ class DynamicBatcher(Generic[P, R]):
                     f"batch of {len(batch)} requests produced {len(results)} results"
                 )
         except Exception as error:
+            log.error(
+                "model %s: a batch of %d request(s) failed", self.name, len(batch), exc_info=error
+            )
             _fail(batch, error)
         except BaseException as error:  # cancellation, interpreter exit: still answer
             _fail(
