@@ -49,9 +49,10 @@ def build_repository(root: Path, count: int) -> None:
 def cold_load_breakdown(root: Path, count: int = 50) -> dict[str, float]:
     """Median ms per phase of loading one model, in-process."""
     from inferpack.backends import load_backends
+    from inferpack.backends.base import warmup_inputs
     from inferpack.repository import LocalRepository
     from inferpack.runtime.metrics import ServingMetrics
-    from inferpack.runtime.served_model import ServedModel, warmup_inputs
+    from inferpack.runtime.served_model import ServedModel
     from inferpack.runtime.workers import DevicePools
 
     repository = LocalRepository(root)

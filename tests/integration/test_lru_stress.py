@@ -18,6 +18,7 @@ import pytest
 import tritonclient.grpc.aio as grpcclient
 import yaml
 
+from inferpack.backends.tensor_store import default_store
 from inferpack.config import ServerConfig
 from inferpack.config.control import ControlConfig, ControlMode
 from tests.helpers import ServerThread, edit_model, reference_outputs
@@ -220,8 +221,10 @@ async def test_lru_serves_every_route_under_churn_within_budget(
             watcher.cancel()
             async with session.get(f"{server.url}/metrics") as response:
                 metrics = await response.text()
+        written = default_store().verify()  # while the last models are still resident
     finally:
         server.stop()
+    assert written == [], "a shared weight was written while serving"
     assert set(clients.statuses) == {200}
     assert sum(counts) >= 10 * CLIENTS, counts
     assert _evictions(metrics) >= len(MODELS), metrics[-400:]

@@ -25,7 +25,7 @@ from inferpack.runtime.metrics import ServingMetrics
 from inferpack.runtime.residency import ModelState
 from inferpack.workloads import get_workload
 from inferpack.workloads.weights import build_seeded
-from tests.backbones import HEAD_PREFIX, write_head_variants
+from tests.backbones import HEAD_PREFIX, Tenant, write_head_variants
 from tests.helpers import edit_model
 
 IMAGES = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
@@ -48,6 +48,11 @@ def _with_head(backbone_seed: int, head_seed: int) -> nn.Module:
 def _run(module: nn.Module) -> np.ndarray:
     with torch.inference_mode():
         return module(torch.from_numpy(IMAGES)).numpy()
+
+
+def _prove(module: nn.Module) -> None:
+    """The warm-up the store runs before it shares (the backend's: a batch of zeros)."""
+    _run(module)
 
 
 def _shareable(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -97,7 +102,9 @@ def test_a_shared_backbone_is_held_once_and_each_head_apart() -> None:
         assert not any(t.requires_grad for t in _shareable(lease.module).values())
 
 
-def test_equal_tensors_within_one_module_are_one_and_tied_weights_stay_tied() -> None:
+def test_tied_weights_stay_tied_and_equal_copies_in_one_module_stay_apart() -> None:
+    """Two storages of one module are never merged, even with equal bytes (a module may
+    write one, or rely on them being apart); a tensor in two places (tied) stays one."""
     store = TensorStore()
     layer, tied, twin = nn.Linear(32, 32), nn.Linear(32, 32), nn.Linear(32, 32)
     tied.weight = layer.weight  # one parameter in two layers
@@ -106,8 +113,9 @@ def test_equal_tensors_within_one_module_are_one_and_tied_weights_stay_tied() ->
     expected = _linear_chain(module)
     lease = store.lease_module(None, lambda: module, _weigh)
     assert module[0].weight is module[1].weight
-    assert module[2].weight.data_ptr() == module[0].weight.data_ptr()
-    assert store.stats().storage_bytes == 32 * 32 * 4  # biases are below the minimum
+    assert module[2].weight.data_ptr() != module[0].weight.data_ptr()
+    assert store.stats().storage_bytes == 32 * 32 * 4  # one key; biases below the minimum
+    assert lease.weight_bytes == 2 * 32 * 32 * 4 + 3 * 32 * 4
     np.testing.assert_allclose(_linear_chain(module), expected, rtol=1e-6)
     lease.release()
 
@@ -128,7 +136,7 @@ def test_one_module_per_key_built_once_even_when_asked_concurrently() -> None:
         return _cnn(0)
 
     with ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(store.lease_module, "key", build, _weigh) for _ in range(8)]
+        futures = [pool.submit(store.lease_module, "key", build, _weigh, _prove) for _ in range(8)]
         gate.set()
         leases = [future.result() for future in futures]
     assert len(builds) == 1
@@ -149,7 +157,7 @@ def test_a_failed_build_fails_its_waiters_and_the_next_lease_builds_again() -> N
 
     with pytest.raises(RuntimeError, match="corrupt artifact"):
         store.lease_module("key", broken, _weigh)
-    lease = store.lease_module("key", lambda: _cnn(0), _weigh)
+    lease = store.lease_module("key", lambda: _cnn(0), _weigh, _prove)
     assert store.stats().modules == 1
     lease.release()
 
@@ -315,3 +323,81 @@ async def test_lru_budget_holds_models_that_fit_only_with_their_backbone_counted
         assert manager.metrics.registry.get_sample_value("inferpack_model_evictions_total") == 0
     finally:
         await manager.close()
+
+
+ROWS = torch.randn(3, 16, generator=torch.Generator().manual_seed(5))
+
+
+def _prove_tenant(module: nn.Module) -> None:
+    with torch.inference_mode():
+        module(torch.zeros(1, 16))
+
+
+def _answer(module: nn.Module) -> torch.Tensor:
+    with torch.inference_mode():
+        out: torch.Tensor = module(ROWS)
+    return out
+
+
+def test_a_model_that_writes_its_buffer_never_writes_another_models() -> None:
+    """Two tenants' zero buffers are equal bytes; the writer's proof shows it writes its
+    own, so it is never stored: the reader's answers stay its own, and what is stored
+    still hashes to its key."""
+    store = TensorStore()
+    writer = store.lease_module(None, lambda: Tenant(2, writes=True), _weigh, _prove_tenant)
+    reader = store.lease_module(None, lambda: Tenant(1, writes=False), _weigh, _prove_tenant)
+    expected = _answer(Tenant(1, writes=False))
+    _answer(writer.module)  # copies a row into its buffer
+    torch.testing.assert_close(_answer(reader.module), expected, rtol=0, atol=0)
+    assert writer.module.seen.data_ptr() != reader.module.seen.data_ptr()
+    assert writer.module.backbone.weight.data_ptr() == reader.module.backbone.weight.data_ptr()
+    assert store.verify() == []
+    assert sum(writer.shared_weights.values()) == 16 * 16 * 4  # the backbone weight only
+
+
+def test_buffers_proven_unwritten_are_shared_and_unproven_ones_are_not() -> None:
+    store = TensorStore()
+    proven = [
+        store.lease_module(None, lambda s=s: Tenant(s, writes=False), _weigh, _prove_tenant)
+        for s in (1, 2)
+    ]
+    assert proven[0].module.seen.data_ptr() == proven[1].module.seen.data_ptr()
+    unproven = [
+        store.lease_module(None, lambda s=s: Tenant(s, writes=False), _weigh) for s in (3, 4)
+    ]  # warmup: false: nothing has shown that the forward leaves its buffers alone
+    assert unproven[0].module.seen.data_ptr() != unproven[1].module.seen.data_ptr()
+    assert unproven[0].module.seen.data_ptr() != proven[0].module.seen.data_ptr()
+    assert (
+        unproven[0].module.backbone.weight.data_ptr() == proven[0].module.backbone.weight.data_ptr()
+    )
+
+
+@pytest.mark.parametrize("script", [False, True])
+def test_a_module_whose_forward_writes_its_state_is_never_shared_whole(script: bool) -> None:
+    """Copies of one artifact are one module, unless its forward writes its state: then each
+    holder gets its own, however many ask at once (TorchScript modules too, whose buffers
+    the store sees but never re-points)."""
+    store = TensorStore()
+    builds: list[int] = []
+
+    def build(writes: bool) -> nn.Module:
+        builds.append(1)
+        module = Tenant(1, writes).eval()
+        return torch.jit.script(module) if script else module
+
+    with ThreadPoolExecutor(4) as pool:
+        futures = [
+            pool.submit(store.lease_module, "writer", lambda: build(True), _weigh, _prove_tenant)
+            for _ in range(4)
+        ]
+        writers = [future.result() for future in futures]
+    assert len(builds) == 4 and len({id(lease.module) for lease in writers}) == 4
+    assert not any(key.startswith("module/") for key in writers[0].shared_weights)
+    readers = [
+        store.lease_module("reader", lambda: build(False), _weigh, _prove_tenant) for _ in range(3)
+    ]
+    assert len(builds) == 5 and all(lease.module is readers[0].module for lease in readers)
+    assert len({lease.module.seen.data_ptr() for lease in writers}) == 4
+    for lease in (*writers, *readers):
+        lease.release()
+    assert store.stats() == StoreStats(0, 0, 0)

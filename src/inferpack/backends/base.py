@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
+import numpy as np
+
+from inferpack.config.model_config import ModelConfig
+from inferpack.datatypes import numpy_dtype
 from inferpack.types import Tensor
 
 
@@ -43,3 +47,16 @@ class SharesWeights(Protocol):
 
     @property
     def shared_weights(self) -> Mapping[str, int]: ...
+
+
+def warmup_inputs(config: ModelConfig) -> dict[str, Tensor]:
+    """What :meth:`Backend.warm_up` runs: zeros of the smallest batch the model runs at (1,
+    or its smallest bucket: a model compiled per bucket may run no other size), variable
+    dims as 1, for every input."""
+    inputs = {}
+    rows = config.compile.bucket_for(1)
+    for spec in config.inputs:
+        dims = tuple(d if d > 0 else 1 for d in spec.dims)
+        shape = (rows, *dims) if config.batching else dims
+        inputs[spec.name] = np.zeros(shape, dtype=numpy_dtype(spec.datatype))
+    return inputs

@@ -13,6 +13,7 @@ measured once at warm-up. Modules are loaded through the weight store
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import warnings
 import weakref
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from inferpack.backends.base import warmup_inputs
 from inferpack.backends.export_program import (
     forget_sources,
     load_program,
@@ -31,6 +33,7 @@ from inferpack.backends.export_program import (
 from inferpack.backends.storage_precision import keep_narrow
 from inferpack.backends.tensor_store import (
     ModuleLease,
+    Prove,
     TensorStore,
     default_store,
     storage_identity,
@@ -38,6 +41,7 @@ from inferpack.backends.tensor_store import (
 from inferpack.backends.torch_compile import (
     AotiModule,
     aoti_device,
+    eager_module,
     graph_bytes,
     opaque_weight_bytes,
     prepare,
@@ -235,6 +239,40 @@ def _weigh(module: torch.nn.Module) -> int:
     return storage_bytes(module_tensors(module)) + opaque_weight_bytes(module)
 
 
+def _tensor_on(array: Tensor, device: str, dtype: torch.dtype) -> torch.Tensor:
+    """An input array as a tensor on ``device``; fp32 inputs follow the model's ``dtype``."""
+    if array.flags.writeable:
+        tensor = torch.from_numpy(array)
+    else:
+        # A view of the request body: torch warns because it cannot mark the tensor
+        # read-only. The buffer is private to this request, so sharing it is safe and
+        # saves a copy of every input (19 MB for a batch of 32 images).
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            tensor = torch.from_numpy(array)
+    tensor = tensor.to(device, non_blocking=True)
+    if tensor.dtype == torch.float32 and dtype != torch.float32:
+        tensor = tensor.to(dtype)
+    return tensor
+
+
+def _prover(config: ModelConfig, device: str) -> Prove | None:
+    """The weight store's proof for a module of ``config``: its warm-up inputs through the
+    eager module (nothing compiled or captured before the store re-points weights); None
+    when model.yaml turns warm-up off."""
+    if not config.warmup:
+        return None
+    inputs = warmup_inputs(config)
+    dtype = _TORCH_DTYPE[config.precision]
+
+    def prove(module: torch.nn.Module) -> None:
+        args = [_tensor_on(inputs[spec.name], device, dtype) for spec in config.inputs]
+        with torch.inference_mode():
+            eager_module(module)(*args)
+
+    return prove
+
+
 def _check_datatypes(config: ModelConfig) -> None:
     problems = [
         f"{config.name}: input {spec.name!r}: torch backends cannot take BYTES"
@@ -292,9 +330,11 @@ class TorchBackend:
     def _load_on(cls, source: ModelSource, device: str, store: TensorStore) -> TorchBackend:
         """Load through the weight store: a module already loaded from the same bytes with
         the same loading settings is shared whole; otherwise the new module's weights are
-        shared tensor by tensor with those already stored."""
+        shared tensor by tensor with those already stored. Its warm-up inputs prove which
+        of its buffers a forward writes (those are never shared)."""
         key = store.module_key(source, device)
-        lease = store.lease_module(key, lambda: _load_module(source, device), _weigh)
+        build = functools.partial(_load_module, source, device)
+        lease = store.lease_module(key, build, _weigh, _prover(source.config, device))
         return cls(source.config, lease.module, device, lease)
 
     def run(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -379,19 +419,7 @@ class TorchBackend:
         return torch.cuda.stream(stream)
 
     def _to_device(self, array: Tensor) -> torch.Tensor:
-        if array.flags.writeable:
-            tensor = torch.from_numpy(array)
-        else:
-            # A view of the request body: torch warns because it cannot mark the tensor
-            # read-only. The buffer is private to this request, so sharing it is safe and
-            # saves a copy of every input (19 MB for a batch of 32 images).
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                tensor = torch.from_numpy(array)
-        tensor = tensor.to(self.device, non_blocking=True)
-        if tensor.dtype == torch.float32 and self.dtype != torch.float32:
-            tensor = tensor.to(self.dtype)  # fp32 inputs follow the model's precision
-        return tensor
+        return _tensor_on(array, self.device, self.dtype)
 
     def _as_sequence(self, raw: Any) -> Sequence[torch.Tensor]:
         if isinstance(raw, torch.Tensor):

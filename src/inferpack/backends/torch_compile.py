@@ -295,6 +295,14 @@ def _pad_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
     return tensor.repeat(*repeats)[:rows].clone()
 
 
+def eager_module(module: nn.Module) -> nn.Module:
+    """What ``module`` runs without compiling or capturing (a run of it never compiles a
+    graph, nor captures one that a later re-pointed weight would leave stale)."""
+    while isinstance(module, BucketCompiledModule | CudaGraphModule):
+        module = module.module
+    return module
+
+
 def graph_bytes(module: nn.Module) -> int:
     """Memory held by the CUDA graphs captured in ``module``."""
     return sum(sub.graph_bytes for sub in module.modules() if isinstance(sub, CudaGraphModule))

@@ -22,10 +22,10 @@ from concurrent.futures import Executor
 import numpy as np
 
 from inferpack.backends import Backend, load_backends
+from inferpack.backends.base import warmup_inputs
 from inferpack.batching import BatchPolicy, DynamicBatcher, QueuedItem
 from inferpack.batching.buckets import chunk_rows
 from inferpack.config.model_config import ModelConfig
-from inferpack.datatypes import numpy_dtype
 from inferpack.errors import ModelExecutionError
 from inferpack.processing.pipeline import Pipeline, Prepared, classify
 from inferpack.repository import ModelSource
@@ -62,18 +62,6 @@ def _describe(error: Exception) -> str:
     if not text.startswith(type(error).__name__) and ":" not in text[:40]:
         text = f"{type(error).__name__}: {text}"
     return text[:_MAX_ERROR_CHARS]
-
-
-def warmup_inputs(config: ModelConfig) -> dict[str, Tensor]:
-    """Zeros of the smallest batch the model runs at (1, or its smallest bucket: a model
-    compiled per bucket may run no other size), variable dims as 1, for every input."""
-    inputs = {}
-    rows = config.compile.bucket_for(1)
-    for spec in config.inputs:
-        dims = tuple(d if d > 0 else 1 for d in spec.dims)
-        shape = (rows, *dims) if config.batching else dims
-        inputs[spec.name] = np.zeros(shape, dtype=numpy_dtype(spec.datatype))
-    return inputs
 
 
 class ServedModel:
