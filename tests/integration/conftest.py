@@ -29,6 +29,13 @@ async def fetch_metrics(session: aiohttp.ClientSession, url: str) -> str:
         return await response.text()
 
 
+async def repository_index(session: aiohttp.ClientSession, url: str) -> dict[str, dict[str, Any]]:
+    """The server's repository index, one row per model name."""
+    async with session.post(f"{url}/v2/repository/index", json={}) as response:
+        assert response.status == 200
+        return {row["name"]: row for row in await response.json()}
+
+
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass

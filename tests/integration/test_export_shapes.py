@@ -22,6 +22,7 @@ import yaml
 from torch import nn
 
 from tests.integration.cli_server import CliServer, serve
+from tests.integration.conftest import repository_index
 
 REQUESTS = 4  # sent at once: with a long queue delay they meet in one batch
 
@@ -89,11 +90,8 @@ async def _burst(url: str, first: float) -> list[int]:
 
 
 async def _index(url: str) -> dict[str, dict[str, Any]]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{url}/v2/repository/index", json={}) as response,
-    ):
-        return {row["name"]: row for row in await response.json()}
+    async with aiohttp.ClientSession() as session:
+        return await repository_index(session, url)
 
 
 def test_a_static_batch_dimension_is_refused_at_load_naming_it(server: CliServer) -> None:

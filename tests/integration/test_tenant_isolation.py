@@ -23,6 +23,7 @@ from inferpack.config import ServerConfig
 from inferpack.config.control import ControlConfig, ControlMode
 from tests.backbones import Tenant, write_tenants
 from tests.helpers import ServerThread
+from tests.integration.conftest import repository_index
 
 READERS, WRITERS = 3, 3
 CLIENTS = 8
@@ -38,12 +39,6 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, T
 def _server(root: Path, control: ControlConfig) -> ServerThread:
     config = ServerConfig(str(root), http_port=0, grpc_port=0, control=control)
     return ServerThread(config).start()
-
-
-async def _index(session: aiohttp.ClientSession, url: str) -> dict[str, dict[str, object]]:
-    async with session.post(f"{url}/v2/repository/index", json={}) as response:
-        assert response.status == 200
-        return {str(row["name"]): row for row in await response.json()}
 
 
 async def _infer(
@@ -85,7 +80,7 @@ async def test_tenants_writing_their_buffers_never_change_another_tenants_answer
     probe = _server(root, ControlConfig(ControlMode.EXPLICIT, startup_models=("reader-0",)))
     try:
         async with aiohttp.ClientSession() as session:
-            one = int(str((await _index(session, probe.url))["reader-0"]["memory_bytes"]))
+            one = int(str((await repository_index(session, probe.url))["reader-0"]["memory_bytes"]))
     finally:
         probe.stop()
     # Two or three tenants resident at once: loads evict, and reload with a proof.
@@ -98,7 +93,7 @@ async def test_tenants_writing_their_buffers_never_change_another_tenants_answer
                 *(_client(server.url, modules, seed, until_s) for seed in range(CLIENTS))
             )
         async with aiohttp.ClientSession() as session:
-            index = await _index(session, server.url)
+            index = await repository_index(session, server.url)
             for name in sorted(modules, reverse=True):  # writers write just before the check
                 await _infer(session, server.url, name, np.ones((1, 16), np.float32))
         problems = default_store().verify()
