@@ -246,3 +246,19 @@ def test_capacity_counts_only_what_was_answered() -> None:
     assert capacity_at_slo(profile, 100.0) == 196.0
     behind = Profile("k", "small", 1.0, 400.0, 100.0, "measured", points=points[1:])
     assert capacity_at_slo(behind, 100.0) is None
+
+
+def test_the_time_limit_keeps_the_fast_packing_and_says_what_it_dropped() -> None:
+    """A limit too short for the balanced packings: the first-fit plan is returned, valid,
+    and the plan notes which packing did not finish."""
+    rng = random.Random(5)
+    profiles = [Profile("a", t.name, 500.0, 250.0, 100.0, "test") for t in TYPES]
+    demand = [Demand(f"m{i}", "a", round(rng.uniform(0, 30), 2)) for i in range(400)]
+    options = PlanOptions(slo_p90_ms=100, time_limit_s=1e-3)
+    plan = make_plan(profiles, demand, TYPES, options)
+    check(plan, profiles, demand, TYPES, options)
+    assert plan.plan.solver.startswith("first-fit packing")
+    assert any("balanced packing was not finished" in note for note in plan.plan.notes)
+    roomy = make_plan(profiles, demand, TYPES, PlanOptions(slo_p90_ms=100, time_limit_s=30))
+    assert not any("not finished" in note for note in roomy.plan.notes)
+    assert roomy.plan.objective_usd_per_hour <= plan.plan.objective_usd_per_hour

@@ -15,6 +15,8 @@ starts from it and the aggregated bound says how far it can be from the optimum.
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,6 +59,9 @@ def cheapest_share_assignment(problem: Problem) -> list[int]:
 
 
 def first_fit_decreasing(problem: Problem, assignment: list[int]) -> list[Bin]:
+    """Replicas by largest share, decreasing, each into the first open server of its type
+    with room. The first fit is found for all open servers of a type at once (one numpy
+    comparison per replica): 30,000 models on 600 servers take well under a second."""
     items = []
     for m, t in enumerate(assignment):
         copies = problem.replicas(m, t)
@@ -65,20 +70,40 @@ def first_fit_decreasing(problem: Problem, assignment: list[int]) -> list[Bin]:
             items.append((float(vector.max()), float(vector[0]), m, t, 1.0 / copies))
     items.sort(key=lambda item: (-item[0], -item[1], item[2]))
     bins: list[Bin] = []
-    open_by_type: dict[int, list[Bin]] = {}
+    open_by_type: dict[int, _OpenBins] = {}
     for _, _, m, t, fraction in items:
         vector = replica_vector(problem, m, t, fraction)
-        target = next(
-            (b for b in open_by_type.get(t, []) if m not in b.members and fits(b.used, vector)),
-            None,
-        )
+        opened = open_by_type.setdefault(t, _OpenBins(len(items)))
+        target = opened.first_fit(vector, m)
         if target is None:
-            target = Bin(t)
+            target = opened.add(Bin(t))
             bins.append(target)
-            open_by_type.setdefault(t, []).append(target)
         target.members[m] = target.members.get(m, 0.0) + fraction
-        target.used += vector
+        opened.fill(target, vector)
+    for server in bins:
+        server.used = server.used.copy()  # its own vector, not a view of the open array
     return bins
+
+
+class _OpenBins:
+    """The open servers of one type, with their used vectors in one array."""
+
+    def __init__(self, capacity: int) -> None:
+        self.used = np.zeros((capacity, 3))
+        self.bins: list[Bin] = []
+
+    def first_fit(self, vector: np.ndarray, m: int) -> Bin | None:
+        count = len(self.bins)
+        room = np.flatnonzero(np.all(self.used[:count] + vector <= 1.0 + EPS, axis=1))
+        return next((self.bins[i] for i in room if m not in self.bins[i].members), None)
+
+    def add(self, server: Bin) -> Bin:
+        self.bins.append(server)
+        server.used = self.used[len(self.bins) - 1]  # a view: fill() updates both
+        return server
+
+    def fill(self, server: Bin, vector: np.ndarray) -> None:
+        server.used += vector
 
 
 def _try_empty(problem: Problem, victim: Bin, others: list[Bin]) -> bool:
@@ -129,18 +154,24 @@ def _downsize(problem: Problem, server: Bin) -> None:
 
 def improve(problem: Problem, bins: list[Bin], rounds: int = 3, downsize: bool = True) -> list[Bin]:
     """Close the emptiest servers by moving their replicas, then (unless told not to, for
-    a plan that must stay on one type) downsize the rest."""
+    a plan that must stay on one type) downsize the rest. Servers are ranked by fullness
+    once per round (the ranking moves little within a round; sorting per victim made this
+    quadratic in servers)."""
     bins = list(bins)
     prices = problem.prices()
     for _ in range(rounds):
         closed = False
-        order = sorted(bins, key=lambda b: (float(b.used.max()), -prices[b.type_index]))
-        for victim in order:
-            others = [b for b in bins if b is not victim]
-            others.sort(key=lambda b: -float(b.used.max()))  # fill the fullest first
+        fullness = [float(b.used.max()) for b in bins]
+        order = sorted(range(len(bins)), key=lambda i: (fullness[i], -prices[bins[i].type_index]))
+        fullest_first = [bins[i] for i in reversed(order)]
+        gone: set[int] = set()
+        for i in order:
+            victim = bins[i]
+            others = [b for b in fullest_first if b is not victim and id(b) not in gone]
             if _try_empty(problem, victim, others):
-                bins.remove(victim)
+                gone.add(id(victim))
                 closed = True
+        bins = [b for b in bins if id(b) not in gone]
         for server in bins if downsize else ():
             _downsize(problem, server)
         if not closed:
@@ -153,7 +184,16 @@ def cost_of(problem: Problem, bins: list[Bin]) -> float:
     return float(sum(prices[b.type_index] for b in bins))
 
 
-def balanced_fill(problem: Problem, assignment: list[int], max_share: float = 1.0) -> list[Bin]:
+class PackingTimeoutError(Exception):
+    """A packing passed its deadline before it finished (its partial result is dropped)."""
+
+
+def balanced_fill(
+    problem: Problem,
+    assignment: list[int],
+    max_share: float = 1.0,
+    deadline_s: float = math.inf,
+) -> list[Bin]:
     """Bin-centric packing for several tight dimensions at once.
 
         d = direction of the summed sizes still to place (memory, compute, slots)
@@ -167,11 +207,17 @@ def balanced_fill(problem: Problem, assignment: list[int], max_share: float = 1.
     "Heuristics for Vector Bin Packing", 2011). A hot model is split into replicas of at
     most ``max_share`` compute each: a replica that takes a whole server's compute
     strands its memory; each extra replica costs the model's memory once more.
+
+    Quadratic in replicas (each pick weighs every replica left): 3,000 models take 0.3 s,
+    30,000 about 15 s on a 2-core VM. Past ``deadline_s`` (``time.perf_counter()``) it
+    raises PackingTimeoutError between servers.
     """
     bins: list[Bin] = []
     for t in sorted(set(assignment)):
         models, sizes = _replica_items(problem, assignment, t, max_share)
         while len(models):
+            if time.perf_counter() > deadline_s:
+                raise PackingTimeoutError
             server, placed = _fill_one(problem, t, models, sizes, max_share)
             bins.append(server)
             models, sizes = models[~placed], sizes[~placed]
