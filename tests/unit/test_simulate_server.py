@@ -130,6 +130,9 @@ def test_every_request_is_answered_once_and_never_before_it_arrived(
     models = [SimModel(f"m{k}", r, curve, policy) for k, r in enumerate(rates)]
     times, index = poisson_arrivals(rates, 2.0, np.random.default_rng(seed))
     result = simulate_server(models, times, index, workers, frontend_s=0.0001)
+    if len(times) == 0:  # a slow model over 2 s may send nothing
+        assert result.batches == 0 and result.busy_s == 0
+        return
     assert not np.isnan(result.done_s).any()
     assert (result.latency_s >= 0.001 - 1e-12).all()  # at least one batch's service
     # No batch holds more than max_batch rows; compute is never more than the workers had.
