@@ -45,6 +45,9 @@ def test_batch_curve_over_copies_and_frontend_between_snapshots() -> None:
     # success 150 ms - queue 13 ms - compute (40 + 20 + 18) ms = 59 ms over 22 requests
     assert frontend_ms(before, after, ["a", "b"]) == pytest.approx(59 / 22, abs=1e-3)
     assert frontend_ms(after, after, ["a", "b"]) == 0.0
+    # The clients saw 10 ms at p50; queue + compute were (13 + 78) / 22 ms per request.
+    assert frontend_ms(before, after, ["a", "b"], 10.0) == pytest.approx(10 - 91 / 22, abs=1e-3)
+    assert frontend_ms(before, after, ["a", "b"], 1.0) == pytest.approx(59 / 22, abs=1e-3)
 
 
 def test_server_model_from_a_triton_config() -> None:

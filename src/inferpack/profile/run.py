@@ -95,7 +95,7 @@ def run_profile(spec: ProfileSpec, report: Report | None = None) -> ProfileOutco
 
             result = search_capacity(measure_and_snapshot, spec.search, report)
             memory_mb = _memory_mb(server.index(), names)
-            block = _server_block(server, names, snapshots)
+            block = _server_block(server, names, snapshots, result.points)
     if memory_mb <= 0:
         warnings.append(
             f"the server measured 0 bytes for {spec.model} (no weights): written as "
@@ -112,12 +112,19 @@ def run_profile(spec: ProfileSpec, report: Report | None = None) -> ProfileOutco
 
 
 def _server_block(
-    server: BackgroundServer, names: tuple[str, ...], snapshots: list[tuple[float, Any]]
+    server: BackgroundServer,
+    names: tuple[str, ...],
+    snapshots: list[tuple[float, Any]],
+    points: tuple[RatePoint, ...],
 ) -> ServerModel | None:
     """The profile's ``server`` block (calibrate.py): the batch curve over the whole search,
     the frontend time at the lowest rate measured."""
     lowest = min(range(1, len(snapshots)), key=lambda i: snapshots[i][0])
-    front_ms = frontend_ms(snapshots[lowest - 1][1], snapshots[lowest][1], names)
+    rate = snapshots[lowest][0]
+    nearest = min(points, key=lambda p: abs(p.rate_rps - rate), default=None)
+    client_p50 = None if nearest is None else nearest.p50_ms
+    before, after = snapshots[lowest - 1][1], snapshots[lowest][1]
+    front_ms = frontend_ms(before, after, names, client_p50)
     curve = batch_service_ms(snapshots[-1][1], names)
     config = server.get_json(f"/v2/models/{names[0]}/config")
     return server_model(config, curve, front_ms, server.cpu_workers)
