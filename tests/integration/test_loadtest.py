@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -206,3 +207,38 @@ def test_sweep_feeds_the_report_curve(
     assert len(seen["images"]) == 2 and seen["fetched"] == []
     for image in seen["images"]:
         assert image["complete"] and image["width"] > 0, image
+
+
+def _loadtest_cli(url: str, model: str, output: Path) -> subprocess.CompletedProcess[str]:
+    args = ["loadtest", "--url", url, "--model", model, "--concurrency", "1"]
+    return subprocess.run(
+        [sys.executable, "-c", "from inferpack.cli import main; main()", *args,
+         "--duration-s", "1.5", "--warmup-s", "0.3", "--max-windows", "3",
+         "--output", str(output)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("scheme", ["http", "grpc"])
+def test_an_unreachable_server_is_named_as_such(tmp_path: Path, scheme: str) -> None:
+    """Not "model 'tiny-mlp': UNAVAILABLE": the cause, and exit 1 with no result written."""
+    with socket.socket() as bound:  # bound, never listening: connections are refused
+        bound.bind(("127.0.0.1", 0))
+        url = f"{scheme}://127.0.0.1:{bound.getsockname()[1]}"
+        done = _loadtest_cli(url, "tiny-mlp", tmp_path / "lt.json")
+    said = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 1, said
+    assert f"cannot reach {url}: connection refused" in said
+    assert "tiny-mlp" not in said and not (tmp_path / "lt.json").exists()
+
+
+@pytest.mark.parametrize("scheme", ["http", "grpc"])
+def test_an_unknown_model_is_named_not_found(
+    target: ServerThread, tmp_path: Path, scheme: str
+) -> None:
+    url = target.url if scheme == "http" else f"grpc://{target.grpc_address}"
+    done = _loadtest_cli(url, "nope", tmp_path / "lt.json")
+    said = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 1, said
+    assert f"model 'nope' not found on {url}" in said
+    assert "cannot reach" not in said

@@ -1,15 +1,13 @@
 """Request bodies prepared before the clock starts: one per model, per transport.
 
-Model metadata (input names, datatypes, shapes) comes from the server itself (REST
-``GET /v2/models/{m}`` or gRPC ModelMetadata); a leading -1 is the batch dim and takes
+Model metadata (input names, datatypes, shapes) comes from the server itself
+(:mod:`.metadata`, which names why when it cannot); a leading -1 is the batch dim and takes
 ``batch_size``, other -1 dims take 1. Inputs are random but seeded.
 """
 
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +15,8 @@ from typing import Any
 import numpy as np
 
 from inferpack.datatypes import numpy_dtype, tensor_to_bytes
-from inferpack.errors import InvalidInputError, NotFoundError
-
-METADATA_TIMEOUT_S = 10.0
+from inferpack.errors import InvalidInputError
+from inferpack.loadtest.metadata import fetch_metadata
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,41 +26,6 @@ class Payload:
     model: str
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()
-
-
-def _metadata_http(base_url: str, model: str) -> dict[str, Any]:
-    try:
-        with urllib.request.urlopen(
-            f"{base_url}/v2/models/{model}", timeout=METADATA_TIMEOUT_S
-        ) as r:
-            data: dict[str, Any] = json.loads(r.read())
-            return data
-    except urllib.error.HTTPError as error:
-        raise NotFoundError(f"{base_url}: model {model!r}: HTTP {error.code}") from None
-    except urllib.error.URLError as error:
-        raise InvalidInputError(f"{base_url}: cannot reach the server: {error.reason}") from None
-
-
-def _metadata_grpc(target: str, model: str) -> dict[str, Any]:
-    import grpc
-
-    from inferpack.protocol.proto import inference_pb2 as pb
-
-    with grpc.insecure_channel(target) as channel:
-        call = channel.unary_unary(
-            "/inference.GRPCInferenceService/ModelMetadata",
-            request_serializer=pb.ModelMetadataRequest.SerializeToString,
-            response_deserializer=pb.ModelMetadataResponse.FromString,
-        )
-        try:
-            reply = call(pb.ModelMetadataRequest(name=model), timeout=METADATA_TIMEOUT_S)
-        except grpc.RpcError as error:
-            raise NotFoundError(f"{target}: model {model!r}: {error.code().name}") from None
-    return {
-        "inputs": [
-            {"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in reply.inputs
-        ]
-    }
 
 
 def _tensor(datatype: str, shape: list[int], rng: np.random.Generator) -> np.ndarray:
@@ -172,17 +134,14 @@ def build_payloads(
     input_files: tuple[tuple[str, str], ...] = (),
 ) -> list[Payload]:
     """One prepared request per model, in the order of ``models``: random tensors shaped
-    by the model's metadata, or the given files as BYTES inputs."""
+    by the model's metadata, or the given files as BYTES inputs. Each model's metadata is
+    asked for either way: an unreachable server or an unknown model stops the test here,
+    named, instead of as errors counted by the workers."""
     encode = {"http-json": _http_json, "http-binary": _http_binary, "grpc": _grpc}[transport]
     files = file_inputs(input_files, batch_size, transport) if input_files else None
     payloads = []
     for index, model in enumerate(models):
-        if files is not None:
-            payloads.append(encode(model, files))
-            continue
-        if transport == "grpc":
-            metadata = _metadata_grpc(url.removeprefix("grpc://"), model)
-        else:
-            metadata = _metadata_http(url, model)
-        payloads.append(encode(model, _inputs(metadata, batch_size, seed + index)))
+        metadata = fetch_metadata(url, transport, model)
+        tensors = files if files is not None else _inputs(metadata, batch_size, seed + index)
+        payloads.append(encode(model, tensors))
     return payloads
