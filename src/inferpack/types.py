@@ -6,6 +6,7 @@ Tensors are numpy arrays; their v2 datatype follows from the dtype
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,10 @@ class InferRequest:
 
     ``requested_outputs`` is None when the client wants every output; ``classification``
     maps an output to k: answer its top-k as Triton's classification extension does.
+    ``charge``, when the adapter sets it, counts bytes that serving the request allocates
+    beyond its body (decoded images) in the server's in-flight cap, before they are
+    allocated (raising OverloadedError when they do not fit); a negative charge gives back
+    what was freed. It may be called from worker threads.
     """
 
     model_name: str
@@ -31,6 +36,7 @@ class InferRequest:
     requested_outputs: list[str] | None = None
     parameters: Parameters = field(default_factory=dict)
     classification: dict[str, int] = field(default_factory=dict)
+    charge: Callable[[int], None] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(slots=True)

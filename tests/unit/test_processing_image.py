@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import time
+import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, ImageFile
 
 from inferpack.errors import InvalidInputError, PayloadTooLargeError
 from inferpack.processing.image import (
@@ -209,3 +212,105 @@ def test_jpeg_draft_keeps_exif_rotation_and_ignores_other_formats() -> None:
     png = _encode(_gradient(800, 600), "PNG")
     pixels, full = decode_image_sized(png, 10**8, draft_side=100)
     assert pixels.shape[:2] == (600, 800) and full == (800, 600)
+
+
+# A minimal EPS: what reaches Pillow's EpsImagePlugin (and, to load it, Ghostscript).
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n0 0 moveto 8 8 lineto stroke\nshowpage\n"
+
+
+def test_eps_is_refused_by_name_before_any_eps_code_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import EpsImagePlugin
+
+    def parsed(*args: object) -> None:
+        raise AssertionError("the EPS plugin parsed an upload")
+
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", parsed)
+    with pytest.raises(InvalidInputError, match=r"image 2 is EPS, not an accepted image format"):
+        decode_image(EPS, 10_000, index=2)
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "PPM", "ICO", "PCX", "SGI"])
+def test_formats_off_the_allow_list_are_refused_by_name(fmt: str) -> None:
+    data = _encode(_gradient(16, 16), fmt)
+    Image.open(io.BytesIO(data)).load()  # Pillow itself reads it
+    with pytest.raises(InvalidInputError, match=rf"is {fmt}, not an accepted image format"):
+        decode_image(data, 10_000)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "GIF"])
+def test_allowed_formats_decode(fmt: str) -> None:
+    assert decode_image(_encode(_gradient(16, 12), fmt), 10_000).shape == (12, 16, 3)
+
+
+def test_the_decoded_size_is_charged_before_decoding() -> None:
+    """From the header: a 3000 x 2000 PNG of a few KB is charged 11 bytes a pixel, and a
+    refused charge stops it before a pixel is decoded."""
+    from inferpack.errors import OverloadedError
+    from inferpack.processing.image import decode_image_sized, decoded_bytes
+
+    data = _encode(np.zeros((2000, 3000, 3), np.uint8), "PNG")
+    assert len(data) < 100_000
+    charged: list[int] = []
+    decode_image_sized(data, 10**8, charge=charged.append)
+    assert charged == [decoded_bytes(3000, 2000, "RGB")] == [3000 * 2000 * 11]
+
+    def refuse(nbytes: int) -> None:
+        raise OverloadedError(f"{nbytes} would not fit")
+
+    def never(*args: object) -> None:
+        raise AssertionError("pixels were decoded")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ImageFile.ImageFile, "load", never)
+        with pytest.raises(OverloadedError, match="66000000 would not fit"):
+            decode_image_sized(data, 10**8, charge=refuse)
+
+
+def test_image_tensor_trades_the_pixels_for_the_row() -> None:
+    """While decoding: the pixels; once the row is made, only the row stays charged; a
+    JPEG decoded at a draft scale is charged at that scale."""
+    charges: list[int] = []
+    spec = ImagePreprocess(resize=64, crop=(64, 64))
+    row, _ = image_tensor(_encode(_gradient(400, 300), "PNG"), spec, charge=charges.append)
+    assert charges == [400 * 300 * 11, row.nbytes - 400 * 300 * 11]
+    assert sum(charges) == row.nbytes == 3 * 64 * 64 * 4
+    charges.clear()
+    fast = ImagePreprocess(resize=256, crop=(224, 224), jpeg_draft=True)
+    image_tensor(_smooth_jpeg(2000, 1500), fast, charge=charges.append)
+    assert charges[0] <= 1000 * 750 * 11  # decoded at 1/2 scale or less
+
+
+def test_decoding_in_threads_leaves_the_warning_filters_alone() -> None:
+    """Decoding runs on pool threads; warnings.catch_warnings there swaps the process's
+    filters under every other thread (and can restore the wrong ones)."""
+    before = list(warnings.filters)
+    seen_changed = threading.Event()
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if warnings.filters != before:
+                seen_changed.set()
+
+    data = _encode(_gradient(600, 400), "PNG")
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _: decode_image(data, 10**6), range(24)))
+    finally:
+        done.set()
+        watcher.join()
+    assert not seen_changed.is_set() and warnings.filters == before
+
+
+@pytest.mark.parametrize("action", ["error", "default", "ignore"])
+def test_a_size_over_pillows_own_limit_is_413_whatever_the_warning_filters(action: str) -> None:
+    """10000 x 10000 passes Pillow's warning limit (89.5 M pixels): a warning, or an error
+    where warnings are errors; either way the upload is 413, never an unhandled warning."""
+    ihdr = struct.pack(">IIBBBBB", 10000, 10000, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"\0"))
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter(action)
+        with pytest.raises(PayloadTooLargeError, match="pixels"):
+            decode_image(png, 50_000_000)

@@ -10,9 +10,11 @@ from inferpack.config.control import ControlConfig
 # 64 MiB covers a batch of 64 fp32 images at 368x368x3 (~104 MB would not): large enough for
 # real vision batches, small enough that one client cannot balloon the server's memory.
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
-# 256 MiB of bodies in flight (4 bodies at the default limit, or ~3,000 85 KB image requests):
-# decoding holds at most ~2x a body beside it, so requests stay under ~1 GiB however many
-# clients send at once, while a busy server still queues far more work than it can run.
+# 256 MiB of bodies in flight (4 bodies at the default limit, ~3,000 85 KB tensor requests,
+# ~390 85 KB JPEGs with their 224x224 FP32 rows, or 2 12 MP photos while they decode):
+# decoding a tensor body holds at most ~2x a body beside it and an image's pixels are
+# counted before they are allocated, so requests stay under ~1 GiB however many clients
+# send at once, while a busy server still queues far more work than it can run.
 DEFAULT_MAX_INFLIGHT_BYTES = 4 * DEFAULT_MAX_REQUEST_BYTES
 
 
@@ -23,7 +25,8 @@ class ServerConfig:
     http_port: int = 8000
     grpc_port: int | None = 8001  # None: no gRPC endpoint
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
-    # Request bodies being decoded, queued or run, all protocols together (429 above).
+    # Request bodies being decoded, queued or run, and the pixels their images decode to,
+    # all protocols together (429 above).
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
     control: ControlConfig = field(default_factory=ControlConfig)
     cache_dir: Path | None = None  # remote repositories; default: the per-user cache folder

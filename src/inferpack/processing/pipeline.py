@@ -28,6 +28,7 @@ from inferpack.config.processing_config import PEOPLE_OUTPUT, ImageInput, TextIn
 from inferpack.datatypes import numpy_dtype
 from inferpack.errors import InvalidInputError
 from inferpack.processing.image import (
+    Charge,
     ImagePreprocess,
     ImageTransform,
     image_tensor,
@@ -134,16 +135,22 @@ class Pipeline:
             )
         return list(array)
 
-    def image_row(self, item: object, index: int) -> tuple[Tensor, ImageTransform]:
-        """One upload row to one model row (a processing-pool task)."""
+    def image_row(
+        self, item: object, index: int, charge: Charge | None = None
+    ) -> tuple[Tensor, ImageTransform]:
+        """One upload row to one model row (a processing-pool task); ``charge`` counts what
+        it allocates (decoded pixels, the row) in the server's in-flight cap."""
         assert self.image is not None
         if isinstance(item, np.ndarray):
-            return preprocess_image(item, self.image, index)
+            row, transform = preprocess_image(item, self.image, index)
+            if charge is not None:
+                charge(row.nbytes)
+            return row, transform
         if isinstance(item, str):
             item = item.encode("latin-1", errors="strict")
         if not isinstance(item, bytes | bytearray | memoryview):
             raise InvalidInputError(f"image {index} must be bytes, got {type(item).__name__}")
-        return image_tensor(bytes(item), self.image, index)
+        return image_tensor(bytes(item), self.image, index, charge)
 
     def stack_images(self, rows: Sequence[tuple[Tensor, ImageTransform]]) -> Prepared:
         tensor_name = self._image_tensor()

@@ -103,6 +103,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         with reservation:
             with self.engine.counting_failures(request.model_name):
                 infer_request = decode_model_infer(request)
+            infer_request.charge = reservation.add  # decoded images count in flight too
             return encode_model_infer(await self.engine.infer(infer_request))
 
     async def ModelStreamInfer(  # noqa: N802

@@ -24,6 +24,7 @@ from inferpack.errors import (
     http_status,
 )
 from inferpack.protocol.access import RepositoryAccess
+from inferpack.protocol.body import read_counted_body
 from inferpack.protocol.model_info import model_metadata, triton_model_config, triton_statistics_for
 from inferpack.protocol.torchserve import decode_prediction, encode_prediction
 from inferpack.protocol.uploads import is_upload, read_upload, render_answer, upload_request
@@ -209,9 +210,8 @@ def _admit(request: web.Request, name: str) -> Reservation:
 
 
 async def _read_admitted_body(request: web.Request, reservation: Reservation) -> bytes:
-    body = await _read_body(request)
-    reservation.grow_to(len(body))  # a body of unannounced length, now read
-    return body
+    """Counted as it arrives: a chunked body announced no length (:mod:`.body`)."""
+    return await read_counted_body(request, request.app[MAX_REQUEST_BYTES], reservation)
 
 
 async def infer(request: web.Request) -> web.Response:
@@ -226,6 +226,7 @@ async def infer(request: web.Request) -> web.Response:
             if header_length == 0:
                 body, header_length = await _raw_binary_request(request, body)
             infer_request, encoding = await _decode(body, header_length, name, version)
+            infer_request.charge = reservation.add  # decoded images count in flight too
         del body  # the tensors keep what they need (binary inputs are views of it)
         response = await engine.infer(infer_request)
         payload, json_length = await _encode(response, encoding)
@@ -258,6 +259,7 @@ async def predictions(request: web.Request) -> web.Response:
                 del body
             else:
                 infer_request = upload_request(upload, config, version)
+            infer_request.charge = reservation.add  # decoded images count in flight too
         response = await engine.infer(infer_request)
         if upload is None:
             payload = encode_prediction(response, added_batch)

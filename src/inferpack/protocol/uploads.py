@@ -29,6 +29,7 @@ from aiohttp import BodyPartReader, web
 from inferpack.config.model_config import ModelConfig
 from inferpack.config.processing_config import PEOPLE_OUTPUT, TextInput
 from inferpack.errors import InvalidInputError, PayloadTooLargeError
+from inferpack.protocol.body import read_counted_body
 from inferpack.runtime.inflight import Reservation
 from inferpack.types import InferRequest, InferResponse
 
@@ -57,10 +58,10 @@ async def read_upload(
     request: web.Request, config: ModelConfig, limit_bytes: int, reservation: Reservation
 ) -> Upload | None:
     """The upload's items; None when the body is JSON tensors instead (the caller reads it
-    again: aiohttp keeps it)."""
+    again: :func:`~inferpack.protocol.body.read_counted_body` keeps it)."""
     if request.content_type.startswith("multipart/"):
         return await _read_multipart(request, config, limit_bytes, reservation)
-    body = await _read_limited(request, limit_bytes, reservation)
+    body = await read_counted_body(request, limit_bytes, reservation)
     declared = request.content_type if "Content-Type" in request.headers else None
     if _is_json(declared, body):
         return _json_texts(body, config) if isinstance(config.preprocess, TextInput) else None
@@ -119,22 +120,6 @@ async def _read_multipart(
     if not items:
         raise InvalidInputError(f"no form field named {accepted[0]!r}: nothing to run")
     return Upload(items, single=len(items) == 1)
-
-
-async def _read_limited(request: web.Request, limit_bytes: int, reservation: Reservation) -> bytes:
-    if request.content_length is not None and request.content_length > limit_bytes:
-        raise PayloadTooLargeError(
-            f"request body of {request.content_length} bytes exceeds the limit of "
-            f"{limit_bytes} bytes"
-        )
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLargeError(
-            f"request body exceeds the limit of {limit_bytes} bytes"
-        ) from None
-    reservation.grow_to(len(body))
-    return body
 
 
 def _json_texts(body: bytes, config: ModelConfig) -> Upload | None:

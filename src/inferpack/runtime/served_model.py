@@ -151,7 +151,8 @@ class ServedModel:
     async def _prepare(self, request: InferRequest) -> Prepared | None:
         """The request's uploads decoded into model inputs (None: it sent tensors). Each
         image is its own task on the processing pool, so one request's images decode on
-        every core at once."""
+        every core at once; each charges its decoded size to the request before decoding
+        (``request.charge``: the server's in-flight cap)."""
         assert self.pipeline is not None
         items = self.pipeline.upload_items(request.inputs)
         if items is None:
@@ -159,9 +160,12 @@ class ServedModel:
         loop = asyncio.get_running_loop()
         pool = self._processing
         if self.pipeline.image is not None:
-            image_row = self.pipeline.image_row
+            image_row, charge = self.pipeline.image_row, request.charge
             rows = await asyncio.gather(
-                *(loop.run_in_executor(pool, image_row, item, i) for i, item in enumerate(items))
+                *(
+                    loop.run_in_executor(pool, image_row, item, i, charge)
+                    for i, item in enumerate(items)
+                )
             )
             return await loop.run_in_executor(pool, self.pipeline.stack_images, rows)
         return await loop.run_in_executor(pool, self.pipeline.text_inputs, items)

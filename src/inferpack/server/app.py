@@ -13,6 +13,7 @@ import grpc
 from aiohttp import web
 
 from inferpack.config import ServerConfig
+from inferpack.processing.image import ignore_pillow_warnings
 from inferpack.protocol.access import (
     TOKEN_FLAG,
     RepositoryAccess,
@@ -101,6 +102,7 @@ class RunningServer:
 
 
 async def start_server(config: ServerConfig) -> RunningServer:
+    ignore_pillow_warnings()  # once, before any decoding thread runs (processing/image.py)
     repository = open_repository(str(config.model_repository), config.cache_dir)
     engine = Engine(repository, config.control)
     app = create_app(engine, config)
