@@ -15,11 +15,13 @@ InferpackError                      500 / INTERNAL           internal
 ├── OverloadedError                 429 / RESOURCE_EXHAUSTED queue or bytes in flight full
 ├── PayloadTooLargeError            413 / RESOURCE_EXHAUSTED body over the configured limit
 ├── DeadlineExceededError           504 / DEADLINE_EXCEEDED  the request's ``timeout`` passed
-└── ModelExecutionError             500 / INTERNAL           the model raised while running
+├── ModelExecutionError             500 / INTERNAL           the model raised while running
+└── ListenError                     (start-up)               a port cannot be bound (in use, ...)
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 
@@ -93,6 +95,12 @@ class ModelExecutionError(InferpackError):
     reason = "model_error"
 
 
+class ListenError(InferpackError):
+    """A listener cannot open its port (taken by another process, not permitted, no such
+    address). Raised at start-up only: the process cannot serve, so it stops with this
+    one line."""
+
+
 class ConfigError(UnavailableError):
     """A model configuration is invalid. Holds every problem found, each naming file and field.
 
@@ -125,5 +133,8 @@ def grpc_code_name(error: BaseException) -> str:
 
 
 def failure_reason(error: BaseException) -> str:
-    """The metrics label for a failed request."""
+    """The metrics label for a failed request: a request its client gave up on (cancelled)
+    is ``cancelled``, not an internal error."""
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
     return error.reason if isinstance(error, InferpackError) else "internal"

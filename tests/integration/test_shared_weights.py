@@ -53,7 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     budget = sizes["model"] + sizes["artifact"] + int(1.5 * own)
     assert 3 * sizes["model"] > budget
     control = ControlConfig(ControlMode.LRU, memory_budget_bytes=budget)
-    config = ServerConfig(str(root), http_port=0, grpc_port=-1, control=control)
+    config = ServerConfig(str(root), http_port=0, grpc_port=None, control=control)
     thread = ServerThread(config).start()
     yield thread
     thread.stop()

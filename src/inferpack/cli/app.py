@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from inferpack import __version__
 from inferpack.config import ServerConfig
@@ -129,8 +130,8 @@ def serve(
     )
     try:
         asyncio.run(_serve(config))
-    except InferpackError as error:
-        console.print(f"[red]error:[/] {error}")
+    except InferpackError as error:  # e.g. a taken port: one line, never wrapped
+        console.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(1) from None
 
 

@@ -87,6 +87,6 @@ def deploy(
             cpu_threads=cpu_threads,
         )
     except InferpackError as error:
-        console.print(f"[red]error:[/] {escape(str(error))}")
+        console.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)

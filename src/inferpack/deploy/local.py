@@ -27,7 +27,7 @@ import aiohttp
 
 from inferpack.deploy.processes import ChildProcess, start_child, stop_children
 from inferpack.deploy.spec import ServerSpec
-from inferpack.errors import ConfigError, UnavailableError
+from inferpack.errors import ConfigError, ListenError, UnavailableError
 from inferpack.router import Backend, RouterConfig, RoutingTable, RunningRouter, start_router
 
 # Model loading can take minutes (large weights, first compile); a hung start must not
@@ -242,11 +242,8 @@ async def _start_router(members: list[Member], config: LocalFleetConfig) -> Runn
     )
     try:
         return await start_router(router_config)
-    except (OSError, RuntimeError) as error:  # grpc reports a port in use as RuntimeError
-        raise UnavailableError(
-            f"router cannot listen on {config.host} ports "
-            f"{config.router_http_port}/{config.router_grpc_port}: {error}"
-        ) from None
+    except ListenError as error:  # one line naming the protocol and port
+        raise ListenError(f"router {error}") from None
 
 
 def _print_fleet(members: list[Member], router: RunningRouter, echo: Echo) -> None:

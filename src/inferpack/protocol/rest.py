@@ -9,23 +9,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 from aiohttp import web
 
 from inferpack.errors import (
-    InferpackError,
     InvalidInputError,
-    OverloadedError,
-    PayloadTooLargeError,
-    UnauthenticatedError,
-    http_status,
 )
 from inferpack.protocol.access import RepositoryAccess
 from inferpack.protocol.body import read_counted_body
+from inferpack.protocol.http_responses import MAX_REQUEST_BYTES, json_response, read_body
 from inferpack.protocol.model_info import model_metadata, triton_model_config, triton_statistics_for
+from inferpack.protocol.offload import off_loop, output_bytes
+from inferpack.protocol.tensors_json import NESTING_MESSAGE
 from inferpack.protocol.torchserve import decode_prediction, encode_prediction
 from inferpack.protocol.uploads import is_upload, read_upload, render_answer, upload_request
 from inferpack.protocol.v2_codec import (
@@ -35,76 +32,21 @@ from inferpack.protocol.v2_codec import (
     encode_infer_response,
     raw_input_shape,
 )
+from inferpack.protocol.v2_routes import V2Handlers, add_v2_routes
 from inferpack.runtime import Engine
 from inferpack.runtime.inflight import InflightBytes, Reservation
 from inferpack.runtime.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from inferpack.types import InferRequest, InferResponse
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 ENGINE = web.AppKey("engine", Engine)
-MAX_REQUEST_BYTES = web.AppKey("max_request_bytes", int)
 INFLIGHT_BYTES = web.AppKey("inflight_bytes", InflightBytes)
-# Bodies (and responses) from 1 MiB up (~5 ms of decoding) are decoded (encoded) on a worker
-# thread; smaller ones inline, where the hand-off would cost more than the loop waits. The
-# decoder holds the GIL, so a thread only lets the loop in at switch intervals: 8 concurrent
-# 4 MB decodes stalled the loop 130 ms inline, 70-105 ms on threads
-# (benchmarks/results/json_decode.json).
-OFFLOAD_BYTES = 1024 * 1024
 REPOSITORY_ACCESS = web.AppKey("repository_access", RepositoryAccess)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def error_response(error: BaseException) -> web.Response:
-    status = http_status(error)
-    headers = {}
-    if isinstance(error, OverloadedError):
-        headers["Retry-After"] = str(math.ceil(error.retry_after_s))
-    if isinstance(error, UnauthenticatedError):
-        headers["WWW-Authenticate"] = "Bearer"
-    message = str(error) if isinstance(error, InferpackError) else "internal server error"
-    return web.json_response({"error": message}, status=status, headers=headers)
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure leaves as a JSON error with the mapped status; the server lives on."""
-    try:
-        return await handler(request)
-    except InferpackError as error:
-        return error_response(error)
-    except web.HTTPRequestEntityTooLarge as error:
-        return error_response(PayloadTooLargeError(f"request body is too large: {error.text}"))
-    except web.HTTPException as error:
-        if error.status < 400:
-            raise
-        return web.json_response({"error": error.reason}, status=error.status)
-    except Exception as error:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return error_response(error)
 
 
 def _engine(request: web.Request) -> Engine:
     return request.app[ENGINE]
-
-
-def _json(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(
-        body=json.dumps(payload, separators=(",", ":")).encode(),
-        status=status,
-        content_type="application/json",
-    )
-
-
-async def _read_body(request: web.Request) -> bytes:
-    limit = request.app[MAX_REQUEST_BYTES]
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLargeError(
-            f"request body of {request.content_length} bytes exceeds the limit of {limit} bytes"
-        )
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLargeError(f"request body exceeds the limit of {limit} bytes") from None
 
 
 def _header_length(request: web.Request) -> int | None:
@@ -120,16 +62,16 @@ def _header_length(request: web.Request) -> int | None:
 
 
 async def live(request: web.Request) -> web.Response:
-    return _json({"live": _engine(request).live()})
+    return json_response({"live": _engine(request).live()})
 
 
 async def ready(request: web.Request) -> web.Response:
     is_ready = _engine(request).ready()
-    return _json({"ready": is_ready}, status=200 if is_ready else 503)
+    return json_response({"ready": is_ready}, status=200 if is_ready else 503)
 
 
 async def server_metadata(request: web.Request) -> web.Response:
-    return _json(_engine(request).server_metadata())
+    return json_response(_engine(request).server_metadata())
 
 
 def _model_args(request: web.Request) -> tuple[str, str | None]:
@@ -141,24 +83,24 @@ async def model_metadata_handler(request: web.Request) -> web.Response:
     name, version = _model_args(request)
     engine = _engine(request)
     config = await engine.model_config(name, version)
-    return _json(model_metadata(config, await engine.model_versions(name)))
+    return json_response(model_metadata(config, await engine.model_versions(name)))
 
 
 async def model_config_handler(request: web.Request) -> web.Response:
     name, version = _model_args(request)
-    return _json(triton_model_config(await _engine(request).model_config(name, version)))
+    return json_response(triton_model_config(await _engine(request).model_config(name, version)))
 
 
 async def model_statistics(request: web.Request) -> web.Response:
     name = request.match_info.get("model")
     version = request.match_info.get("version")
-    return _json(triton_statistics_for(_engine(request), name, version))
+    return json_response(triton_statistics_for(_engine(request), name, version))
 
 
 async def model_ready(request: web.Request) -> web.Response:
     name, version = _model_args(request)
     is_ready = _engine(request).model_ready(name, version)
-    return _json({"name": name, "ready": is_ready}, status=200 if is_ready else 503)
+    return json_response({"name": name, "ready": is_ready}, status=200 if is_ready else 503)
 
 
 async def _raw_binary_request(request: web.Request, body: bytes) -> tuple[bytes, int]:
@@ -166,9 +108,10 @@ async def _raw_binary_request(request: web.Request, body: bytes) -> tuple[bytes,
     (shape from the config, so the model need not be loaded yet)."""
     name, version = _model_args(request)
     config = await _engine(request).model_config(name, version)
-    if len(config.inputs) != 1:
+    if len(config.inputs) != 1:  # Triton's words, then the inputs
         raise InvalidInputError(
-            f"raw binary requests need a model with one input; {name!r} has "
+            f"Raw request must only have 1 input (found 1) to be deduced but got "
+            f"{len(config.inputs)} inputs in {name!r} model configuration: "
             f"{[(s.name, list(s.dims)) for s in config.inputs]}"
         )
     spec = config.inputs[0]
@@ -191,15 +134,12 @@ async def _raw_binary_request(request: web.Request, body: bytes) -> tuple[bytes,
 async def _decode(
     body: bytes, header_length: int | None, name: str, version: str | None
 ) -> tuple[InferRequest, OutputEncoding]:
-    if len(body) < OFFLOAD_BYTES:
-        return decode_infer_request(body, header_length, name, version)
-    return await asyncio.to_thread(decode_infer_request, body, header_length, name, version)
+    return await off_loop(len(body), decode_infer_request, body, header_length, name, version)
 
 
 async def _encode(response: InferResponse, encoding: OutputEncoding) -> tuple[bytes, int | None]:
-    if sum(array.nbytes for array in response.outputs.values()) < OFFLOAD_BYTES:
-        return encode_infer_response(response, encoding)
-    return await asyncio.to_thread(encode_infer_response, response, encoding)
+    size = output_bytes(response, encoding.is_binary)
+    return await off_loop(size, encode_infer_response, response, encoding)
 
 
 def _admit(request: web.Request, name: str) -> Reservation:
@@ -255,31 +195,52 @@ async def predictions(request: web.Request) -> web.Response:
                 upload = await read_upload(request, config, limit, reservation)
             if upload is None:
                 body = await _read_admitted_body(request, reservation)
-                infer_request, added_batch = decode_prediction(body, config, version)
+                infer_request, added_batch = await off_loop(
+                    len(body), decode_prediction, body, config, version
+                )
                 del body
             else:
                 infer_request = upload_request(upload, config, version)
             infer_request.charge = reservation.add  # decoded images count in flight too
         response = await engine.infer(infer_request)
         if upload is None:
-            payload = encode_prediction(response, added_batch)
+            size = output_bytes(response, lambda _: False)
+            payload = await off_loop(size, encode_prediction, response, added_batch)
         else:
             labels = engine.labels(name, response.model_version)
             payload = render_answer(response, config, upload.single, labels)
     return web.Response(body=payload, content_type="application/json")
 
 
-async def _optional_json(request: web.Request) -> dict[str, Any]:
-    body = await _read_body(request)
+class _IndexRequest(msgspec.Struct):
+    """``POST /v2/repository/index``'s body: typed, so a wrong ``ready`` is refused before
+    anything under it is read (however deep it nests)."""
+
+    ready: bool = False
+
+
+def _request_json(body: bytes, kind: type[T]) -> T:
+    """The JSON object ``body`` holds, as ``kind`` (an empty body is its defaults). Every
+    malformed body is InvalidInputError (400), however deep it nests."""
     if not body.strip():
-        return {}
+        body = b"{}"
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as error:
+        where = str(error).partition(" - at `$.")[2].rstrip("`")
+        if not where:
+            raise InvalidInputError("request body must be a JSON object") from None
+        expected = str(error).partition("Expected `")[2].partition("`")[0]
+        expected = {"bool": "a boolean"}.get(expected, expected)
+        raise InvalidInputError(f"Invalid value for {where!r}: expected {expected}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as error:
         raise InvalidInputError(f"malformed JSON in request body: {error}") from None
-    if not isinstance(payload, dict):
-        raise InvalidInputError("request body must be a JSON object")
-    return payload
+    except RecursionError:
+        raise InvalidInputError(f"request body: {NESTING_MESSAGE}") from None
+
+
+async def _optional_json(request: web.Request) -> dict[str, Any]:
+    return _request_json(await read_body(request), dict[str, Any])
 
 
 def _check_repository_access(request: web.Request) -> None:
@@ -289,22 +250,22 @@ def _check_repository_access(request: web.Request) -> None:
 
 async def repository_index(request: web.Request) -> web.Response:
     _check_repository_access(request)
-    payload = await _optional_json(request)
-    return _json(await _engine(request).index(ready_only=bool(payload.get("ready", False))))
+    payload = _request_json(await read_body(request), _IndexRequest)
+    return json_response(await _engine(request).index(ready_only=payload.ready))
 
 
 async def repository_load(request: web.Request) -> web.Response:
     _check_repository_access(request)
     await _optional_json(request)  # parameters (config overrides) are not supported yet
     await _engine(request).load_model(request.match_info["model"])
-    return _json({})
+    return json_response({})
 
 
 async def repository_unload(request: web.Request) -> web.Response:
     _check_repository_access(request)
     await _optional_json(request)
     await _engine(request).unload_model(request.match_info["model"])
-    return _json({})
+    return json_response({})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -316,24 +277,23 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    model = "/v2/models/{model}"
-    versioned = "/v2/models/{model}/versions/{version}"
-    app.router.add_get("/v2/health/live", live)
-    app.router.add_get("/v2/health/ready", ready)
-    app.router.add_get("/v2", server_metadata)
-    app.router.add_get("/v2/models/stats", model_statistics)  # before /v2/models/{model}
-    for prefix in (model, versioned):
-        app.router.add_get(f"{prefix}/stats", model_statistics)
-        app.router.add_get(prefix, model_metadata_handler)
-        app.router.add_get(f"{prefix}/ready", model_ready)
-        app.router.add_get(f"{prefix}/config", model_config_handler)
-        app.router.add_post(f"{prefix}/infer", infer)
-    app.router.add_post("/predictions/{model}", predictions)
-    app.router.add_post("/predictions/{model}/{version}", predictions)
+    handlers = V2Handlers(
+        live=live,
+        ready=ready,
+        server_metadata=server_metadata,
+        all_statistics=model_statistics,
+        model_metadata=model_metadata_handler,
+        model_statistics=model_statistics,
+        model_ready=model_ready,
+        model_config=model_config_handler,
+        infer=infer,
+        predictions=predictions,
+        repository_index=repository_index,
+        repository_load=repository_load,
+        repository_unload=repository_unload,
+    )
+    add_v2_routes(app, handlers)
     app.router.add_get("/metrics", metrics)
-    app.router.add_post("/v2/repository/index", repository_index)
-    app.router.add_post("/v2/repository/models/{model}/load", repository_load)
-    app.router.add_post("/v2/repository/models/{model}/unload", repository_unload)
 
 
 __all__ = [
@@ -342,5 +302,4 @@ __all__ = [
     "MAX_REQUEST_BYTES",
     "REPOSITORY_ACCESS",
     "add_routes",
-    "error_middleware",
 ]

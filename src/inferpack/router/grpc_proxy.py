@@ -8,6 +8,12 @@ for the whole fleet (live by the router, ready only when every backend is); stat
 all models are the backends' answers concatenated (a serialized message followed by
 another is their merge, so no parse either).
 
+A fleet-wide call waits at most ``probe_timeout_s`` (or the client's deadline) for each
+backend: one hung server does not hang the fleet's answer. The answer is made of the
+backends that answered; each one that did not is named in the trailing metadata
+(``inferpack-unanswered``) and the router's log, and the repository index lists the models
+that only it hosts as UNAVAILABLE with the reason.
+
 ``ModelStreamInfer`` is served as unary calls: each request of the stream is forwarded as
 a ModelInfer to its model's replica, answers are wrapped and leave in completion order. A
 failure becomes the answer's ``error_message`` and the stream goes on, as on a server.
@@ -18,13 +24,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import grpc
 
-from inferpack.errors import InferpackError, PermissionDeniedError, grpc_code_name
+from inferpack.errors import PermissionDeniedError
+from inferpack.protocol.grpc_errors import guard
 from inferpack.protocol.proto import inference_pb2 as pb
-from inferpack.router.stream import relay_stream
+from inferpack.router.rest import PROBE_TIMEOUT_S
+from inferpack.router.stream import routed_stream
 from inferpack.router.table import Backend, BackendUnreachableError, Picker, with_failover
 from inferpack.router.wire import string_field
 
@@ -32,8 +42,8 @@ log = logging.getLogger(__name__)
 SERVICE = "inference.GRPCInferenceService"
 # Per-model methods: the model's name is field 1 of each request.
 MODEL_METHODS = ("ModelInfer", "ModelReady", "ModelMetadata", "ModelConfig", "ModelStatistics")
-# Requests of one stream in flight at once (the servers' own window).
-STREAM_WINDOW = 1024
+# Trailing metadata naming the backends a fleet-wide answer was made without.
+UNANSWERED_KEY = "inferpack-unanswered"
 # gRPC errors that mean the backend was not reached at all (safe to try another replica).
 _REFUSED_HINTS = ("failed to connect", "connection refused", "connect failed")
 Unary = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
@@ -46,8 +56,9 @@ _CHANNEL_OPTIONS = [
 class GrpcForwarder:
     """One channel per backend and the calls that forward through them."""
 
-    def __init__(self, picker: Picker) -> None:
+    def __init__(self, picker: Picker, probe_timeout_s: float = PROBE_TIMEOUT_S) -> None:
         self.picker = picker
+        self.probe_timeout_s = probe_timeout_s
         self._channels = {
             backend: grpc.aio.insecure_channel(backend.grpc_address, options=_CHANNEL_OPTIONS)
             for backend in picker.table.backends
@@ -62,11 +73,13 @@ class GrpcForwarder:
         method: str,
         request: bytes,
         context: grpc.aio.ServicerContext | None = None,
+        timeout_s: float | None = None,
     ) -> bytes:
         """``method`` on ``backend``: its answer, or a grpc.aio.AioRpcError it returned;
-        BackendUnreachableError when there was no connection."""
+        BackendUnreachableError when there was no connection. A call forwarded for a
+        client (``context``) keeps the client's deadline and metadata."""
         stub = self._channels[backend].unary_unary(f"/{SERVICE}/{method}")
-        timeout = context.time_remaining() if context is not None else None
+        timeout = context.time_remaining() if context is not None else timeout_s
         metadata = _forwarded_metadata(context)
         try:
             answer: bytes = await stub(request, timeout=timeout, metadata=metadata)
@@ -88,10 +101,58 @@ class GrpcForwarder:
             self.picker, model, lambda backend: self.call(backend, method, request, context)
         )
 
-    async def each_backend(self, method: str, request: bytes) -> list[bytes | BaseException]:
+    async def each_backend(
+        self, method: str, request: bytes, context: grpc.aio.ServicerContext
+    ) -> FleetAnswers:
+        """``method`` on every backend at once, each bounded by ``probe_timeout_s`` (or by
+        the client's deadline when that comes first)."""
+        timeout_s = self.probe_timeout_s
+        remaining = context.time_remaining()
+        if remaining is not None:
+            timeout_s = min(timeout_s, remaining)
         backends = self.picker.table.backends
-        calls = (self.call(b, method, request) for b in backends)
-        return list(await asyncio.gather(*calls, return_exceptions=True))
+        calls = (self.call(b, method, request, timeout_s=timeout_s) for b in backends)
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        fleet = FleetAnswers(method)
+        for backend, answer in zip(backends, answers, strict=True):
+            if isinstance(answer, bytes):
+                fleet.answered.append(answer)
+            else:
+                fleet.unanswered.append((backend, _why(answer, timeout_s)))
+        return fleet
+
+
+@dataclass
+class FleetAnswers:
+    """A fleet-wide call's answers (in backend order) and the backends that gave none."""
+
+    method: str
+    answered: list[bytes] = field(default_factory=list)
+    unanswered: list[tuple[Backend, str]] = field(default_factory=list)  # (backend, why)
+
+    def missing(self) -> str:
+        return "; ".join(f"{b.name} at {b.grpc_address}: {why}" for b, why in self.unanswered)
+
+    def report(self, context: grpc.aio.ServicerContext) -> None:
+        """Name the backends that did not answer: in the trailing metadata and the log."""
+        if not self.unanswered:
+            return
+        missing = self.missing()
+        log.warning("%s answered without %s", self.method, missing)
+        value = missing.encode("ascii", "replace").decode()  # metadata values are ASCII
+        context.set_trailing_metadata(((UNANSWERED_KEY, value),))
+
+
+def _why(error: BaseException, timeout_s: float) -> str:
+    """Why a backend gave no answer to a fleet-wide call, in a few words."""
+    if isinstance(error, grpc.aio.AioRpcError):
+        if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:
+            return f"no answer in {timeout_s:g} s"
+        return f"{error.code().name}: {error.details() or ''}"
+    if isinstance(error, BackendUnreachableError):
+        return "unreachable"
+    log.error("fleet-wide call failed", exc_info=error)
+    return type(error).__name__
 
 
 def _forwarded_metadata(context: grpc.aio.ServicerContext | None) -> tuple[tuple[str, Any], ...]:
@@ -113,21 +174,6 @@ def _is_transport(error: grpc.aio.AioRpcError) -> bool:
     return any(word in details for word in ("connect", "socket", "reset", "closed", "eof"))
 
 
-async def _guard(context: grpc.aio.ServicerContext, call: Awaitable[bytes]) -> bytes:
-    """Run ``call``; a backend's error and ours both leave with their own code and message."""
-    try:
-        return await call
-    except grpc.aio.AioRpcError as error:
-        trailing = tuple(error.trailing_metadata() or ())
-        await context.abort(error.code(), error.details() or "", trailing)
-    except InferpackError as error:
-        await context.abort(grpc.StatusCode[grpc_code_name(error)], str(error))
-    except Exception:
-        log.exception("unhandled error in a routed gRPC call")
-        await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
-    raise AssertionError("unreachable: abort raises")
-
-
 class RouterService:
     """The service's methods over a GrpcForwarder; ``handler()`` registers them."""
 
@@ -138,50 +184,60 @@ class RouterService:
         async def route(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
             # Inside the guard: a malformed request is INVALID_ARGUMENT, not UNKNOWN.
             if method == "ModelStatistics" and not string_field(request, 1):
-                return await self._all_statistics(request)
+                return await self._all_statistics(request, context)
             return await self.forwarder.forward(method, request, context)
 
         async def handle(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            return await _guard(context, route(request, context))
+            return await guard(context, partial(route, request, context))
 
         return handle
 
-    async def _all_statistics(self, request: bytes) -> bytes:
-        answers = await self.forwarder.each_backend("ModelStatistics", request)
-        return b"".join(answer for answer in answers if isinstance(answer, bytes))
+    async def _all_statistics(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        fleet = await self.forwarder.each_backend("ModelStatistics", request, context)
+        fleet.report(context)
+        return b"".join(fleet.answered)
 
     async def server_live(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         return bytes(pb.ServerLiveResponse(live=True).SerializeToString())
 
     async def server_ready(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        """Ready only when every backend says it is."""
-        answers = await self.forwarder.each_backend("ServerReady", request)
-        ready = True
-        for answer in answers:
-            parsed = pb.ServerReadyResponse()
-            if isinstance(answer, bytes):
-                parsed.ParseFromString(answer)
-            ready = ready and parsed.ready
+        """Ready only when every backend answers that it is."""
+        fleet = await self.forwarder.each_backend("ServerReady", request, context)
+        fleet.report(context)
+        ready = not fleet.unanswered and all(
+            pb.ServerReadyResponse.FromString(answer).ready for answer in fleet.answered
+        )
         return bytes(pb.ServerReadyResponse(ready=ready).SerializeToString())
 
     async def server_metadata(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         """The first backend that answers speaks for the fleet."""
-        for answer in await self.forwarder.each_backend("ServerMetadata", request):
-            if isinstance(answer, bytes):
-                return answer
-        await context.abort(grpc.StatusCode.UNAVAILABLE, "no backend answered ServerMetadata")
+        fleet = await self.forwarder.each_backend("ServerMetadata", request, context)
+        fleet.report(context)
+        if fleet.answered:
+            return fleet.answered[0]
+        message = f"no backend answered ServerMetadata: {fleet.missing()}"
+        await context.abort(grpc.StatusCode.UNAVAILABLE, message)
         raise AssertionError("unreachable: abort raises")
 
     async def repository_index(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        """The backends' indexes merged: one row per model, READY where any replica is."""
+        """The backends' indexes merged: one row per model, READY where any replica is. A
+        model whose hosts did not answer is UNAVAILABLE, naming them (unless ready only)."""
+        fleet = await self.forwarder.each_backend("RepositoryIndex", request, context)
+        fleet.report(context)
         merged: dict[str, Any] = {}
-        for answer in await self.forwarder.each_backend("RepositoryIndex", request):
-            if not isinstance(answer, bytes):
-                continue
+        for answer in fleet.answered:
             for row in pb.RepositoryIndexResponse.FromString(answer).models:
                 kept = merged.get(row.name)
                 if kept is None or (row.state == "READY" and kept.state != "READY"):
                     merged[row.name] = row
+        if not pb.RepositoryIndexRequest.FromString(request).ready:
+            for backend, why in fleet.unanswered:
+                for model in self.forwarder.picker.table.hosted_by(backend):
+                    reason = f"server {backend.name} at {backend.grpc_address}: {why}"
+                    row = pb.RepositoryIndexResponse.ModelIndex(
+                        name=model, state="UNAVAILABLE", reason=reason
+                    )
+                    merged.setdefault(model, row)
         rows = [merged[name] for name in sorted(merged)]
         return bytes(pb.RepositoryIndexResponse(models=rows).SerializeToString())
 
@@ -189,12 +245,12 @@ class RouterService:
         error = PermissionDeniedError(
             "the router does not load or unload models: the plan places them on servers"
         )
-        return await _guard(context, _raise(error))
+        return await guard(context, partial(_raise, error))
 
     async def stream_infer(
         self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
-        async for answer in relay_stream(self.forwarder, requests, context, STREAM_WINDOW):
+        async for answer in routed_stream(self.forwarder, requests, context):
             yield answer
 
     def handler(self) -> grpc.GenericRpcHandler:

@@ -10,22 +10,19 @@ only when every backend is ready, statistics and the repository index merged.
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from inferpack.errors import InferpackError, PermissionDeniedError, UnavailableError, http_status
+from inferpack.errors import PermissionDeniedError, UnavailableError
+from inferpack.protocol.http_responses import json_response, read_body
+from inferpack.protocol.v2_routes import V2Handlers, add_v2_routes
 from inferpack.router.table import Backend, BackendUnreachableError, Picker, with_failover
 
-log = logging.getLogger(__name__)
 PICKER = web.AppKey("picker", Picker)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Request headers a backend reads; the rest (Host, Connection, ...) belong to this hop.
 FORWARDED_REQUEST_HEADERS = (
     "Content-Type",
@@ -38,30 +35,10 @@ FORWARDED_REQUEST_HEADERS = (
 HOP_RESPONSE_HEADERS = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "date", "server"}
 )
-# A health probe or a merged listing waits this long for each backend.
+# A health probe or a merged listing (REST or gRPC) waits this long for each backend: one
+# hung server must not hang the fleet's answer.
 PROBE_TIMEOUT_S = 5.0
-
-
-def _json(payload: Any, status: int = 200) -> web.Response:
-    body = json.dumps(payload, separators=(",", ":")).encode()
-    return web.Response(body=body, status=status, content_type="application/json")
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Router failures leave as ``{"error": ...}`` with the error tree's status, as the
-    server's do."""
-    try:
-        return await handler(request)
-    except InferpackError as error:
-        return _json({"error": str(error)}, status=http_status(error))
-    except web.HTTPException as error:
-        if error.status < 400:
-            raise
-        return _json({"error": error.reason}, status=error.status)
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return _json({"error": "internal server error"}, status=500)
+PROBE_TIMEOUT = web.AppKey("probe_timeout_s", float)
 
 
 async def _send(
@@ -93,18 +70,18 @@ async def forward_model(request: web.Request) -> web.Response:
     model = request.match_info["model"]
     picker = request.app[PICKER]
     picker.table.replicas(model)  # an unknown model is refused before its body is read
-    body = await request.read()
+    body = await read_body(request)  # over the limit: refused as a server refuses it
     return await with_failover(picker, model, lambda backend: _send(request, backend, body))
 
 
 async def live(request: web.Request) -> web.Response:
-    return _json({"live": True})
+    return json_response({"live": True})
 
 
 async def _probe(request: web.Request, backend: Backend, path: str, method: str = "GET") -> Any:
     """A backend's JSON answer to ``path`` (None when it does not answer with 200)."""
     session = request.app[SESSION]
-    timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+    timeout = aiohttp.ClientTimeout(total=request.app[PROBE_TIMEOUT])
     try:
         async with session.request(method, backend.http_url + path, timeout=timeout) as answer:
             return await answer.json() if answer.status == 200 else None
@@ -121,7 +98,7 @@ async def ready(request: web.Request) -> web.Response:
     """Ready only when every backend is: a model's only host being down is not ready."""
     answers = await _probe_all(request, "/v2/health/ready")
     is_ready = all(answer is not None for answer in answers)
-    return _json({"ready": is_ready}, status=200 if is_ready else 503)
+    return json_response({"ready": is_ready}, status=200 if is_ready else 503)
 
 
 async def server_metadata(request: web.Request) -> web.Response:
@@ -129,7 +106,7 @@ async def server_metadata(request: web.Request) -> web.Response:
     for backend in request.app[PICKER].table.backends:
         answer = await _probe(request, backend, "/v2")
         if answer is not None:
-            return _json(answer)
+            return json_response(answer)
     raise UnavailableError("no backend answered /v2")
 
 
@@ -141,7 +118,7 @@ async def all_statistics(request: web.Request) -> web.Response:
         if answer
         for row in answer.get("model_stats", [])
     ]
-    return _json({"model_stats": rows})
+    return json_response({"model_stats": rows})
 
 
 async def repository_index(request: web.Request) -> web.Response:
@@ -153,7 +130,7 @@ async def repository_index(request: web.Request) -> web.Response:
             kept = merged.get(row["name"])
             if kept is None or (row.get("state") == "READY" and kept.get("state") != "READY"):
                 merged[row["name"]] = row
-    return _json(sorted(merged.values(), key=lambda row: str(row["name"])))
+    return json_response(sorted(merged.values(), key=lambda row: str(row["name"])))
 
 
 async def refuse_control(request: web.Request) -> web.Response:
@@ -163,19 +140,21 @@ async def refuse_control(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    model = "/v2/models/{model}"
-    versioned = "/v2/models/{model}/versions/{version}"
-    app.router.add_get("/v2/health/live", live)
-    app.router.add_get("/v2/health/ready", ready)
-    app.router.add_get("/v2", server_metadata)
-    app.router.add_get("/v2/models/stats", all_statistics)  # before /v2/models/{model}
-    for prefix in (model, versioned):
-        app.router.add_get(prefix, forward_model)
-        for leaf in ("stats", "ready", "config"):
-            app.router.add_get(f"{prefix}/{leaf}", forward_model)
-        app.router.add_post(f"{prefix}/infer", forward_model)
-    app.router.add_post("/predictions/{model}", forward_model)
-    app.router.add_post("/predictions/{model}/{version}", forward_model)
-    app.router.add_post("/v2/repository/index", repository_index)
-    app.router.add_post("/v2/repository/models/{model}/load", refuse_control)
-    app.router.add_post("/v2/repository/models/{model}/unload", refuse_control)
+    """The server's routes (:mod:`inferpack.protocol.v2_routes`): per-model ones forwarded,
+    server-level ones answered for the fleet, the repository's control refused."""
+    handlers = V2Handlers(
+        live=live,
+        ready=ready,
+        server_metadata=server_metadata,
+        all_statistics=all_statistics,
+        model_metadata=forward_model,
+        model_statistics=forward_model,
+        model_ready=forward_model,
+        model_config=forward_model,
+        infer=forward_model,
+        predictions=forward_model,
+        repository_index=repository_index,
+        repository_load=refuse_control,
+        repository_unload=refuse_control,
+    )
+    add_v2_routes(app, handlers)

@@ -4,6 +4,11 @@ The router runs on the caller's event loop and holds no model: a routing table, 
 one pooled aiohttp session (keep-alive connections to every backend) and one gRPC channel
 per backend. ``stop()`` drains: the listening sockets close first, then in-flight requests
 get up to ``drain_timeout_s`` to be answered by their backends.
+
+Its listeners are the server's (:mod:`inferpack.protocol.listen`): ports never shared, a
+taken one refused with one line before anything starts, and a REST request whose client
+disconnects cancelled, which closes its connection to the backend (where it is dropped
+from the queue in turn).
 """
 
 from __future__ import annotations
@@ -16,8 +21,10 @@ import grpc
 from aiohttp import web
 
 from inferpack.config.server_config import DEFAULT_MAX_REQUEST_BYTES
+from inferpack.protocol import listen
+from inferpack.protocol.http_responses import MAX_REQUEST_BYTES, error_middleware
 from inferpack.router.grpc_proxy import GrpcForwarder, RouterService
-from inferpack.router.rest import PICKER, SESSION, add_routes, error_middleware
+from inferpack.router.rest import PICKER, PROBE_TIMEOUT, PROBE_TIMEOUT_S, SESSION, add_routes
 from inferpack.router.table import Picker, RoutingTable
 
 # Connections kept open to each backend: enough for the concurrency of many clients
@@ -37,6 +44,8 @@ class RouterConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # the servers' default limit
     drain_timeout_s: float = DRAIN_TIMEOUT_S
     connections_per_backend: int = CONNECTIONS_PER_BACKEND
+    # Fleet-wide calls (ready, metadata, index, all statistics) wait this long per backend.
+    probe_timeout_s: float = PROBE_TIMEOUT_S
 
 
 @dataclass
@@ -88,36 +97,36 @@ def _session(config: RouterConfig) -> aiohttp.ClientSession:
     )
 
 
-async def _start_grpc(
-    config: RouterConfig, forwarder: GrpcForwarder
-) -> tuple[grpc.aio.Server, int]:
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", config.max_request_bytes),
-            ("grpc.max_send_message_length", -1),
-        ]
-    )
-    server.add_generic_rpc_handlers((RouterService(forwarder).handler(),))
-    port = server.add_insecure_port(f"{config.host}:{config.grpc_port}")
-    await server.start()
-    return server, port
-
-
 async def start_router(config: RouterConfig) -> RunningRouter:
-    """Bind both ports and start forwarding; port 0 picks a free one."""
+    """Bind both ports and start forwarding; port 0 picks a free one. A port that cannot be
+    bound is a ListenError, raised before anything started."""
     picker = Picker(config.table)
+    forwarder = GrpcForwarder(picker, config.probe_timeout_s)
+    grpc_server = None
+    if config.grpc_port is not None:
+        grpc_server = listen.grpc_server(config.max_request_bytes)
+        grpc_server.add_generic_rpc_handlers((RouterService(forwarder).handler(),))
     session = _session(config)
     app = web.Application(client_max_size=config.max_request_bytes, middlewares=[error_middleware])
     app[PICKER] = picker
     app[SESSION] = session
+    app[MAX_REQUEST_BYTES] = config.max_request_bytes
+    app[PROBE_TIMEOUT] = config.probe_timeout_s
     add_routes(app)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.drain_timeout_s)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.http_port, backlog=1024)
-    await site.start()
-    http_port = int(runner.addresses[0][1])
-    forwarder = GrpcForwarder(picker)
-    router = RunningRouter(config, picker, runner, session, forwarder, http_port)
-    if config.grpc_port is not None:
-        router.grpc_server, router.grpc_port = await _start_grpc(config, forwarder)
+    try:
+        listeners = await listen.open_listeners(
+            app,
+            config.host,
+            config.http_port,
+            config.drain_timeout_s,
+            grpc_server=grpc_server,
+            grpc_port=config.grpc_port or 0,
+        )
+    except BaseException:
+        await session.close()
+        await forwarder.close()
+        raise
+    http_port = listeners.http_port
+    router = RunningRouter(config, picker, listeners.runner, session, forwarder, http_port)
+    router.grpc_server, router.grpc_port = grpc_server, listeners.grpc_port
     return router

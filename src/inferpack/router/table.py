@@ -65,6 +65,10 @@ class RoutingTable:
     def models(self) -> tuple[str, ...]:
         return tuple(self._placements)
 
+    def hosted_by(self, backend: Backend) -> tuple[str, ...]:
+        """The models ``backend`` serves, in table order."""
+        return tuple(model for model, hosts in self._placements.items() if backend in hosts)
+
     def replicas(self, model: str) -> tuple[Backend, ...]:
         """The backends hosting ``model``; NotFoundError (the server's wording) otherwise."""
         hosts = self._placements.get(model)

@@ -36,6 +36,9 @@ class Engine:
         self.manager = ModelManager(repository, self.metrics, self.control)
         self.started = False
         self.startup_error = ""
+        # Set by the server once every listener (HTTP, gRPC) accepts connections, cleared
+        # when it stops: ready means reachable on every protocol, not only on the one asked.
+        self.listening = False
 
     async def start(self) -> None:
         """Load every model of the repository; ``started`` turns true when all were tried."""
@@ -55,7 +58,10 @@ class Engine:
         return True
 
     def ready(self) -> bool:
-        return self.started and not self.startup_error and self.manager.all_ready()
+        """Every listener up, every model it must serve READY (Triton's strict readiness)."""
+        return (
+            self.listening and self.started and not self.startup_error and self.manager.all_ready()
+        )
 
     def server_metadata(self) -> dict[str, object]:
         return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}

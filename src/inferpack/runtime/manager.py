@@ -102,6 +102,9 @@ class ModelManager:
         self._closing: set[asyncio.Task[None]] = set()
         self._room_changed = asyncio.Event()
         self._shutting_down = False
+        # Startup models (explicit, lru) not READY since the start: the server is not ready
+        # while one is left. Leaves once loaded (a later eviction is normal) or unloaded.
+        self._startup_pending = set(control.startup_models)
 
     async def start(self) -> None:
         """Discover the repository; load everything (none) or the startup models."""
@@ -205,6 +208,7 @@ class ModelManager:
         entry.measured = measure_footprint(versions.values())
         entry.state, entry.reason = ModelState.READY, ""
         entry.last_used_s = time.monotonic()
+        self._startup_pending.discard(entry.name)
         return None
 
     async def _load_failed(
@@ -303,10 +307,13 @@ class ModelManager:
         A model being loaded is unloaded once its load ends (explicit mode only: eviction
         never waits for a load)."""
         entry = self.entry(name)
+        self._startup_pending.discard(name)  # the operator no longer wants it served
         if entry.loading is not None:
             await asyncio.shield(entry.loading)
         if entry.state is ModelState.READY:
-            await self._close_later(self._detach(entry, reason), entry)
+            # Shielded: a caller that goes away (its client disconnected) must not cut the
+            # close short, leaving the model's requests failed and its backend open.
+            await asyncio.shield(self._close_later(self._detach(entry, reason), entry))
 
     def used_bytes(self) -> int:
         """Bytes held: measured READY models (each shared weight once) plus reservations
@@ -372,9 +379,11 @@ class ModelManager:
         return model
 
     def all_ready(self) -> bool:
-        """Every model that should be loaded is READY (none: all of them)."""
+        """Every model that should be loaded is READY: all of them (none), or every startup
+        model (explicit, lru: the others load and unload on demand). A startup model that
+        failed to load keeps the server not ready until it loads or is unloaded."""
         if self.control.mode is not ControlMode.NONE:
-            return True  # models load and unload on demand; the server itself is ready
+            return not self._startup_pending
         return all(e.state is ModelState.READY for e in self.entries.values())
 
     async def close(self) -> None:

@@ -1,5 +1,10 @@
-"""Build the HTTP app around one Engine and run it: the port opens at once (live), models
-load in the background, and /v2/health/ready turns 200 when every model is READY."""
+"""Build the HTTP app around one Engine and run it: the ports open at once (live), models
+load in the background, and /v2/health/ready turns 200 when every listener is up and every
+model the server must serve is READY.
+
+Start-up order: check the HTTP port and bind the gRPC one (a taken port stops the start
+before anything runs), set up the app, listen on HTTP, start gRPC, then load models.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import grpc
 from aiohttp import web
 
 from inferpack.config import ServerConfig
+from inferpack.errors import InferpackError
 from inferpack.processing.image import ignore_pillow_warnings
 from inferpack.protocol.access import (
     TOKEN_FLAG,
@@ -21,13 +27,14 @@ from inferpack.protocol.access import (
     is_loopback,
 )
 from inferpack.protocol.grpc_service import create_grpc_server
+from inferpack.protocol.http_responses import error_middleware
+from inferpack.protocol.listen import open_listeners
 from inferpack.protocol.rest import (
     ENGINE,
     INFLIGHT_BYTES,
     MAX_REQUEST_BYTES,
     REPOSITORY_ACCESS,
     add_routes,
-    error_middleware,
 )
 from inferpack.repository.remote import open_repository
 from inferpack.runtime import Engine
@@ -39,6 +46,7 @@ SHUTDOWN_TIMEOUT_S = 10.0
 
 
 def create_app(engine: Engine, config: ServerConfig) -> web.Application:
+    """The REST app over ``engine``; the engine stops with it (start_server starts it)."""
     app = web.Application(client_max_size=config.max_request_bytes, middlewares=[error_middleware])
     app[ENGINE] = engine
     app[MAX_REQUEST_BYTES] = config.max_request_bytes
@@ -59,14 +67,10 @@ def _repository_access(config: ServerConfig) -> RepositoryAccess:
 
 
 async def _engine_lifecycle(app: web.Application) -> AsyncIterator[None]:
-    engine = app[ENGINE]
-    loading = asyncio.create_task(engine.start(), name="inferpack:load-models")
+    """The engine stops (models drained and closed) when the app stops; start_server
+    starts it once every listener is up."""
     yield
-    if not loading.done():
-        loading.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loading
-    await engine.stop()
+    await app[ENGINE].stop()
 
 
 @dataclass
@@ -79,6 +83,7 @@ class RunningServer:
     port: int
     grpc_server: grpc.aio.Server | None = None
     grpc_port: int | None = None
+    loading: asyncio.Task[None] | None = None  # the startup loads (engine.start)
 
     @property
     def url(self) -> str:
@@ -96,27 +101,43 @@ class RunningServer:
         return f"{self.host}:{self.grpc_port}"
 
     async def stop(self) -> None:
+        """Not ready from now on; stop gRPC, the startup loads, then drain HTTP and the
+        engine (the app's cleanup)."""
+        self.engine.listening = False
         if self.grpc_server is not None:
             await self.grpc_server.stop(SHUTDOWN_TIMEOUT_S)
+        if self.loading is not None:
+            self.loading.cancel()
+            # A failed start is the engine's startup_error, reported by the CLI.
+            with contextlib.suppress(asyncio.CancelledError, InferpackError):
+                await self.loading
         await self.runner.cleanup()
 
 
 async def start_server(config: ServerConfig) -> RunningServer:
+    """Listen on every port, then load the models in the background (see the module doc)."""
     ignore_pillow_warnings()  # once, before any decoding thread runs (processing/image.py)
     repository = open_repository(str(config.model_repository), config.cache_dir)
     engine = Engine(repository, config.control)
     app = create_app(engine, config)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
-    await runner.setup()
-    site = web.TCPSite(runner, config.host, config.http_port, backlog=1024)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    server = RunningServer(runner, engine, str(host), int(port))
-    if config.grpc_port is not None:
-        access = RepositoryAccessInterceptor(app[REPOSITORY_ACCESS])
-        server.grpc_server = create_grpc_server(
-            engine, config.max_request_bytes, [access], inflight=app[INFLIGHT_BYTES]
-        )
-        server.grpc_port = server.grpc_server.add_insecure_port(f"{config.host}:{config.grpc_port}")
-        await server.grpc_server.start()
+    grpc_server = None if config.grpc_port is None else _grpc_server(app, engine, config)
+    listeners = await open_listeners(
+        app,
+        config.host,
+        config.http_port,
+        SHUTDOWN_TIMEOUT_S,
+        grpc_server=grpc_server,
+        grpc_port=config.grpc_port or 0,
+    )
+    server = RunningServer(listeners.runner, engine, listeners.host, listeners.http_port)
+    server.grpc_server, server.grpc_port = grpc_server, listeners.grpc_port
+    engine.listening = True
+    server.loading = asyncio.create_task(engine.start(), name="inferpack:load-models")
     return server
+
+
+def _grpc_server(app: web.Application, engine: Engine, config: ServerConfig) -> grpc.aio.Server:
+    access = RepositoryAccessInterceptor(app[REPOSITORY_ACCESS])
+    return create_grpc_server(
+        engine, config.max_request_bytes, [access], inflight=app[INFLIGHT_BYTES]
+    )
