@@ -63,6 +63,7 @@ MAX_RANK: Final = 32
 # Far more elements than any body under the request limit can carry, yet small enough that
 # numpy can describe the shape (sizes are int64 bytes) even for zero-size tensors.
 MAX_ELEMENTS: Final = 2**40
+_INT64_MAX: Final = 2**63 - 1
 
 
 def element_count(shape: tuple[int, ...]) -> int:
@@ -73,11 +74,13 @@ def element_count(shape: tuple[int, ...]) -> int:
     return count
 
 
-def checked_shape(dims: Any, name: str) -> tuple[int, ...]:
+def checked_shape(dims: Any, name: str, datatype: str | None = None) -> tuple[int, ...]:
     """``dims`` as a shape numpy can hold, or InvalidInputError naming the problem.
 
     Accepts any sequence of non-negative ints (JSON lists, protobuf repeated fields) of at
-    most MAX_RANK dims whose non-zero dims multiply to at most MAX_ELEMENTS.
+    most MAX_RANK dims whose non-zero dims multiply to at most MAX_ELEMENTS. Too many
+    elements are refused in Triton's words: a byte size (of ``datatype``) beyond int64 is a
+    "byte size overflow", any other excess "causes total element count to exceed".
     """
     if isinstance(dims, str | bytes) or not isinstance(dims, Sequence):
         raise InvalidInputError(f"input {name!r}: shape must be a list of non-negative integers")
@@ -88,9 +91,17 @@ def checked_shape(dims: Any, name: str) -> tuple[int, ...]:
         raise InvalidInputError(
             f"input {name!r}: shape has {len(shape)} dims, more than the {MAX_RANK} supported"
         )
-    if element_count(tuple(d for d in shape if d)) > MAX_ELEMENTS:
+    count = element_count(tuple(d for d in shape if d))
+    if count > MAX_ELEMENTS:
+        itemsize = numpy_dtype(datatype).itemsize if datatype and datatype != "BYTES" else 0
+        if count <= _INT64_MAX < count * itemsize:
+            raise InvalidInputError(
+                f"byte size overflow for input {name!r}: shape {list(shape)} of {datatype} "
+                f"has more than {MAX_ELEMENTS} elements"
+            )
         raise InvalidInputError(
-            f"input {name!r}: shape {list(shape)} has more than {MAX_ELEMENTS} elements"
+            f"input {name!r}: shape {list(shape)} causes total element count to exceed "
+            f"maximum size of {MAX_ELEMENTS}"
         )
     return shape
 

@@ -61,7 +61,10 @@ def test_health_metadata_and_config(client: httpclient.InferenceServerClient) ->
     assert server_meta["name"] == "inferpack"
     assert "binary_tensor_data" in server_meta["extensions"]
     meta = client.get_model_metadata("small-cnn")
-    assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 64, 64]}]
+    assert meta["inputs"] == [
+        {"name": "input", "datatype": "FP32", "shape": [-1, 3, 64, 64]},
+        {"name": "images", "datatype": "BYTES", "shape": [-1, 1]},  # the upload input
+    ]
     config = client.get_model_config("tiny-mlp")
     assert config["max_batch_size"] == 64
     assert config["input"][0] == {"name": "input", "data_type": "TYPE_FP32", "dims": [16]}

@@ -286,12 +286,44 @@ def test_pose_keypoints_in_the_uploaded_image_coordinates(server: ServerThread) 
     assert np.allclose(v2[0, 0, :2], [first["x"], first["y"]], atol=0.01)
 
 
+@pytest.mark.parametrize("transport", ["http-json", "http-binary", "grpc"])
+def test_loadtest_sends_an_upload_models_tensors_not_random_bytes(
+    server: ServerThread, transport: str
+) -> None:
+    """Metadata lists the upload input (BYTES) beside the tensors; random bytes cannot be an
+    image, so ``inferpack loadtest`` sends the tensors, and they are answered."""
+    from inferpack.loadtest.payloads import build_payloads
+    from inferpack.protocol.proto import inference_pb2 as pb
+
+    grpc = transport == "grpc"
+    url = f"grpc://{server.grpc_address}" if grpc else server.url
+    (payload,) = build_payloads(url, transport, ("small-cnn",), 2, seed=0)
+    if grpc:
+        import grpc as grpc_io
+
+        from inferpack.protocol.proto import inference_pb2_grpc as pb_grpc
+
+        message = pb.ModelInferRequest.FromString(payload.body)
+        assert [t.name for t in message.inputs] == ["input"]
+        with grpc_io.insecure_channel(server.grpc_address) as channel:
+            answer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(message, timeout=60)
+        assert list(answer.outputs[0].shape) == [2, 10]
+        return
+    response = requests.post(
+        f"{server.url}/v2/models/small-cnn/infer",
+        data=payload.body,
+        headers=dict(payload.headers),
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+
+
 def test_metadata_and_config_describe_uploads(server: ServerThread) -> None:
     client = httpclient.InferenceServerClient(server.address)
     metadata = client.get_model_metadata("pose")
     names = [o["name"] for o in metadata["outputs"]]
     assert names == ["pafs", "heatmaps", "keypoints", "people"]
-    assert [i["name"] for i in metadata["inputs"]] == ["input"]
+    assert [i["name"] for i in metadata["inputs"]] == ["input", "images"]
     config = client.get_model_config("small-cnn")
     inputs = {i["name"]: i for i in config["input"]}
     assert inputs["images"]["data_type"] == "TYPE_STRING" and inputs["images"]["optional"]

@@ -41,12 +41,21 @@ def _tensor(datatype: str, shape: list[int], rng: np.random.Generator) -> np.nda
     return rng.integers(0, 100, size=shape).astype(dtype)
 
 
+def _tensor_inputs(inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The inputs random tensors are made for. Beside numeric tensors, a BYTES input is an
+    upload input (encoded images, text: what ``preprocess`` takes instead of the tensors,
+    and what no random bytes can stand for), so it is left out; a model that takes only
+    BYTES gets them (``--input-file`` sends real uploads)."""
+    numeric = [spec for spec in inputs if spec["datatype"] != "BYTES"]
+    return numeric or inputs
+
+
 def _inputs(
     metadata: dict[str, Any], batch_size: int, seed: int
 ) -> list[tuple[str, str, np.ndarray]]:
     rng = np.random.default_rng(seed)
     tensors = []
-    for spec in metadata["inputs"]:
+    for spec in _tensor_inputs(metadata["inputs"]):
         dims = [int(d) for d in spec["shape"]]
         if dims and dims[0] == -1:
             dims[0] = batch_size

@@ -68,7 +68,7 @@ def _requested_outputs(message: Any) -> list[str] | None:
     seen: set[str] = set()
     for name in names:
         if name in seen:
-            raise InvalidInputError(f"output {name!r} is requested more than once")
+            raise InvalidInputError(f"output '{name}' already exists in request")
         seen.add(name)
     return names or None
 
@@ -94,13 +94,13 @@ def decode_model_infer(message: Any) -> InferRequest:
     for index, tensor in enumerate(message.inputs):
         if tensor.datatype not in DATATYPES:
             raise InvalidInputError(f"input {tensor.name!r}: unknown datatype {tensor.datatype!r}")
-        shape = checked_shape(list(tensor.shape), tensor.name)
+        shape = checked_shape(list(tensor.shape), tensor.name, tensor.datatype)
         if raw:
             array = tensor_from_bytes(raw[index], tensor.datatype, shape, tensor.name)
         else:
             array = _typed_contents(tensor, shape)
         if tensor.name in tensors:
-            raise InvalidInputError(f"input {tensor.name!r} appears more than once")
+            raise InvalidInputError(f"input '{tensor.name}' already exists in request")
         tensors[tensor.name] = array
     if not tensors:
         raise InvalidInputError("the request has no inputs")

@@ -24,6 +24,7 @@ object path gives (msgspec parses doubles correctly rounded; numpy casts them).
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,9 +38,14 @@ try:  # simdjson parses a piece of numbers straight into a buffer of doubles (no
 except ImportError:  # pragma: no cover - a dependency; the msgspec path is exact alone
     simdjson = None  # type: ignore[assignment]
 
-from inferpack.datatypes import MAX_RANK, element_count, numpy_dtype
+from inferpack.datatypes import element_count, numpy_dtype
 from inferpack.errors import InvalidInputError
-from inferpack.protocol.tensors_json import count_error, kind_error
+from inferpack.protocol.tensors_json import (
+    MAX_DATA_DEPTH,
+    count_error,
+    kind_error,
+    nesting_error,
+)
 from inferpack.types import Tensor
 
 # A piece is 1/8 of the text, between 8 KiB and 256 KiB: its Python numbers (~5x its text)
@@ -61,22 +67,37 @@ _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
 _GOT = {"bool": "b", "str": "U", "null": "O", "float": "f", "int": "i", "object": "O"}
 
 
+_COMMA = re.compile(rb",")
+_FIRST_ITEM = re.compile(rb"\[[ \t\r\n]*")  # an array's "[" and the whitespace after it
+
+
+def _piece_size(text: memoryview) -> int:
+    return min(MAX_PIECE_BYTES, max(MIN_PIECE_BYTES, len(text) // PIECES_PER_TEXT))
+
+
+def _cut(text: memoryview, start: int, size: int, floor: int) -> int:
+    """Where the piece from ``start`` ends: just after its last comma at or beyond
+    ``start + floor`` within ``size`` bytes, else just after the next comma (a run of
+    whitespace longer than a piece), else the end of the text. C-speed search, no copies."""
+    stop = start + size
+    if stop >= len(text):
+        return len(text)
+    window = bytes(text[start + floor : stop])
+    last = window.rfind(b",")
+    if last >= 0:
+        return start + floor + last + 1
+    found = _COMMA.search(text, stop)
+    return found.end() if found else len(text)
+
+
 def _pieces(text: memoryview) -> Iterator[bytearray]:
     """Consecutive pieces covering ``text``, each (but the last) ending in a comma."""
-    size = min(MAX_PIECE_BYTES, max(MIN_PIECE_BYTES, len(text) // PIECES_PER_TEXT))
+    size = _piece_size(text)
     start = 0
     while start < len(text):
-        stop = start + size
-        piece = bytearray(text[start:stop])
-        while stop < len(text):
-            cut = piece.rfind(b",")
-            if cut >= 0:
-                del piece[cut + 1 :]
-                break
-            stop += size  # a run of whitespace longer than a piece: look further
-            piece = bytearray(text[start:stop])
-        start += len(piece)  # before the consumer edits the piece in place
-        yield piece
+        stop = _cut(text, start, size, 0)
+        yield bytearray(text[start:stop])
+        start = stop
 
 
 def _flat_pieces(text: memoryview) -> Iterator[bytearray]:
@@ -86,24 +107,18 @@ def _flat_pieces(text: memoryview) -> Iterator[bytearray]:
     the previous piece, overwritten with "["), and ends where its last comma was, overwritten
     with "]": no bytes move, and a piece is a complete JSON array msgspec reads in one call.
     """
-    size = min(MAX_PIECE_BYTES, max(MIN_PIECE_BYTES, len(text) // PIECES_PER_TEXT))
+    size = _piece_size(text)
     start, end = 0, len(text)
     while start < end:
-        stop = start + size
+        stop = _cut(text, start, size, 1)
         piece = bytearray(text[start:stop])
-        while stop < end:
-            cut = piece.rfind(b",", 1)
-            if cut > 0:
-                del piece[cut + 1 :]
-                piece[cut] = ord("]")
-                break
-            stop += size  # a run of whitespace longer than a piece: look further
-            piece = bytearray(text[start:stop])
+        if stop < end:
+            piece[-1] = ord("]")
         piece[0] = ord("[")
-        start += len(piece) - 1  # the next piece starts at this one's last comma
         yield piece
         if stop >= end:
             return
+        start = stop - 1  # the next piece starts at this one's last comma
 
 
 def _ragged(name: str) -> InvalidInputError:
@@ -211,7 +226,7 @@ def _regular(skeleton: bytes, count: int) -> tuple[int, ...] | None:
     values, or None when no regular nesting has that skeleton (ragged or mixed data)."""
     depth = len(skeleton) - len(skeleton.lstrip(b"["))
     first_close = skeleton.find(b"]")
-    if depth == 0 or first_close < depth or depth > MAX_RANK:
+    if depth == 0 or first_close < depth or depth >= MAX_DATA_DEPTH:
         return None
     commas = first_close - depth  # the first innermost list holds only commas
     unit = skeleton[depth - 1 : first_close + 1]
@@ -232,9 +247,8 @@ def _regular(skeleton: bytes, count: int) -> tuple[int, ...] | None:
 
 def _is_nested(raw: memoryview) -> bool:
     """Whether the first item of the array ``raw`` is a list (skipping any whitespace)."""
-    at = 1
-    while at < len(raw) and raw[at] in _WHITESPACE:
-        at += 1
+    found = _FIRST_ITEM.match(raw)
+    at = found.end() if found else 0
     return at < len(raw) and raw[at] == ord("[")
 
 
@@ -263,9 +277,10 @@ def _decode_flat(
 def decode_data(raw: memoryview, datatype: str, shape: tuple[int, ...], name: str) -> Tensor:
     """The tensor a JSON array ``raw`` (syntax already valid) holds, checked against ``shape``.
 
-    Numeric datatypes only; flat or nested rows (nested rows must be regular). Raises
-    InvalidInputError naming the problem: ragged rows, a kind or range the datatype refuses,
-    a count that does not match ``shape``, nesting deeper than MAX_RANK.
+    Numeric datatypes only; flat or nested rows (nested rows must be regular; their nesting
+    need not be the shape's, as in Triton). Raises InvalidInputError naming the problem:
+    ragged rows, a kind or range the datatype refuses, a count that does not match
+    ``shape``, nesting MAX_DATA_DEPTH deep (Triton's limit and message).
     """
     expected = element_count(shape)
     if expected > (len(raw) + 1) // 2:  # each value takes a character and a comma
@@ -283,7 +298,10 @@ def decode_data(raw: memoryview, datatype: str, shape: tuple[int, ...], name: st
             skeleton.append(piece.translate(None, _NOT_SKELETON))
             count += _take(piece, target, count)
             del piece  # before the next piece is read: one piece in memory at a time
-    if _regular(b"".join(skeleton), count) is None:
+    text = b"".join(skeleton)
+    if len(text) - len(text.lstrip(b"[")) >= MAX_DATA_DEPTH:
+        raise nesting_error(name)
+    if _regular(text, count) is None:
         raise _ragged(name)
     if count != expected:
         raise count_error(count, shape, name)

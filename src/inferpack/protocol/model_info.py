@@ -29,14 +29,23 @@ def _metadata_tensor(spec: TensorSpec, batching: bool) -> dict[str, Any]:
     return {"name": spec.name, "datatype": spec.datatype, "shape": shape}
 
 
+def served_inputs(config: ModelConfig) -> tuple[TensorSpec, ...]:
+    """What a client may send: the model's tensors and, for a model with ``preprocess``,
+    its upload input (BYTES, sent instead of the tensors). Metadata and the configuration
+    list the same inputs, in this order; the configuration marks them optional when there
+    is an upload input (Triton's ``optional``: perf_analyzer then sends only the inputs its
+    ``--input-data`` gives)."""
+    upload = config.upload_input
+    return config.inputs if upload is None else (*config.inputs, upload)
+
+
 def model_metadata(config: ModelConfig, versions: Sequence[str]) -> dict[str, Any]:
     return {
         "name": config.name,
         "versions": list(versions),
         "platform": _TRITON_PLATFORM[config.platform],
-        "inputs": [_metadata_tensor(s, config.batching) for s in config.inputs],
-        # Outputs post-processing adds are listed; the upload input is not (clients such as
-        # perf_analyzer fill every input listed; it is in the configuration, optional).
+        "inputs": [_metadata_tensor(s, config.batching) for s in served_inputs(config)],
+        # The outputs post-processing adds are listed too.
         "outputs": [_metadata_tensor(s, config.batching) for s in config.served_outputs],
     }
 
@@ -47,11 +56,9 @@ def _config_tensor(spec: TensorSpec) -> dict[str, Any]:
 
 
 def _config_inputs(config: ModelConfig) -> list[dict[str, Any]]:
-    inputs = [_config_tensor(s) for s in config.inputs]
-    upload = config.upload_input
-    if upload is not None:  # sent instead of the tensors: both are optional
+    inputs = [_config_tensor(s) for s in served_inputs(config)]
+    if config.upload_input is not None:  # sent instead of the tensors: both are optional
         inputs = [{**tensor, "optional": True} for tensor in inputs]
-        inputs.append({**_config_tensor(upload), "optional": True})
     return inputs
 
 

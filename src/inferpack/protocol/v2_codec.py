@@ -7,7 +7,7 @@ says its size in ``parameters.binary_data_size`` and the bytes follow in input o
 Outputs, as Triton answers them: with no ``outputs`` listed, every output comes back, binary
 when the request parameter ``binary_data_output`` is true; with ``outputs`` listed, only
 those come back, each binary when its own ``parameters.binary_data`` is true (the request
-parameter does not apply). An output listed twice is refused.
+parameter does not apply). An output listed twice is refused, in Triton's words.
 
 Every malformed body raises InvalidInputError naming the problem; nothing else escapes.
 Numeric ``data`` is read from the JSON text without a Python object per element
@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import numpy as np
 
 from inferpack.datatypes import (
     DATATYPES,
@@ -35,7 +34,12 @@ from inferpack.datatypes import (
 )
 from inferpack.errors import InvalidInputError
 from inferpack.protocol.json_data import decode_data
-from inferpack.protocol.tensors_json import json_to_tensor, tensor_to_json
+from inferpack.protocol.tensors_json import (
+    NESTING_MESSAGE,
+    json_text,
+    json_to_tensor,
+    nesting_error,
+)
 from inferpack.types import InferRequest, InferResponse, Tensor
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -116,7 +120,7 @@ def _json_data(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> T
     except (msgspec.DecodeError, UnicodeDecodeError) as error:
         raise InvalidInputError(f"input {name!r}: malformed JSON data: {error}") from None
     except RecursionError:
-        raise InvalidInputError(f"input {name!r}: data nests too deep") from None
+        raise nesting_error(name) from None
     return json_to_tensor(value, datatype, shape, name)
 
 
@@ -129,7 +133,7 @@ def _decode_input(
     datatype = item.datatype
     if not isinstance(datatype, str) or datatype not in DATATYPES:
         raise InvalidInputError(f"input {name!r}: unknown datatype {datatype!r}")
-    shape = checked_shape(item.shape, name)
+    shape = checked_shape(item.shape, name, datatype)
     parameters = _object(item.parameters, f"input {name!r} parameters")
     if "binary_data_size" in parameters:
         raw = binary.take(parameters["binary_data_size"], name)
@@ -158,7 +162,7 @@ def _header_with_constants(raw: memoryview) -> _Header:
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidInputError(f"malformed JSON in request body: {error}") from None
     except RecursionError:
-        raise InvalidInputError("request body nests too deep") from None
+        raise InvalidInputError(f"request body: {NESTING_MESSAGE}") from None
     if not isinstance(parsed, dict):
         raise InvalidInputError("request body must be a JSON object")
     inputs = parsed.get("inputs")
@@ -186,7 +190,7 @@ def _parse_header(raw: memoryview) -> _Header:
             return _header_with_constants(raw)
         raise InvalidInputError(f"malformed JSON in request body: {error}") from None
     except RecursionError:
-        raise InvalidInputError("request body nests too deep") from None
+        raise InvalidInputError(f"request body: {NESTING_MESSAGE}") from None
 
 
 def _output_encoding(header: _Header) -> tuple[list[str] | None, OutputEncoding]:
@@ -203,7 +207,7 @@ def _output_encoding(header: _Header) -> tuple[list[str] | None, OutputEncoding]
             raise InvalidInputError(f"outputs[{index}] must be an object with a 'name'")
         name = item["name"]
         if name in encoding.binary:
-            raise InvalidInputError(f"output {name!r} is requested more than once")
+            raise InvalidInputError(f"output '{name}' already exists in request")
         params = _object(item.get("parameters"), f"output {name!r} parameters")
         encoding.binary[name] = bool(params.get("binary_data", False))
         if "classification" in params:
@@ -235,7 +239,7 @@ def decode_infer_request(
         parsed = header.parsed_data.get(index, _ABSENT)
         name, tensor = _decode_input(item, parsed, index, binary)
         if name in tensors:
-            raise InvalidInputError(f"input {name!r} appears more than once")
+            raise InvalidInputError(f"input '{name}' already exists in request")
         tensors[name] = tensor
     unclaimed = len(binary.data) - binary.offset
     if unclaimed:
@@ -275,10 +279,10 @@ def raw_input_shape(
     variable = [i for i, d in enumerate(shape) if d < 0]
     if not variable:
         return shape
-    if len(variable) > 1:
+    if len(variable) > 1:  # Triton's words, then the dims
         raise InvalidInputError(
-            f"raw binary requests need an input with at most one variable dim; {name!r} has "
-            f"dims {list(dims)}"
+            f"The shape of the raw input {name!r} can not be deduced because there are more "
+            f"than one variable-sized dimension (dims {list(dims)})"
         )
     fixed = element_count(tuple(d for d in shape if d >= 0))
     if datatype == "BYTES":
@@ -298,20 +302,13 @@ def raw_input_shape(
     return shape
 
 
-def _dumps(header: dict[str, Any], finite: bool) -> bytes:
-    """JSON bytes; stdlib json when a float is NaN or infinite (msgspec would write null)."""
-    if finite:
-        return msgspec.json.encode(header)
-    return json.dumps(header, separators=(",", ":")).encode()
-
-
 def encode_infer_response(
     response: InferResponse, encoding: OutputEncoding
 ) -> tuple[bytes, int | None]:
-    """Body bytes and, when any output is binary, the JSON header length."""
+    """Body bytes and, when any output is binary, the JSON header length. JSON ``data`` is
+    written a piece at a time (:func:`inferpack.protocol.tensors_json.json_text`)."""
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
-    finite = True
     for name, array in response.outputs.items():
         entry: dict[str, Any] = {
             "name": name,
@@ -323,9 +320,7 @@ def encode_infer_response(
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
-            if array.dtype.kind == "f" and array.size:
-                finite = finite and bool(np.isfinite(array).all())
-            entry["data"] = tensor_to_json(array)
+            entry["data"] = msgspec.Raw(json_text(array))
         outputs.append(entry)
     header: dict[str, Any] = {
         "model_name": response.model_name,
@@ -334,7 +329,7 @@ def encode_infer_response(
     }
     if response.id is not None:
         header["id"] = response.id
-    header_bytes = _dumps(header, finite)
+    header_bytes = msgspec.json.encode(header)
     if not chunks:
         return header_bytes, None
     return header_bytes + b"".join(chunks), len(header_bytes)
