@@ -47,7 +47,7 @@ def simulated_p90_ms(problem: Problem, members: dict[int, float], t: int) -> flo
     chosen = [b for b in blocks.values() if b is not None]
     server = min(chosen, key=lambda b: (b.workers, -b.frontend_ms))  # the conservative one
     rates = [problem.models[m].rps * share for m, share in members.items()]
-    models = [_sim_model(str(m), rate, blocks[m]) for (m, rate) in zip(members, rates, strict=True)]
+    models = [sim_model(str(m), rate, blocks[m]) for (m, rate) in zip(members, rates, strict=True)]
     duration_s = max(MIN_SIM_S, SIM_REQUESTS / max(sum(rates), 1e-9))
     times, index = poisson_arrivals(rates, duration_s, np.random.default_rng(SEED))
     if len(times) == 0:
@@ -56,7 +56,8 @@ def simulated_p90_ms(problem: Problem, members: dict[int, float], t: int) -> flo
     return round(float(np.percentile(result.latency_s, 90)) * 1e3, 3)
 
 
-def _sim_model(name: str, rate_rps: float, block: ServerModel | None) -> SimModel:
+def sim_model(name: str, rate_rps: float, block: ServerModel | None) -> SimModel:
+    """A model of ``block``'s kind on the simulated server, sent ``rate_rps``."""
     assert block is not None
     policy = BatchPolicy(
         max_batch_size=block.max_batch_size,

@@ -22,8 +22,8 @@ import numpy as np
 from inferpack.errors import ConfigError
 from inferpack.plan.formats import Plan, Profile, ServerPlan
 from inferpack.plan.server_model import ServerModel
+from inferpack.plan.tail import sim_model
 from inferpack.queueing.server import frontend_departures, simulate_server
-from inferpack.queueing.service import BatchPolicy, ServiceCurve, SimModel
 
 # rate of each model (by name) over [start_s, end_s): the demand or a trace step
 RateSteps = Mapping[str, Sequence[tuple[float, float, float]]]
@@ -88,17 +88,6 @@ def server_parts(server: ServerPlan, profiles: Mapping[tuple[str, str], Profile]
     return min(blocks, key=lambda b: (b.workers, -b.frontend_ms))
 
 
-def _sim_model(name: str, block: ServerModel) -> SimModel:
-    policy = BatchPolicy(
-        max_batch_size=block.max_batch_size,
-        max_queue_delay_s=block.max_queue_delay_us / 1e6,
-        preferred_batch_sizes=block.preferred_batch_sizes,
-        instances=block.instances,
-    )
-    curve = ServiceCurve.from_ms(dict(block.batch_service_ms))
-    return SimModel(name, 0.0, curve, policy)
-
-
 def route(
     plan: Plan, arrivals: Arrivals, rng: np.random.Generator
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -151,7 +140,7 @@ def simulate_fleet(
     for server in plan.servers:
         index, rows = routed.get(server.name, (np.empty(0, np.int64), np.empty(0, np.int32)))
         block = blocks[server.name]
-        models = [_sim_model(share.name, block) for share in server.models]
+        models = [sim_model(share.name, 0.0, block) for share in server.models]
         result = simulate_server(
             models, ready_s[index], rows, block.workers, block.frontend_ms / 1e3
         )
