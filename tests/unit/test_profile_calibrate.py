@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from inferpack.profile.calibrate import batch_service_ms, frontend_ms, server_model
+from inferpack.profile.calibrate import batch_service_ms, request_times_ms, server_model
 
 
 def _d(count: int, ns: int) -> dict[str, int]:
@@ -42,12 +42,14 @@ def test_batch_curve_over_copies_and_frontend_between_snapshots() -> None:
     curve = batch_service_ms(after, ["a", "b"])
     assert curve == {1: pytest.approx((10 * 4 + 4 * 5) / 14, abs=1e-3), 4: 9.0}
     before = {"model_stats": []}
-    # success 150 ms - queue 13 ms - compute (40 + 20 + 18) ms = 59 ms over 22 requests
-    assert frontend_ms(before, after, ["a", "b"]) == pytest.approx(59 / 22, abs=1e-3)
-    assert frontend_ms(after, after, ["a", "b"]) == 0.0
-    # The clients saw 10 ms at p50; queue + compute were (13 + 78) / 22 ms per request.
-    assert frontend_ms(before, after, ["a", "b"], 10.0) == pytest.approx(10 - 91 / 22, abs=1e-3)
-    assert frontend_ms(before, after, ["a", "b"], 1.0) == pytest.approx(59 / 22, abs=1e-3)
+    # engine: success 150 ms - queue 13 ms - compute (40 + 20 + 18) ms = 59 ms over 22 requests
+    front, over = request_times_ms(before, after, ["a", "b"])
+    assert front == pytest.approx(59 / 22, abs=1e-3) and over == 0.0
+    assert request_times_ms(after, after, ["a", "b"]) == (0.0, 0.0)
+    # The clients saw 10 ms at p50; the engine spent 150 / 22 ms per request.
+    assert request_times_ms(before, after, ["a", "b"], 10.0)[1] == pytest.approx(
+        10 - 150 / 22, abs=1e-3
+    )
 
 
 def test_server_model_from_a_triton_config() -> None:
@@ -56,8 +58,9 @@ def test_server_model_from_a_triton_config() -> None:
         "dynamic_batching": {"max_queue_delay_microseconds": 500, "preferred_batch_size": [8, 4]},
         "instance_group": [{"count": 2, "kind": "KIND_CPU"}],
     }
-    block = server_model(config, {1: 2.0, 8: 6.0}, 0.3, 2)
+    block = server_model(config, {1: 2.0, 8: 6.0}, 0.3, 2, 1.5)
     assert block is not None
     assert (block.max_batch_size, block.max_queue_delay_us, block.instances) == (16, 500.0, 2)
     assert block.preferred_batch_sizes == (4, 8) and block.batch_service_ms == ((1, 2.0), (8, 6.0))
+    assert (block.frontend_ms, block.overhead_ms) == (0.3, 1.5)
     assert server_model(config, {}, 0.3, 2) is None

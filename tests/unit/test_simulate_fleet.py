@@ -48,6 +48,16 @@ def test_one_server_is_an_md1_queue_plus_the_network() -> None:
     assert len(arrivals.time_s) == pytest.approx(70 * 2000, rel=0.02)
 
 
+def test_the_overhead_is_added_to_every_request_and_queues_nothing() -> None:
+    plan = _plan(("s1", (("a", 70.0),)))
+    slow = Profile("k", "c5.large", 1.0, 80.0, 50.0, "test",
+                   server=ServerModel(1, 0.0, 1, 0, 1, ((1, 10.0),), overhead_ms=20.0))  # fmt: skip
+    steps = from_plan(plan, 500.0)
+    base = simulate_fleet(plan, [PROFILE], steps, FleetOptions(500.0, seed=3))[1][0]
+    over = simulate_fleet(plan, [slow], steps, FleetOptions(500.0, seed=3))[1][0]
+    assert over.latency_ms == pytest.approx(base.latency_ms + 20.0)
+
+
 def test_replicas_share_a_model_by_planned_rate() -> None:
     plan = _plan(("s1", (("a", 30.0),)), ("s2", (("a", 10.0), ("b", 5.0))))
     steps = steady({"a": 40.0, "b": 5.0}, 500.0)

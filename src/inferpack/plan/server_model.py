@@ -8,6 +8,7 @@ can replay any mix of rates on it::
     server:
       workers: 2                 # batches that run at once on the server (worker threads)
       frontend_ms: 0.25          # event-loop CPU per request (decode, encode, hand-offs)
+      overhead_ms: 1.1           # added to every request, queues nothing (HTTP, hops, client)
       max_batch_size: 8          # the model's dynamic batching
       max_queue_delay_us: 2000
       preferred_batch_sizes: []
@@ -31,6 +32,7 @@ class ServerModel:
     instances: int
     batch_service_ms: tuple[tuple[int, float], ...]  # (batch size, ms), by size
     preferred_batch_sizes: tuple[int, ...] = ()
+    overhead_ms: float = 0.0  # constant per request outside the server's queues
 
 
 def _int(raw: Mapping[str, Any], key: str, where: str, problems: list[str], default: int) -> int:
@@ -88,6 +90,7 @@ def parse_server_model(raw: Any, where: str, problems: list[str]) -> ServerModel
         instances=_int(raw, "instances", where, problems, 1),
         batch_service_ms=_curve(raw.get("batch_service_ms"), where, problems),
         preferred_batch_sizes=tuple(sorted(preferred)),
+        overhead_ms=_ms(raw, "overhead_ms", where, problems),
     )
 
 
@@ -95,6 +98,7 @@ def server_model_to_dict(model: ServerModel) -> dict[str, Any]:
     return {
         "workers": model.workers,
         "frontend_ms": model.frontend_ms,
+        "overhead_ms": model.overhead_ms,
         "max_batch_size": model.max_batch_size,
         "max_queue_delay_us": model.max_queue_delay_us,
         "preferred_batch_sizes": list(model.preferred_batch_sizes),

@@ -51,9 +51,10 @@ def simulated_p90_ms(problem: Problem, members: dict[int, float], t: int) -> flo
     duration_s = max(MIN_SIM_S, SIM_REQUESTS / max(sum(rates), 1e-9))
     times, index = poisson_arrivals(rates, duration_s, np.random.default_rng(SEED))
     if len(times) == 0:
-        return round(1e3 * (models[0].service(1) + server.frontend_ms / 1e3), 3)
+        alone_ms = 1e3 * models[0].service(1) + server.frontend_ms + server.overhead_ms
+        return round(alone_ms, 3)
     result = simulate_server(models, times, index, server.workers, server.frontend_ms / 1e3)
-    return round(float(np.percentile(result.latency_s, 90)) * 1e3, 3)
+    return round(float(np.percentile(result.latency_s, 90)) * 1e3 + server.overhead_ms, 3)
 
 
 def sim_model(name: str, rate_rps: float, block: ServerModel | None) -> SimModel:

@@ -31,7 +31,7 @@ from inferpack.loadtest.runner import run_loadtest
 from inferpack.loadtest.spec import LoadSpec
 from inferpack.plan.formats import Profile, RatePoint
 from inferpack.plan.server_model import ServerModel
-from inferpack.profile.calibrate import batch_service_ms, frontend_ms, server_model
+from inferpack.profile.calibrate import batch_service_ms, request_times_ms, server_model
 from inferpack.profile.copies import make_copies
 from inferpack.profile.search import Report, SearchConfig, SearchResult, search_capacity
 from inferpack.profile.serving import BackgroundServer
@@ -124,10 +124,10 @@ def _server_block(
     nearest = min(points, key=lambda p: abs(p.rate_rps - rate), default=None)
     client_p50 = None if nearest is None else nearest.p50_ms
     before, after = snapshots[lowest - 1][1], snapshots[lowest][1]
-    front_ms = frontend_ms(before, after, names, client_p50)
+    front_ms, over_ms = request_times_ms(before, after, names, client_p50)
     curve = batch_service_ms(snapshots[-1][1], names)
     config = server.get_json(f"/v2/models/{names[0]}/config")
-    return server_model(config, curve, front_ms, server.cpu_workers)
+    return server_model(config, curve, front_ms, server.cpu_workers, over_ms)
 
 
 def _server_config(spec: ProfileSpec, root: Path, names: tuple[str, ...]) -> ServerConfig:

@@ -4,7 +4,7 @@
     router: one FIFO stage for the whole fleet (``router_ms`` of CPU per request)
     split each model's requests among its replicas by the plan's shares (weighted random)
     per server: simulate_server (frontend, per-model batchers, shared workers)
-    latency = answer - arrival + network_ms (router <-> server and back)
+    latency = answer - arrival + network_ms (router <-> server and back) + overhead_ms
 
 The router's least-outstanding tie-break is not modelled: replicas are chosen by planned
 share, which keeps each replica's arrivals Poisson (thinning) and the servers independent,
@@ -145,6 +145,7 @@ def simulate_fleet(
             models, ready_s[index], rows, block.workers, block.frontend_ms / 1e3
         )
         latency_ms = (result.done_s - arrivals.time_s[index]) * 1e3 + options.network_ms
+        latency_ms += block.overhead_ms
         busy = result.busy_s / (block.workers * options.duration_s)
         outcome = ServerOutcome(server, latency_ms, arrivals.model[index], busy, result.batches)
         outcomes.append(outcome)
