@@ -155,7 +155,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="300,1000,3000,10000,30000")
     parser.add_argument("--time-limit-s", type=float, default=10.0)
-    parser.add_argument("--output", default="benchmarks/results/plan_scale.json")
+    parser.add_argument(
+        "--output", default="plan_scale.json", help="name under benchmarks/results/"
+    )
     args = parser.parse_args()
     rows = [run(int(s), args.time_limit_s) for s in args.sizes.split(",")]
     write_result(

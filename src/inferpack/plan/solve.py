@@ -121,6 +121,9 @@ def _heuristic_plans(
     if z.any():
         guided = [int(np.argmax(row)) if row.max() > 0 else cheapest[m] for m, row in enumerate(z)]
     plans = {"first-fit": improve(problem, first_fit_decreasing(problem, guided))}
+    if guided != cheapest:
+        fast = first_fit_decreasing(problem, cheapest)
+        plans["first-fit/cheapest-share"] = improve(problem, fast)
     # Single-type plans are for comparison: first-fit decreasing, fast at any size.
     for t, server in enumerate(problem.types):
         if problem.usable[:, t].all():
