@@ -93,3 +93,17 @@ def test_refusals(planned: dict[str, Path], tmp_path: Path) -> None:
         "--output", str(tmp_path / "y.json"),
     )  # fmt: skip
     assert missing.returncode == 1 and "no 'server' block" in " ".join(missing.stderr.split())
+
+
+def test_the_result_opens_in_the_report_with_its_chart(
+    planned: dict[str, Path], tmp_path: Path
+) -> None:
+    sim = tmp_path / "sim.json"
+    _simulate(planned, sim, "--duration-s", "20")
+    page = tmp_path / "report.html"
+    done = run("report", str(sim), str(planned["plan.yaml"]), "--output", str(page))
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = page.read_text()
+    assert 'class="document simulation"' in text and 'class="simulation-servers"' in text
+    assert "Simulated latency per server vs the plan and the SLO" in text
+    assert text.count("data:image/png;base64,") >= 2  # the plan's charts and this one

@@ -1,7 +1,8 @@
 """report: one self-contained HTML page from result files (rendering only).
 
 ``write_report`` reads ``inferpack bench`` documents (schema ``inferpack.bench/1``),
-``inferpack loadtest`` documents (schema ``inferpack.loadtest/1``) and ``inferpack plan``
+``inferpack loadtest`` documents (schema ``inferpack.loadtest/1``), ``inferpack simulate``
+documents (``inferpack.simulation/1``) and ``inferpack plan``
 files (``plan.yaml``, told apart by the ``.yaml``/``.yml`` suffix), in any mix, and writes
 one section per document (in the order given) plus charts, the charts as PNG data URIs,
 with inline CSS only: the page opens offline and can be attached or archived as one file.
@@ -25,11 +26,14 @@ from inferpack.report.plan import PlanDocument, is_plan_path, load_plan, plan_se
 from inferpack.report.plan import describe as describe_plan
 from inferpack.report.plan_plots import plan_plots
 from inferpack.report.plots import build_plots, describe
+from inferpack.report.simulation import SCHEMA as SIMULATION_SCHEMA
+from inferpack.report.simulation import describe as describe_simulation
+from inferpack.report.simulation import is_simulation, simulation_plots, simulation_section
 
 SCHEMA = "inferpack.bench/1"
-SCHEMAS = (SCHEMA, LOADTEST_SCHEMA)
+SCHEMAS = (SCHEMA, LOADTEST_SCHEMA, SIMULATION_SCHEMA)
 # The list of rows each schema must carry.
-ROWS = {SCHEMA: "results", LOADTEST_SCHEMA: "levels"}
+ROWS = {SCHEMA: "results", LOADTEST_SCHEMA: "levels", SIMULATION_SCHEMA: "servers"}
 
 # What a page is made of: result documents (JSON) and plans (plan.yaml).
 Source = Mapping[str, Any] | PlanDocument
@@ -38,6 +42,7 @@ __all__ = [
     "LOADTEST_SCHEMA",
     "SCHEMA",
     "SCHEMAS",
+    "SIMULATION_SCHEMA",
     "PlanDocument",
     "load",
     "load_plan",
@@ -88,6 +93,9 @@ def _section(document: Source, counts: dict[str, int]) -> tuple[str, str]:
     elif is_loadtest(document):
         kind, subject = "loadtest", describe_loadtest(document)
         section = loadtest_section(counts[kind], document)
+    elif is_simulation(document):
+        kind, subject = "simulation", describe_simulation(document)
+        section = simulation_section(counts[kind], document)
     else:
         kind, subject = "bench", describe(document)
         section = bench_section(counts[kind], document)
@@ -99,13 +107,19 @@ def render_report(documents: Sequence[Source]) -> str:
     """The report page for already-loaded documents, as an HTML string: one section per
     document in the order given, then the bench, load-test and plan charts."""
     results = [d for d in documents if not isinstance(d, PlanDocument)]
-    bench = [d for d in results if not is_loadtest(d)]
+    bench = [d for d in results if not is_loadtest(d) and not is_simulation(d)]
     loads = [d for d in results if is_loadtest(d)]
+    simulations = [d for d in results if is_simulation(d)]
     plans = [d for d in documents if isinstance(d, PlanDocument)]
-    counts = {"bench": 0, "loadtest": 0, "plan": 0}
+    counts = {"bench": 0, "loadtest": 0, "plan": 0, "simulation": 0}
     rendered = [_section(document, counts) for document in documents]
     sections, subjects = [s for s, _ in rendered], [subject for _, subject in rendered]
-    plots = [*build_plots(bench), *loadtest_plots(loads), *plan_plots(plans)]
+    plots = [
+        *build_plots(bench),
+        *loadtest_plots(loads),
+        *plan_plots(plans),
+        *simulation_plots(simulations),
+    ]
     return render_page(sections, subjects, plots)
 
 

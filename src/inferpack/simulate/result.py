@@ -71,7 +71,7 @@ def build_document(
         "usd_per_hour": round(sum(s.usd_per_hour for s in plan.servers), 6),
     }
     return {
-        "kind": "simulation",
+        "schema": "inferpack.simulation/1",
         "spec": spec
         | {
             "duration_s": options.duration_s,
