@@ -58,8 +58,7 @@ def simulate(
         elif demand is not None:
             steps = rates.from_demand(read_demand(demand), duration_s, rate_scale)
         else:
-            steps = rates.from_plan(plan, duration_s)
-            steps = {m: [(a, b, r * rate_scale) for a, b, r in s] for m, s in steps.items()}
+            steps = rates.from_plan(plan, duration_s, rate_scale)
         started = time.perf_counter()
         with console.status(f"simulating {len(plan.servers)} servers for {duration_s:g} s"):
             arrivals, outcomes = simulate_fleet(plan, loaded, steps, options)

@@ -18,7 +18,7 @@ can replay any mix of rates on it::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,12 @@ class ServerModel:
     batch_service_ms: tuple[tuple[int, float], ...]  # (batch size, ms), by size
     preferred_batch_sizes: tuple[int, ...] = ()
     overhead_ms: float = 0.0  # constant per request outside the server's queues
+
+
+def shared_server(blocks: Iterable[ServerModel]) -> ServerModel:
+    """The server part (workers, frontend) of a server holding models of several kinds:
+    the most conservative of their blocks (fewest workers, then the slowest frontend)."""
+    return min(blocks, key=lambda b: (b.workers, -b.frontend_ms))
 
 
 def _int(raw: Mapping[str, Any], key: str, where: str, problems: list[str], default: int) -> int:

@@ -40,7 +40,7 @@ from inferpack.plan.packing import (
     improve,
 )
 from inferpack.plan.problem import PlanOptions, Problem, ServerType, build_problem
-from inferpack.plan.tail import enforce_tail, simulated_p90_ms
+from inferpack.plan.tail import enforce_tail
 
 # Gap below which the exact model is not worth starting (solver tolerance).
 GAP_TOLERANCE = 1e-6
@@ -86,7 +86,7 @@ def make_plan(
             f"exact model too large ({exact_size(problem, counts):,} assignments > "
             f"{EXACT_MAX_ASSIGNMENTS:,}): ffd packing, gap against the aggregated bound"
         )
-    best, tail_notes = enforce_tail(problem, best, options.slo_p90_ms)
+    best, simulated, tail_notes = enforce_tail(problem, best, options.slo_p90_ms)
     notes += tail_notes
     cost = cost_of(problem, best)
     lower = min(lower, cost)
@@ -103,7 +103,7 @@ def make_plan(
         max_compute_utilization=options.max_compute_utilization,
         server_overhead_mb=options.server_overhead_mb,
     )
-    servers = _server_plans(problem, best, options)
+    servers = _server_plans(problem, best, options, simulated)
     return Plan(summary, tuple(servers), tuple(_alternatives(problem, candidates)))
 
 
@@ -155,18 +155,23 @@ def _candidate_counts(problem: Problem, cost: float) -> list[int]:
     return counts
 
 
-def _server_plans(problem: Problem, bins: list[Bin], options: PlanOptions) -> list[ServerPlan]:
+def _server_plans(
+    problem: Problem, bins: list[Bin], options: PlanOptions, simulated: dict[int, float]
+) -> list[ServerPlan]:
     ordered = sorted(bins, key=lambda b: (problem.types[b.type_index].name, -b.used.max()))
     numbers: dict[str, int] = {}
     servers = []
     for server in ordered:
         kind = problem.types[server.type_index]
         numbers[kind.name] = numbers.get(kind.name, 0) + 1
-        servers.append(_server_plan(problem, server, options, numbers[kind.name]))
+        p90 = simulated.get(id(server))
+        servers.append(_server_plan(problem, server, options, numbers[kind.name], p90))
     return servers
 
 
-def _server_plan(problem: Problem, server: Bin, options: PlanOptions, number: int) -> ServerPlan:
+def _server_plan(
+    problem: Problem, server: Bin, options: PlanOptions, number: int, simulated_p90: float | None
+) -> ServerPlan:
     t = server.type_index
     kind = problem.types[t]
     shares = []
@@ -188,23 +193,23 @@ def _server_plan(problem: Problem, server: Bin, options: PlanOptions, number: in
         memory_mb=round(memory_mb, 3),
         memory_utilization=round((memory_mb + options.server_overhead_mb) / kind.memory_mb, 4),
         compute_utilization=round(utilization, 4),
-        predicted_p90_ms=_predicted_p90_ms(problem, server, load.keys(), utilization),
+        predicted_p90_ms=(
+            simulated_p90
+            if simulated_p90 is not None
+            else _predicted_p90_ms(problem, kind.name, load.keys(), utilization)
+        ),
     )
 
 
 def _predicted_p90_ms(
-    problem: Problem, server: Bin, kinds: Any, utilization: float
+    problem: Problem, type_name: str, kinds: Any, utilization: float
 ) -> float | None:
-    """The server's simulated p90 where its profiles have server blocks (plan/tail.py);
-    else the worst kind's p90 at the server's load, from its profile's measured points.
+    """Where the server was not simulated (plan/tail.py: its profiles lack server blocks),
+    the worst kind's p90 at the server's load, from its profile's measured points.
 
     A server running at a fraction u of capacity is taken to behave like a server of one
     kind at u x that kind's capacity_rps (capacity shares add up, which is how the
     planner packs them). None when a profile has no measured points."""
-    simulated = simulated_p90_ms(problem, server.members, server.type_index)
-    if simulated is not None:
-        return simulated
-    type_name = problem.types[server.type_index].name
     worst = None
     for kind in kinds:
         profile = problem.profiles[(kind, type_name)]

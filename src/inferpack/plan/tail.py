@@ -21,7 +21,7 @@ import numpy as np
 
 from inferpack.plan.packing import Bin, bin_usage
 from inferpack.plan.problem import Problem
-from inferpack.plan.server_model import ServerModel
+from inferpack.plan.server_model import ServerModel, shared_server
 from inferpack.queueing.server import poisson_arrivals, simulate_server
 from inferpack.queueing.service import BatchPolicy, ServiceCurve, SimModel
 
@@ -45,7 +45,7 @@ def simulated_p90_ms(problem: Problem, members: dict[int, float], t: int) -> flo
     if not members or any(b is None for b in blocks.values()):
         return None
     chosen = [b for b in blocks.values() if b is not None]
-    server = min(chosen, key=lambda b: (b.workers, -b.frontend_ms))  # the conservative one
+    server = shared_server(chosen)
     rates = [problem.models[m].rps * share for m, share in members.items()]
     models = [sim_model(str(m), rate, blocks[m]) for (m, rate) in zip(members, rates, strict=True)]
     duration_s = max(MIN_SIM_S, SIM_REQUESTS / max(sum(rates), 1e-9))
@@ -71,17 +71,21 @@ def sim_model(name: str, rate_rps: float, block: ServerModel | None) -> SimModel
 
 def enforce_tail(
     problem: Problem, bins: list[Bin], slo_p90_ms: float
-) -> tuple[list[Bin], list[str]]:
-    """``bins`` changed so every simulated server meets the SLO (module docstring), and
-    notes saying what was done."""
+) -> tuple[list[Bin], dict[int, float], list[str]]:
+    """``bins`` changed so every simulated server meets the SLO (module docstring), the
+    simulated p90 of each simulated server kept (by ``id``), and notes saying what was done."""
     queue, kept, notes = list(bins), [], []
+    simulated: dict[int, float] = {}
     moved = split = 0
     while queue:
         server = queue.pop()
         p90 = simulated_p90_ms(problem, server.members, server.type_index)
+        if p90 is not None:
+            simulated[id(server)] = p90
         if p90 is None or p90 <= slo_p90_ms:
             kept.append(server)
             continue
+        del simulated[id(server)]  # replaced by the servers it splits into
         if len(server.members) > 1:
             stay, out = _shed(problem, server, slo_p90_ms)
             moved += len(out)
@@ -90,6 +94,7 @@ def enforce_tail(
         [(m, share)] = server.members.items()
         if share / 2 < MIN_FRACTION:
             kept.append(server)
+            simulated[id(server)] = p90
             name, kind = problem.models[m].model, problem.types[server.type_index].name
             notes.append(f"{name} on {kind}: simulated p90 {p90:.1f} ms > SLO even alone")
             continue
@@ -101,7 +106,7 @@ def enforce_tail(
             f"tail constraint: {moved} replica(s) moved and {split} split so that every "
             f"server's simulated p90 meets the SLO of {slo_p90_ms:g} ms"
         )
-    return kept, notes
+    return kept, simulated, notes
 
 
 def _shed(

@@ -53,12 +53,27 @@ def poisson_arrivals(
     rates_rps: Sequence[float], duration_s: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Merged Poisson arrivals of several models over ``duration_s``: (times, model index),
-    sorted by time. Each model's count is Poisson, its times uniform (the same process)."""
-    counts = rng.poisson(np.asarray(rates_rps, dtype=float) * duration_s)
-    times = rng.uniform(0.0, duration_s, int(counts.sum()))
-    models = np.repeat(np.arange(len(counts), dtype=np.int32), counts)
-    order = np.argsort(times, kind="stable")
-    return times[order], models[order]
+    sorted by time."""
+    return piecewise_arrivals([[(0.0, duration_s, rate)] for rate in rates_rps], rng)
+
+
+def piecewise_arrivals(
+    steps: Sequence[Sequence[tuple[float, float, float]]], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merged Poisson arrivals whose rate is constant within each step: ``steps[k]`` lists
+    model k's (start_s, end_s, rate_rps). Each step's count is Poisson, its times uniform
+    (the same process); (times, model index), sorted by time."""
+    times: list[np.ndarray] = []
+    models: list[np.ndarray] = []
+    for k, model_steps in enumerate(steps):
+        for start_s, end_s, rate_rps in model_steps:
+            count = rng.poisson(max(rate_rps, 0.0) * (end_s - start_s))
+            times.append(rng.uniform(start_s, end_s, count))
+            models.append(np.full(count, k, dtype=np.int32))
+    time_s = np.concatenate(times) if times else np.empty(0)
+    model = np.concatenate(models) if models else np.empty(0, dtype=np.int32)
+    order = np.argsort(time_s, kind="stable")
+    return time_s[order], model[order]
 
 
 def frontend_departures(arrival_s: np.ndarray, frontend_s: float) -> np.ndarray:

@@ -23,12 +23,12 @@ def steady(rates: dict[str, float], duration_s: float) -> RateSteps:
     return {name: [(0.0, duration_s, rps)] for name, rps in rates.items()}
 
 
-def from_plan(plan: Plan, duration_s: float) -> RateSteps:
+def from_plan(plan: Plan, duration_s: float, scale: float = 1.0) -> RateSteps:
     """Each model at the rate the plan placed (summed over its replicas)."""
     rates: dict[str, float] = defaultdict(float)
     for server in plan.servers:
         for share in server.models:
-            rates[share.name] += share.rps
+            rates[share.name] += share.rps * scale
     return steady(dict(rates), duration_s)
 
 

@@ -21,9 +21,9 @@ import numpy as np
 
 from inferpack.errors import ConfigError
 from inferpack.plan.formats import Plan, Profile, ServerPlan
-from inferpack.plan.server_model import ServerModel
+from inferpack.plan.server_model import ServerModel, shared_server
 from inferpack.plan.tail import sim_model
-from inferpack.queueing.server import frontend_departures, simulate_server
+from inferpack.queueing.server import frontend_departures, piecewise_arrivals, simulate_server
 
 # rate of each model (by name) over [start_s, end_s): the demand or a trace step
 RateSteps = Mapping[str, Sequence[tuple[float, float, float]]]
@@ -58,17 +58,8 @@ class ServerOutcome:
 def generate(steps: RateSteps, rng: np.random.Generator) -> Arrivals:
     """Poisson arrivals, piecewise constant in rate, for every model of ``steps``."""
     names = tuple(sorted(steps))
-    times: list[np.ndarray] = []
-    models: list[np.ndarray] = []
-    for k, name in enumerate(names):
-        for start_s, end_s, rps in steps[name]:
-            count = rng.poisson(max(rps, 0.0) * (end_s - start_s))
-            times.append(rng.uniform(start_s, end_s, count))
-            models.append(np.full(count, k, dtype=np.int32))
-    time_s = np.concatenate(times) if times else np.empty(0)
-    model = np.concatenate(models) if models else np.empty(0, dtype=np.int32)
-    order = np.argsort(time_s, kind="stable")
-    return Arrivals(time_s[order], model[order], names)
+    time_s, model = piecewise_arrivals([steps[name] for name in names], rng)
+    return Arrivals(time_s, model, names)
 
 
 def server_parts(server: ServerPlan, profiles: Mapping[tuple[str, str], Profile]) -> ServerModel:
@@ -85,7 +76,7 @@ def server_parts(server: ServerPlan, profiles: Mapping[tuple[str, str], Profile]
                 ]
             )
         blocks.append(profile.server)
-    return min(blocks, key=lambda b: (b.workers, -b.frontend_ms))
+    return shared_server(blocks)
 
 
 def route(
