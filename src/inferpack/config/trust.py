@@ -28,7 +28,6 @@ CODE_PLATFORMS: Final[dict[str, str]] = {
     "torch_export": "a torch.export program with pickled constants",
     "torch_aoti": "a compiled shared library loaded into the server",
 }
-DATA_PLATFORMS: Final[frozenset[str]] = frozenset(PLATFORMS) - frozenset(CODE_PLATFORMS)
 
 
 def parse_allowed_platforms(text: str) -> frozenset[str]:
