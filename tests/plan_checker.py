@@ -6,6 +6,7 @@ demand and the prices, sharing no code with the planner beyond the file formats'
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Mapping
@@ -26,7 +27,9 @@ def violations(
 ) -> list[str]:
     """Every broken constraint of ``plan`` (empty when the plan is feasible)."""
     found: list[str] = []
-    profile = {(p["kind"], p["instance_type"]): p for p in profiles}
+    entries: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for p in profiles:
+        entries[(p["kind"], p["instance_type"])].append(p)
     served: dict[str, float] = defaultdict(float)
     total_usd = 0.0
     for server in plan["servers"]:
@@ -42,12 +45,12 @@ def violations(
         for model in server["models"]:
             kind, _ = demand[model["name"]]
             key = (kind, kind_of_server)
-            if key not in profile:
+            if key not in entries:
                 found.append(f"{name}: {model['name']} ({kind}) has no profile on {kind_of_server}")
                 continue
-            p = profile[key]
-            mem += p["model_memory_mb"]
-            compute += model["rps"] / p["capacity_rps"]
+            p = entries[key][0]
+            mem += max(e["model_memory_mb"] for e in entries[key])
+            compute += model["rps"] / _capacity(entries[key], len(names))
             slots += 1 / p["max_models"] if p.get("max_models") else 0.0
             served[model["name"]] += model["rps"]
         room = memory_mb[kind_of_server] * max_memory_utilization - overhead_mb
@@ -57,6 +60,16 @@ def violations(
             found.append(f"{name}: compute {compute:.4f} > {max_compute_utilization}")
         if slots > 1 + TOLERANCE:
             found.append(f"{name}: {slots:.3f} of max_models")
+    return found + _total_violations(plan, demand, served, total_usd)
+
+
+def _total_violations(
+    plan: Mapping[str, Any],
+    demand: dict[str, tuple[str, float]],
+    served: Mapping[str, float],
+    total_usd: float,
+) -> list[str]:
+    found = []
     for model, (_, rps) in demand.items():
         if not math.isclose(served.get(model, -1.0), rps, rel_tol=1e-4, abs_tol=1e-4):
             found.append(f"{model}: served {served.get(model)} rps of {rps}")
@@ -65,3 +78,19 @@ def violations(
     if plan["plan"]["lower_bound_usd_per_hour"] > total_usd * (1 + 1e-9):
         found.append("lower bound above the objective")
     return found
+
+
+def _capacity(entries: list[dict[str, Any]], models: int) -> float:
+    """capacity_rps of a server holding ``models`` models: one entry reads the same at every
+    count; entries by models_per_server are interpolated linearly in log(count), clamped to
+    the counts measured."""
+    if len(entries) == 1:
+        return float(entries[0]["capacity_rps"])
+    ranked = sorted((e["models_per_server"], e["capacity_rps"]) for e in entries)
+    if models <= ranked[0][0]:
+        return float(ranked[0][1])
+    for (n0, c0), (n1, c1) in itertools.pairwise(ranked):
+        if models <= n1:
+            share = (math.log(models) - math.log(n0)) / (math.log(n1) - math.log(n0))
+            return float(c0 + share * (c1 - c0))
+    return float(ranked[-1][1])

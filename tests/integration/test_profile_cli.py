@@ -106,7 +106,7 @@ def test_every_flag_over_grpc_and_other_entries_survive(repository: Path, tmp_pa
     # Distinct weights: each copy counts all of its own weights (nothing is shared).
     weights = _weight_bytes(repository / "tiny-mlp" / "1" / "model.safetensors")
     assert profile.model_memory_mb * 2**20 >= weights
-    assert "3 copies of tiny-mlp, transport grpc, batch 2" in profile.source
+    assert "3 copies of tiny-mlp, uniform traffic, transport grpc, batch 2" in profile.source
 
 
 def test_sleep_model_known_answer_and_replacing_the_entry(repository: Path, tmp_path: Path) -> None:
@@ -133,6 +133,26 @@ def test_sleep_model_known_answer_and_replacing_the_entry(repository: Path, tmp_
     assert curve and all(19 <= ms < 40 for ms in curve.values()), curve
 
 
+def test_a_list_of_counts_writes_one_entry_per_count(repository: Path, tmp_path: Path) -> None:
+    """--models-per-server 1,2 with Zipf traffic: two entries of one kind, each with its
+    count, both read by the planner as one family (plan/counts.py)."""
+    output = tmp_path / "profiles.yaml"
+    done = _profile(
+        "--model-repository", str(repository), "--model", "tiny-mlp", "--slo-p90-ms", "50",
+        "--instance-type", "c7i.2xlarge", "--output", str(output), "--models-per-server", "2,1",
+        "--traffic", "zipf:1.2", "--start-rps", "20", "--max-rps", "40", "--search-steps", "0",
+        *QUICK,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "with 1 models" in done.stderr and "with 2 models" in done.stderr
+    one, two = read_profiles([output])
+    assert (one.models_per_server, two.models_per_server) == (1, 2)
+    assert "zipf:1.2 traffic" in two.source and "2 copies" in two.source
+    for entry in (one, two):
+        _consistent(entry)
+        assert entry.server is not None
+
+
 def test_bad_inputs_fail_before_measuring(repository: Path, tmp_path: Path) -> None:
     output = tmp_path / "profiles.yaml"
     base = ["--model-repository", str(repository), "--model", "tiny-mlp", "--slo-p90-ms",
@@ -142,6 +162,10 @@ def test_bad_inputs_fail_before_measuring(repository: Path, tmp_path: Path) -> N
     done = _profile(*base, "--instance-type", "c7i.2xlarge", "--start-rps", "10",
                     "--max-rps", "5")  # fmt: skip
     assert done.returncode == 2 and "start_rps <= max_rps" in done.stderr
+    done = _profile(*base, "--instance-type", "c7i.2xlarge", "--models-per-server", "0,2")
+    assert done.returncode == 2 and "--models-per-server takes counts >= 1" in done.stderr
+    done = _profile(*base, "--instance-type", "c7i.2xlarge", "--traffic", "zipf:0")
+    assert done.returncode == 2 and "--traffic must be uniform or zipf:S" in done.stderr
     output.write_text("profiles: [{kind: x}]\n")
     done = _profile(*base, "--instance-type", "c7i.2xlarge")
     assert done.returncode == 2 and "instance_type" in done.stderr

@@ -27,8 +27,15 @@ def profile(
     ],
     output: Annotated[Path, typer.Option(help="profiles.yaml to write or update.")],
     models_per_server: Annotated[
-        int, typer.Option(min=1, help="Distinct copies served together, as on a fleet server.")
-    ] = 1,
+        str,
+        typer.Option(
+            help="Distinct copies served together, as on a fleet server; a list (1,4,16,64) "
+            "measures one profile entry per count."
+        ),
+    ] = "1",
+    traffic: Annotated[
+        str, typer.Option(help="How requests spread over the copies: uniform or zipf:S.")
+    ] = "uniform",
     kind: Annotated[str | None, typer.Option(help="Profile kind (default: the model).")] = None,
     transport: Annotated[ProfileTransport, typer.Option(help="Wire format of the load.")] = (
         ProfileTransport.HTTP_BINARY
@@ -67,12 +74,9 @@ def profile(
     from inferpack.profile.search import SearchConfig
 
     search = SearchConfig(slo_p90_ms, start_rps, max_rps, search_steps, measured_s=duration_s)
-    spec = ProfileSpec(
-        model_repository, model, instance_type, search, kind, models_per_server,
-        transport.value, batch_size, duration_s, warmup_s, workers, cpu_threads, max_models, seed,
-    )  # fmt: skip
     try:
-        problems = search.problems()
+        counts = parse_counts(models_per_server)
+        problems = [*search.problems(), *traffic_problems(traffic)]
         if problems:
             raise InferpackError("; ".join(problems))
         Catalog.load(catalog).get(instance_type, region)
@@ -80,17 +84,48 @@ def profile(
     except InferpackError as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
-    console.print(
-        f"profiling {models_per_server} x {model} ({transport.value}, batch {batch_size}) "
-        f"against p90 <= {slo_p90_ms:g} ms, {duration_s:g} s per rate"
-    )
+    for count in counts:
+        spec = ProfileSpec(
+            model_repository, model, instance_type, search, kind, count, transport.value,
+            batch_size, duration_s, warmup_s, workers, cpu_threads, max_models, seed, traffic,
+        )  # fmt: skip
+        console.print(
+            f"profiling {count} x {model} ({transport.value}, batch {batch_size}, {traffic} "
+            f"traffic) against p90 <= {slo_p90_ms:g} ms, {duration_s:g} s per rate"
+        )
+        try:
+            outcome = run_profile(spec, _print_point)
+        except InferpackError as error:
+            console.print(f"[red]error:[/] {count} models: {error}")
+            raise typer.Exit(1) from None
+        write_updated(output, existing, outcome.profile)
+        existing = read_existing(output)
+        _print_summary(outcome, output)
+
+
+def parse_counts(text: str) -> list[int]:
+    """``--models-per-server``: one count or a comma-separated list, each >= 1."""
     try:
-        outcome = run_profile(spec, _print_point)
-    except InferpackError as error:
-        console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(1) from None
-    write_updated(output, existing, outcome.profile)
-    _print_summary(outcome, output)
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or any(c < 1 for c in counts):
+        raise InferpackError(
+            f"--models-per-server takes counts >= 1, one or comma-separated (got {text!r})"
+        )
+    return sorted(set(counts))
+
+
+def traffic_problems(traffic: str) -> list[str]:
+    """``--traffic``: uniform, or zipf:S with S > 0."""
+    if traffic == "uniform":
+        return []
+    kind, _, exponent = traffic.partition(":")
+    try:
+        ok = kind == "zipf" and float(exponent) > 0
+    except ValueError:
+        ok = False
+    return [] if ok else [f"--traffic must be uniform or zipf:S with S > 0 (got {traffic!r})"]
 
 
 def _print_point(point: Any, why: str | None) -> None:
@@ -107,8 +142,10 @@ def _print_summary(outcome: Any, output: Path) -> None:
     profile = outcome.profile
     bound = outcome.search.failed_rps
     above = f", {bound:,.1f} failed" if bound is not None else " (--max-rps reached)"
+    count = f" with {profile.models_per_server} models" if profile.models_per_server else ""
     console.print(
-        f"[bold]{profile.kind} on {profile.instance_type}: {profile.capacity_rps:,.1f} req/s[/] "
+        f"[bold]{profile.kind} on {profile.instance_type}{count}: "
+        f"{profile.capacity_rps:,.1f} req/s[/] "
         f"at p90 <= {profile.slo_p90_ms:g} ms{above}; {profile.model_memory_mb:.3f} MB per model; "
         f"{len(profile.points)} rates measured; wrote {output}"
     )

@@ -223,24 +223,47 @@ def parse_profiles(data: Any, source: Path | str) -> list[Profile]:
                 server=parse_server_model(entry.get("server"), where, problems),
             )
         )
-    seen: dict[tuple[str, str], int] = {}
+    seen: dict[tuple[str, str, int | None], int] = {}
     for i, profile in enumerate(profiles):
-        key = (profile.kind, profile.instance_type)
+        key = profile_key(profile)
         if key in seen:
-            problems.append(
-                f"profiles[{i}]: {profile.kind} on {profile.instance_type} "
-                f"repeats profiles[{seen[key]}]"
-            )
+            problems.append(f"profiles[{i}]: {describe_key(key)} repeats profiles[{seen[key]}]")
         seen[key] = i
+    problems.extend(_count_problems(profiles))
     if problems:
         raise _problems_error(source, problems)
     return profiles
 
 
+def profile_key(profile: Profile) -> tuple[str, str, int | None]:
+    """What identifies a profile entry: its kind and instance type, and the number of models
+    it was measured with (``profile --models-per-server 1,4,16,64`` writes one entry per
+    count)."""
+    return (profile.kind, profile.instance_type, profile.models_per_server)
+
+
+def describe_key(key: tuple[str, str, int | None]) -> str:
+    kind, instance_type, count = key
+    return f"{kind} on {instance_type}" + ("" if count is None else f" with {count} models")
+
+
+def _count_problems(profiles: Iterable[Profile]) -> list[str]:
+    """Several entries of one kind and instance type must each name their model count."""
+    groups: dict[tuple[str, str], list[Profile]] = {}
+    for profile in profiles:
+        groups.setdefault((profile.kind, profile.instance_type), []).append(profile)
+    return [
+        f"{kind} on {instance_type}: {len(group)} entries, so each needs its models_per_server"
+        for (kind, instance_type), group in groups.items()
+        if len(group) > 1 and any(p.models_per_server is None for p in group)
+    ]
+
+
 def read_profiles(paths: Iterable[Path]) -> list[Profile]:
-    """Profiles of several files; a (kind, instance_type) pair may appear only once."""
+    """Profiles of several files; a (kind, instance_type, models_per_server) entry may
+    appear only once."""
     profiles: list[Profile] = []
-    origin: dict[tuple[str, str], Path] = {}
+    origin: dict[tuple[str, str, int | None], Path] = {}
     for path in paths:
         try:
             data = yaml.safe_load(Path(path).read_text())
@@ -249,13 +272,14 @@ def read_profiles(paths: Iterable[Path]) -> list[Profile]:
         except yaml.YAMLError as error:
             raise ConfigError([f"{path}: not valid YAML: {error}"]) from None
         for profile in parse_profiles(data, path):
-            key = (profile.kind, profile.instance_type)
+            key = profile_key(profile)
             if key in origin:
-                raise ConfigError(
-                    [f"{path}: {profile.kind} on {profile.instance_type} is also in {origin[key]}"]
-                )
+                raise ConfigError([f"{path}: {describe_key(key)} is also in {origin[key]}"])
             origin[key] = path
             profiles.append(profile)
+    problems = _count_problems(profiles)
+    if problems:
+        raise ConfigError(problems)
     return profiles
 
 

@@ -14,23 +14,28 @@ Capacity at the plan's SLO comes from the profile's measured points where it has
 highest *answered* rate of a level whose p90 met the SLO with < 1 % errors and that answered
 at least 90 % of its offered rate (a level that fell behind proves nothing about the rate it
 was offered); a hand-written profile without points is usable only at an SLO at least as
-loose as its own.
+loose as its own. Profiles measured at several model counts are read at the most models a
+server of the type may hold (counts.py: ``packing_count``), so every server as packed holds
+at most that many and sustains at least that capacity.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from inferpack.errors import ConfigError
+from inferpack.plan.counts import ProfileFamily, capacity_at_slo, families
 from inferpack.plan.formats import Demand, Profile
+
+__all__ = ["PlanOptions", "Problem", "ServerType", "build_problem", "capacity_at_slo"]
 
 # The process itself (Python, torch, server) takes memory no model can use.
 DEFAULT_SERVER_OVERHEAD_MB = 600.0
-MAX_ERROR_PCT = 1.0
 
 
 @dataclass(frozen=True)
@@ -64,8 +69,13 @@ class Problem:
     compute: np.ndarray
     slots: np.ndarray
     memory_mb: np.ndarray  # [m, t] model memory in MB (for the plan file)
+    # Per (kind, type): the entry read at the most models a server may hold (the packing
+    # count), the capacity used to size models, every entry by count, and what is assumed.
     profiles: dict[tuple[str, str], Profile] = field(default_factory=dict)
     capacity_rps: dict[tuple[str, str], float] = field(default_factory=dict)
+    families: dict[tuple[str, str], ProfileFamily] = field(default_factory=dict)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (instance type, note)
+    slo_p90_ms: float = math.inf
 
     usable: np.ndarray = field(init=False)  # [m, t]: model m can run on type t
 
@@ -81,22 +91,6 @@ class Problem:
         return np.array([t.usd_per_hour for t in self.types])
 
 
-def capacity_at_slo(profile: Profile, slo_p90_ms: float) -> float | None:
-    """Total rps one server sustains for the profile's kind with p90 within the SLO."""
-    if not profile.points:
-        return profile.capacity_rps if profile.slo_p90_ms <= slo_p90_ms else None
-    met = [
-        p.sustained_rps
-        for p in profile.points
-        if p.p90_ms <= slo_p90_ms and p.error_pct < MAX_ERROR_PCT and p.answered()
-    ]
-    if not met:
-        return None
-    best = max(met)
-    # The profile's own capacity was searched at its SLO: use it when it is the tighter one.
-    return min(best, profile.capacity_rps) if slo_p90_ms <= profile.slo_p90_ms else best
-
-
 def build_problem(
     profiles: Sequence[Profile],
     demand: Sequence[Demand],
@@ -107,28 +101,63 @@ def build_problem(
     types = [t for t in types if options.instance_types is None or t.name in options.instance_types]
     if not types:
         raise ConfigError(["no instance type left to plan with (check --instance-types)"])
-    by_key = {(p.kind, p.instance_type): p for p in profiles}
+    by_family = families(profiles)
+    per_kind = Counter(model.kind for model in demand)
+    chosen: dict[tuple[str, str], Profile] = {}
     capacity: dict[tuple[str, str], float] = {}
-    for key, profile in by_key.items():
-        rps = capacity_at_slo(profile, options.slo_p90_ms)
-        if rps is not None and rps > 0:  # a profile that sustains nothing cannot be used
-            capacity[key] = rps
+    notes: list[tuple[str, str]] = []
+    for server in types:
+        room_mb = server.memory_mb * options.max_memory_utilization - options.server_overhead_mb
+        for kind, count in per_kind.items():
+            family = by_family.get((kind, server.name))
+            if family is None or room_mb <= 0:
+                continue
+            models = packing_count(family, room_mb, count)
+            rps = family.capacity_at(models, options.slo_p90_ms)
+            if rps is None or rps <= 0:  # a profile that sustains nothing cannot be used
+                continue
+            chosen[(kind, server.name)] = family.at(models)
+            capacity[(kind, server.name)] = rps
+            note = family.extrapolation(models)
+            if note is not None:
+                notes.append((server.name, note))
     shape = (len(demand), len(types))
     memory, compute, slots, memory_mb = (np.full(shape, np.inf) for _ in range(4))
     for t, server in enumerate(types):
         room_mb = server.memory_mb * options.max_memory_utilization - options.server_overhead_mb
         for m, model in enumerate(demand):
             key = (model.kind, server.name)
-            if key not in capacity or room_mb <= 0:
+            if key not in capacity:
                 continue
-            profile = by_key[key]
-            memory_mb[m, t] = profile.model_memory_mb
-            memory[m, t] = profile.model_memory_mb / room_mb
+            family = by_family[key]
+            memory_mb[m, t] = family.model_memory_mb
+            memory[m, t] = family.model_memory_mb / room_mb
             compute[m, t] = model.rps / (capacity[key] * options.max_compute_utilization)
-            slots[m, t] = 1.0 / profile.max_models if profile.max_models else 0.0
-    problem = Problem(list(demand), types, memory, compute, slots, memory_mb, by_key, capacity)
+            slots[m, t] = 1.0 / family.max_models if family.max_models else 0.0
+    problem = Problem(
+        list(demand),
+        types,
+        memory,
+        compute,
+        slots,
+        memory_mb,
+        chosen,
+        capacity,
+        by_family,
+        notes,
+        options.slo_p90_ms,
+    )
     _check_placeable(problem, options)
     return problem
+
+
+def packing_count(family: ProfileFamily, room_mb: float, models_of_kind: int) -> int:
+    """The most models of the family's kind one server may hold: its memory, the profile's
+    max_models, and how many models of the kind the demand has (replicas may add more; the
+    tail constraint checks the servers as packed)."""
+    by_memory = max(1, math.floor(room_mb / family.model_memory_mb))
+    limit = min(by_memory, models_of_kind)
+    return min(limit, family.max_models) if family.max_models else limit
 
 
 def _check_placeable(problem: Problem, options: PlanOptions) -> None:

@@ -16,6 +16,7 @@ Pure: no files, no clock but the one timing the solve, no printing.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -103,6 +104,9 @@ def make_plan(
         max_compute_utilization=options.max_compute_utilization,
         server_overhead_mb=options.server_overhead_mb,
     )
+    used = {problem.types[b.type_index].name for b in best}
+    extrapolated = tuple(note for name, note in problem.notes if name in used)
+    summary = dataclasses.replace(summary, notes=extrapolated + summary.notes)
     servers = _server_plans(problem, best, options, simulated)
     return Plan(summary, tuple(servers), tuple(_alternatives(problem, candidates)))
 
@@ -176,15 +180,15 @@ def _server_plan(
     kind = problem.types[t]
     shares = []
     memory_mb = 0.0
-    load: dict[str, float] = {}  # kind → share of that kind's capacity, summed
+    load: dict[str, float] = {}  # kind → rps
+    utilization = 0.0  # shares of the capacities the plan was packed with, summed
     for m, fraction in sorted(server.members.items(), key=lambda kv: problem.models[kv[0]].model):
         model = problem.models[m]
         rps = model.rps * fraction
         shares.append(ModelShare(model.model, model.kind, round(rps, 6)))
         memory_mb += float(problem.memory_mb[m, t])
-        capacity = problem.capacity_rps[(model.kind, kind.name)]
-        load[model.kind] = load.get(model.kind, 0.0) + rps / capacity
-    utilization = sum(load.values())
+        utilization += rps / problem.capacity_rps[(model.kind, kind.name)]
+        load[model.kind] = load.get(model.kind, 0.0) + rps
     return ServerPlan(
         name=f"{kind.name.replace('.', '-')}-{number:03d}",
         instance_type=kind.name,
@@ -196,24 +200,32 @@ def _server_plan(
         predicted_p90_ms=(
             simulated_p90
             if simulated_p90 is not None
-            else _predicted_p90_ms(problem, kind.name, load.keys(), utilization)
+            else _predicted_p90_ms(problem, kind.name, load, len(server.members))
         ),
     )
 
 
 def _predicted_p90_ms(
-    problem: Problem, type_name: str, kinds: Any, utilization: float
+    problem: Problem, type_name: str, load: dict[str, float], models: int
 ) -> float | None:
     """Where the server was not simulated (plan/tail.py: its profiles lack server blocks),
-    the worst kind's p90 at the server's load, from its profile's measured points.
+    the worst kind's p90 at the server's load, from its profile's measured points at the
+    server's model count (plan/counts.py).
 
     A server running at a fraction u of capacity is taken to behave like a server of one
-    kind at u x that kind's capacity_rps (capacity shares add up, which is how the
-    planner packs them). None when a profile has no measured points."""
+    kind at u x that kind's capacity (capacity shares add up, which is how the planner
+    packs them), u counted against each kind's capacity at ``models`` models. None when a
+    profile has no measured points."""
+    capacity = {}
+    for kind in load:
+        family = problem.families[(kind, type_name)]
+        at_count = family.capacity_at(models, problem.slo_p90_ms)
+        capacity[kind] = at_count or problem.capacity_rps[(kind, type_name)]
+    utilization = sum(rps / capacity[kind] for kind, rps in load.items())
     worst = None
-    for kind in kinds:
-        profile = problem.profiles[(kind, type_name)]
-        p90 = profile.p90_at_ms(utilization * problem.capacity_rps[(kind, type_name)])
+    for kind in load:
+        profile = problem.families[(kind, type_name)].at(models)
+        p90 = profile.p90_at_ms(utilization * capacity[kind])
         if p90 is None:
             return None
         worst = p90 if worst is None else max(worst, p90)

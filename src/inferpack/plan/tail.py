@@ -33,15 +33,17 @@ SEED = 20261206
 MIN_FRACTION = 1 / 64
 
 
-def _block(problem: Problem, m: int, t: int) -> ServerModel | None:
-    profile = problem.profiles.get((problem.models[m].kind, problem.types[t].name))
-    return None if profile is None else profile.server
+def _block(problem: Problem, m: int, t: int, models: int) -> ServerModel | None:
+    """The server block of model m's kind on type t, measured with at least ``models``
+    models where the profile has counts (plan/counts.py)."""
+    family = problem.families.get((problem.models[m].kind, problem.types[t].name))
+    return None if family is None else family.at(models).server
 
 
 def simulated_p90_ms(problem: Problem, members: dict[int, float], t: int) -> float | None:
     """p90 of one server holding ``members`` (model -> share of its rate); None when a kind
     on it has no server block."""
-    blocks = {m: _block(problem, m, t) for m in members}
+    blocks = {m: _block(problem, m, t, len(members)) for m in members}
     if not members or any(b is None for b in blocks.values()):
         return None
     chosen = [b for b in blocks.values() if b is not None]

@@ -1,7 +1,7 @@
 """profiles.yaml updated in place: a new measurement replaces the entry of its (kind,
-instance_type) and leaves every other entry, and the file's other top-level keys, as
-they were. The file is read before measuring (:func:`read_existing`) so that a broken file
-fails in a second instead of after the search."""
+instance_type, models_per_server) and leaves every other entry, and the file's other
+top-level keys, as they were. The file is read before measuring (:func:`read_existing`)
+so that a broken file fails in a second instead of after the search."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from inferpack.errors import ConfigError
-from inferpack.plan.formats import Profile, parse_profiles, write_profiles
+from inferpack.plan.formats import Profile, parse_profiles, profile_key, write_profiles
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +41,29 @@ def read_existing(path: Path) -> ProfilesFile:
 
 
 def merged(existing: ProfilesFile, profile: Profile) -> list[Profile]:
-    """``existing``'s profiles with ``profile`` in place of its (kind, instance_type), or
-    appended."""
-    key = (profile.kind, profile.instance_type)
-    kept = [(p.kind, p.instance_type) == key for p in existing.profiles]
-    result = [profile if same else p for p, same in zip(existing.profiles, kept, strict=True)]
+    """``existing``'s profiles with ``profile`` in place of its entry, or appended. An entry
+    of the same kind and instance type without a model count is replaced too (a file cannot
+    hold a counted and an uncounted entry of one pair)."""
+    key = profile_key(profile)
+
+    def same(p: Profile) -> bool:
+        if (p.kind, p.instance_type) != key[:2]:
+            return False
+        return profile_key(p) == key or p.models_per_server is None or key[2] is None
+
+    kept = [same(p) for p in existing.profiles]
+    result: list[Profile] = []
+    for p, replaced in zip(existing.profiles, kept, strict=True):
+        if not replaced:
+            result.append(p)
+        elif profile not in result:
+            result.append(profile)
     return result if any(kept) else [*result, profile]
 
 
-def write_updated(path: Path, existing: ProfilesFile, profile: Profile) -> None:
-    write_profiles(path, merged(existing, profile), existing.extra)
+def write_updated(path: Path, existing: ProfilesFile, *profiles: Profile) -> None:
+    """Write ``existing`` with each of ``profiles`` merged in, in order."""
+    current = existing
+    for profile in profiles:
+        current = ProfilesFile(tuple(merged(current, profile)), current.extra)
+    write_profiles(path, current.profiles, existing.extra)

@@ -62,6 +62,7 @@ class ProfileSpec:
     cpu_threads: int | None = None
     max_models: int | None = None
     seed: int = 0
+    traffic: str = "uniform"  # uniform | zipf:S, over the copies
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +149,7 @@ def _measure(
             transport=spec.transport,
             mode="open",
             levels=(rate_rps,),
-            distribution="uniform",
+            distribution=spec.traffic,
             batch_size=spec.batch_size,
             duration_s=spec.duration_s,
             warmup_s=spec.warmup_s,
@@ -212,6 +213,6 @@ def describe_source(spec: ProfileSpec) -> str:
     return (
         f"measured by inferpack profile {__version__} on {machine['cpu']} ({cores} cores, "
         f"torch {machine['torch']}) {today}, {spec.models_per_server} copies of {spec.model}, "
-        f"transport {spec.transport}, batch {spec.batch_size}, {spec.duration_s:g} s per level, "
-        f"{spec.workers} client process(es) on the same machine"
+        f"{spec.traffic} traffic, transport {spec.transport}, batch {spec.batch_size}, "
+        f"{spec.duration_s:g} s per level, {spec.workers} client process(es) on the same machine"
     )

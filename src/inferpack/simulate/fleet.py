@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inferpack.errors import ConfigError
+from inferpack.plan.counts import ProfileFamily, families
 from inferpack.plan.formats import Plan, Profile, ServerPlan
 from inferpack.plan.server_model import ServerModel, shared_server
 from inferpack.plan.tail import sim_model
@@ -62,12 +63,16 @@ def generate(steps: RateSteps, rng: np.random.Generator) -> Arrivals:
     return Arrivals(time_s, model, names)
 
 
-def server_parts(server: ServerPlan, profiles: Mapping[tuple[str, str], Profile]) -> ServerModel:
-    """The server block of the profiles of this server's kinds (the most conservative one
-    when kinds differ: fewest workers)."""
-    blocks = []
+def server_parts(
+    server: ServerPlan, profiles: Mapping[tuple[str, str], ProfileFamily]
+) -> tuple[ServerModel, dict[str, ServerModel]]:
+    """(the server part, each kind's block): the server blocks of this server's kinds,
+    measured with at least as many models as the server holds where the profiles have
+    counts (plan/counts.py); workers and frontend from the most conservative of them."""
+    blocks: dict[str, ServerModel] = {}
     for kind in sorted({m.kind for m in server.models}):
-        profile = profiles.get((kind, server.instance_type))
+        family = profiles.get((kind, server.instance_type))
+        profile = None if family is None else family.at(len(server.models))
         if profile is None or profile.server is None:
             raise ConfigError(
                 [
@@ -75,8 +80,8 @@ def server_parts(server: ServerPlan, profiles: Mapping[tuple[str, str], Profile]
                     "has no 'server' block (workers, batching, batch_service_ms) to simulate"
                 ]
             )
-        blocks.append(profile.server)
-    return shared_server(blocks)
+        blocks[kind] = profile.server
+    return shared_server(blocks.values()), blocks
 
 
 def route(
@@ -118,7 +123,7 @@ def simulate_fleet(
 ) -> tuple[Arrivals, list[ServerOutcome]]:
     """Simulate every server of ``plan`` under ``steps``; see the module docstring."""
     rng = np.random.default_rng(options.seed)
-    by_key = {(p.kind, p.instance_type): p for p in profiles}
+    by_key = families(profiles)
     blocks = {s.name: server_parts(s, by_key) for s in plan.servers}  # fail before running
     unplanned = sorted(set(steps) - {m.name for s in plan.servers for m in s.models})
     if unplanned:
@@ -130,8 +135,8 @@ def simulate_fleet(
     outcomes = []
     for server in plan.servers:
         index, rows = routed.get(server.name, (np.empty(0, np.int64), np.empty(0, np.int32)))
-        block = blocks[server.name]
-        models = [sim_model(share.name, 0.0, block) for share in server.models]
+        block, kinds = blocks[server.name]
+        models = [sim_model(share.name, 0.0, kinds[share.kind]) for share in server.models]
         result = simulate_server(
             models, ready_s[index], rows, block.workers, block.frontend_ms / 1e3
         )
