@@ -36,6 +36,26 @@ def test_md1_mean_latency_matches_pollaczek_khinchine() -> None:
     assert result.batches == len(times)
 
 
+def test_random_service_times_follow_pollaczek_khinchine() -> None:
+    """service_cv 1 draws exponential service times: an M/M/1 queue, mean time in system
+    s / (1 - rho) (33.3 ms at rho 0.7); cv 0.5 sits between it and M/D/1 (P-K: the wait
+    scales with 1 + cv^2)."""
+    rate = 70.0
+    rho = rate * SERVICE_S
+    times, models = poisson_arrivals([rate], 3000.0, np.random.default_rng(1))
+    model = [_one(rate, BatchPolicy())]
+    mm1 = simulate_server(model, times, models, workers=1, service_cv=1.0, seed=3)
+    assert mm1.latency_s.mean() == pytest.approx(SERVICE_S / (1 - rho), rel=0.05)
+    assert mm1.busy_s / len(times) == pytest.approx(SERVICE_S, rel=0.02)
+    half = simulate_server(model, times, models, workers=1, service_cv=0.5, seed=3)
+    wait = rho * SERVICE_S * (1 + 0.25) / (2 * (1 - rho))
+    assert half.latency_s.mean() == pytest.approx(SERVICE_S + wait, rel=0.05)
+    again = simulate_server(model, times, models, workers=1, service_cv=0.5, seed=3)
+    assert np.array_equal(again.done_s, half.done_s)  # the seed decides the draws
+    with pytest.raises(ValueError, match="service_cv"):
+        simulate_server(model, times, models, workers=1, service_cv=-1.0)
+
+
 def test_md2_with_two_instances_waits_less_than_md1() -> None:
     """Two instances and workers at the same load: M/D/2 waits far less (Erlang-C bound)."""
     rate = 140.0  # rho = 0.7 per server

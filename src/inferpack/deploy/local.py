@@ -13,6 +13,7 @@ dies while running is reported; its models answer 503 unless a replica is left.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import sys
@@ -99,7 +100,7 @@ def placed_specs(specs: Sequence[ServerSpec], config: LocalFleetConfig) -> list[
     for index, spec in enumerate(specs):
         http_port = config.base_port + 2 * index if config.base_port else 0
         grpc_port = http_port + 1 if config.base_port else 0
-        threads = config.cpu_threads or spec.cpu_threads
+        threads = config.cpu_threads or spec.cpu_threads or fleet_cpu_threads(len(specs))
         placed.append(
             replace(
                 spec,
@@ -110,6 +111,17 @@ def placed_specs(specs: Sequence[ServerSpec], config: LocalFleetConfig) -> list[
             )
         )
     return placed
+
+
+def fleet_cpu_threads(servers: int, cores: int | None = None) -> int:
+    """Each local server's --cpu-threads when none is given: the host's cores less one
+    for the router (which proxies every request), split evenly, at least one each. Without
+    this every server sized itself for the whole machine and N servers and the router
+    oversubscribed it N-fold."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        cores = cores or os.cpu_count() or 1
+    return max(1, (cores - 1) // max(servers, 1))
 
 
 def server_argv(spec: ServerSpec) -> list[str]:

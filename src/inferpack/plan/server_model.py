@@ -14,6 +14,7 @@ can replay any mix of rates on it::
       preferred_batch_sizes: []
       instances: 1               # batches of one model that run at once
       batch_service_ms: {1: 3.1, 2: 4.0, 4: 6.2, 8: 10.5}   # one batch on one worker
+      service_cv: 0.5            # spread of a batch's time around the curve (fitted)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class ServerModel:
     batch_service_ms: tuple[tuple[int, float], ...]  # (batch size, ms), by size
     preferred_batch_sizes: tuple[int, ...] = ()
     overhead_ms: float = 0.0  # constant per request outside the server's queues
+    service_cv: float = 0.0  # coefficient of variation of a batch's service time
 
 
 def shared_server(blocks: Iterable[ServerModel]) -> ServerModel:
@@ -97,6 +99,7 @@ def parse_server_model(raw: Any, where: str, problems: list[str]) -> ServerModel
         batch_service_ms=_curve(raw.get("batch_service_ms"), where, problems),
         preferred_batch_sizes=tuple(sorted(preferred)),
         overhead_ms=_ms(raw, "overhead_ms", where, problems),
+        service_cv=_ms(raw, "service_cv", where, problems),
     )
 
 
@@ -110,4 +113,5 @@ def server_model_to_dict(model: ServerModel) -> dict[str, Any]:
         "preferred_batch_sizes": list(model.preferred_batch_sizes),
         "instances": model.instances,
         "batch_service_ms": dict(model.batch_service_ms),
+        "service_cv": model.service_cv,
     }

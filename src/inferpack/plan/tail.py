@@ -55,7 +55,15 @@ def simulated_p90_ms(problem: Problem, members: dict[int, float], t: int) -> flo
     if len(times) == 0:
         alone_ms = 1e3 * models[0].service(1) + server.frontend_ms + server.overhead_ms
         return round(alone_ms, 3)
-    result = simulate_server(models, times, index, server.workers, server.frontend_ms / 1e3)
+    result = simulate_server(
+        models,
+        times,
+        index,
+        server.workers,
+        server.frontend_ms / 1e3,
+        service_cv=server.service_cv,
+        seed=SEED,
+    )
     return round(float(np.percentile(result.latency_s, 90)) * 1e3 + server.overhead_ms, 3)
 
 

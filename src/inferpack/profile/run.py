@@ -6,7 +6,8 @@
     memory = mean measured memory_bytes of the copies in the repository index, after the
              search (so it includes the workspace of the batches that ran)
     server = the batch service curve and frontend time from the server's statistics after
-             each level, and its batching config (calibrate.py): the profile's server block
+             each level, and its batching config (calibrate.py): the profile's server block,
+             its service-time spread fitted to the measured p90s (fit.py)
 
 The temporary repository and the server last exactly as long as the measurement.
 """
@@ -33,6 +34,7 @@ from inferpack.plan.formats import Profile, RatePoint
 from inferpack.plan.server_model import ServerModel
 from inferpack.profile.calibrate import batch_service_ms, request_times_ms, server_model
 from inferpack.profile.copies import make_copies
+from inferpack.profile.fit import fit_service_cv, traffic_weights
 from inferpack.profile.search import Report, SearchConfig, SearchResult, search_capacity
 from inferpack.profile.serving import BackgroundServer
 
@@ -97,6 +99,9 @@ def run_profile(spec: ProfileSpec, report: Report | None = None) -> ProfileOutco
             result = search_capacity(measure_and_snapshot, spec.search, report)
             memory_mb = _memory_mb(server.index(), names)
             block = _server_block(server, names, snapshots, result.points)
+    if block is not None:
+        shares = traffic_weights(spec.traffic, len(names))
+        block = fit_service_cv(block, result.points, shares)
     if memory_mb <= 0:
         warnings.append(
             f"the server measured 0 bytes for {spec.model} (no weights): written as "

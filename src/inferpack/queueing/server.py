@@ -15,9 +15,11 @@ by event (arrivals, batch completions, queue-delay timers) in one loop whose wor
 request is a few list operations: the queue state has one owner and no heap entry per
 request, only per batch. Arrivals are Poisson per model (or given, for traces).
 
-Not modelled: CPU contention between the frontend and compute (calibrate ``frontend_s`` and
-the service curve on the same host under load), deadlines and queue limits (no request is
-refused), and key-split batches (all requests of a model share one shape).
+CPU contention between the frontend, compute and other processes is not modelled as such:
+it enters as the measured curve (its means, under load on the host) and as random service
+times around it (``service_cv``, fitted to the profile's own p90s). Not modelled: deadlines
+and queue limits (no request is refused), and key-split batches (all requests of a model
+share one shape).
 """
 
 from __future__ import annotations
@@ -91,13 +93,28 @@ def simulate_server(
     model_index: np.ndarray,
     workers: int,
     frontend_s: float = 0.0,
+    *,
+    service_cv: float = 0.0,
+    seed: int = 0,
 ) -> ServerResult:
-    """Run the server on given arrivals (sorted by time); every request is answered."""
+    """Run the server on given arrivals (sorted by time); every request is answered.
+
+    ``service_cv`` > 0 makes each batch's service time random around the curve: the curve's
+    time times a gamma variable of mean 1 and that coefficient of variation (a real worker
+    is slowed by the event loop, the GIL, other processes and the allocator; a profile
+    fits the CV to its own measured p90s, profile/calibrate.py). 0: deterministic."""
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if service_cv < 0:
+        raise ValueError(f"service_cv must be >= 0, got {service_cv}")
     ready_s = frontend_departures(arrival_s, frontend_s)
     done_s = np.full(len(arrival_s), math.nan)
-    batches, busy_s = _run(models, ready_s, model_index.tolist(), workers, done_s)
+    factors = None
+    if service_cv > 0 and len(arrival_s):
+        shape = 1.0 / service_cv**2
+        draws = np.random.default_rng(seed).gamma(shape, 1.0 / shape, size=len(arrival_s))
+        factors = draws.tolist()
+    batches, busy_s = _run(models, ready_s, model_index.tolist(), workers, done_s, factors=factors)
     return ServerResult(model_index, arrival_s, done_s, batches, busy_s)
 
 
@@ -107,9 +124,11 @@ def _run(
     model_of: list[int],
     workers: int,
     done_s: np.ndarray,
+    *,
+    factors: list[float] | None = None,
 ) -> tuple[int, float]:
     """The event loop; writes each request's answer time into ``done_s``."""
-    sim = _Batchers(models, ready_s.tolist(), workers, done_s)
+    sim = _Batchers(models, ready_s.tolist(), workers, done_s, factors)
     times = sim.ready
     n, i = len(times), 0
     inf = math.inf
@@ -139,9 +158,15 @@ class _Batchers:
     """The state of every model's batcher and of the shared workers."""
 
     def __init__(
-        self, models: Sequence[SimModel], ready: list[float], workers: int, done: np.ndarray
+        self,
+        models: Sequence[SimModel],
+        ready: list[float],
+        workers: int,
+        done: np.ndarray,
+        factors: list[float] | None = None,
     ) -> None:
         self.ready, self.done = ready, done
+        self.factors = factors  # one service-time multiplier per batch (at most one per request)
         self.queues: list[deque[int]] = [deque() for _ in models]
         self.free_instances = [m.policy.instances for m in models]
         self.max_rows = [m.policy.max_batch_size for m in models]
@@ -188,6 +213,8 @@ class _Batchers:
 
     def _start(self, m: int, batch: list[int], now: float) -> None:
         took = self.service[m][len(batch)]
+        if self.factors is not None:
+            took *= self.factors[self.batches]
         end = now + took
         self.done[batch] = end
         self.batches += 1

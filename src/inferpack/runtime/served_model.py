@@ -216,12 +216,14 @@ class ServedModel:
         payloads = [item.payload for item in items]
         rows = [item.rows for item in items]
         started = time.perf_counter()
-        results, timing = await loop.run_in_executor(
+        results, timing, began_s = await loop.run_in_executor(
             self._executors[instance], self._run_batch, instance, payloads, rows
         )
         name = self.config.name
         compute_s = time.perf_counter() - started
-        waits = [item.dispatched_at - item.enqueued_at for item in items]
+        # Queue time runs until a worker thread takes the batch (Triton's queue: until
+        # execution starts): a batch handed to a busy worker pool is still waiting.
+        waits = [max(began_s - item.enqueued_at, 0.0) for item in items]
         self._metrics.record_batch(name, sum(rows), compute_s)
         self.statistics.record_batch(sum(rows), timing, waits)
         queue_s = self._metrics.queue_s.labels(name)
@@ -231,10 +233,12 @@ class ServedModel:
 
     def _run_batch(
         self, instance: int, payloads: list[Outputs], rows: list[int]
-    ) -> tuple[list[Outputs], BatchTiming]:
+    ) -> tuple[list[Outputs], BatchTiming, float]:
         """Worker thread: concatenate rows (padded to the next bucket), run the model, split
         outputs back by rows; time each of the three phases (Triton's compute_input /
-        compute_infer / compute_output; padding counts as input)."""
+        compute_infer / compute_output; padding counts as input). Also when it began, in
+        the event loop's clock (monotonic), where queue time ends."""
+        began_s = time.monotonic()
         started = time.perf_counter()
         if len(payloads) == 1:
             inputs = payloads[0]
@@ -256,7 +260,7 @@ class ServedModel:
         ran = time.perf_counter()
         results = self._split_outputs(outputs, rows, padded)
         timing = BatchTiming(joined - started, ran - joined, time.perf_counter() - ran)
-        return results, timing
+        return results, timing, began_s
 
     def _split_outputs(self, outputs: Outputs, rows: list[int], padded: int) -> list[Outputs]:
         """One output dict per request: rows ``[sum(rows[:i]), sum(rows[:i+1]))`` of the

@@ -10,9 +10,11 @@ Triton's semantics, which these counters follow:
 - ``inference_count`` counts rows (a request of batch 8 adds 8), ``execution_count``
   counts model executions (one per batch the dynamic batcher formed).
 - ``success`` / ``fail``: one per request, with its end-to-end server time.
-- ``queue`` and ``compute_*``: one per successful request. A batch's compute time is
-  attributed in full to each request in it (a batch of 4 taking 2 ms adds count 4 and
-  8 ms), so ``ns / count`` is the compute time a request saw.
+- ``queue`` and ``compute_*``: one per successful request; queue runs from arrival in the
+  model's batcher until a worker thread starts its batch (waiting for a free worker of a
+  shared pool is queueing, as in Triton, where queue ends when execution starts). A
+  batch's compute time is attributed in full to each request in it (a batch of 4 taking
+  2 ms adds count 4 and 8 ms), so ``ns / count`` is the compute time a request saw.
 - ``batches``: per batch size in rows, one per execution with that execution's time.
 
 The compute phases of one execution (:class:`BatchTiming`): *input* joins the requests'

@@ -138,7 +138,13 @@ def simulate_fleet(
         block, kinds = blocks[server.name]
         models = [sim_model(share.name, 0.0, kinds[share.kind]) for share in server.models]
         result = simulate_server(
-            models, ready_s[index], rows, block.workers, block.frontend_ms / 1e3
+            models,
+            ready_s[index],
+            rows,
+            block.workers,
+            block.frontend_ms / 1e3,
+            service_cv=block.service_cv,
+            seed=options.seed,
         )
         latency_ms = (result.done_s - arrivals.time_s[index]) * 1e3 + options.network_ms
         latency_ms += block.overhead_ms
