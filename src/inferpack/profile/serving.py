@@ -1,28 +1,58 @@
-"""The server under measurement, run in this process on its own event loop and thread.
+"""The server under measurement: ``inferpack serve`` in a child process, as users run it.
 
-Why in-process: the search is synchronous (one loadtest level after another) and the load
-generator runs in its own worker processes anyway, so the server only needs a loop that
-nobody else blocks. The thread owns the loop; the search talks to it over HTTP (the load)
-and through :meth:`BackgroundServer.index` (the measured memory).
+Why a process of its own: a profile's numbers must be the numbers of the server a fleet
+runs. An earlier version ran the server on a thread of the profiling process, where it
+shared the GIL with the load generator's coordinator (unpickling every window's records):
+on a 2-core VM that inflated the profile's p90 at 400 req/s by 60 % over the same server
+standing alone, and every latency model calibrated on it inherited the error.
+
+The child is this interpreter running ``python -m inferpack serve`` on 127.0.0.1 (free
+ports, explicit control mode, the copies loaded at start, ``--cpu-threads``); its output
+goes to a log file whose end is shown if it fails. Ready means ``/v2/health/ready``
+(every listener up and every copy READY); a copy that failed makes the server "live but
+not ready", and the index's reasons are the error.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
 import urllib.request
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from inferpack.config import ServerConfig
 from inferpack.errors import UnavailableError
-from inferpack.server import RunningServer, start_server
+from inferpack.runtime.workers import available_cpus, plan_cpu_threads
 
 # Seconds to wait for every model to load before giving up (ResNet-sized copies by the
 # hundred take minutes on a small machine).
 START_TIMEOUT_S = 900.0
 STOP_TIMEOUT_S = 60.0
+POLL_S = 0.2
+_LISTENING = re.compile(r"listening\s+on\s+(http://\S+?)(?:,\s+gRPC\s+on\s+(\S+?))?\s")
+_NOT_READY = re.compile(r"live\s+but\s+not\s+ready")
+
+
+def serve_argv(config: ServerConfig) -> list[str]:
+    """The serve command of ``config`` (HTTP always; gRPC when it has a port)."""
+    control = config.control
+    grpc = "-1" if config.grpc_port is None else str(config.grpc_port)
+    argv = [sys.executable, "-m", "inferpack", "serve", "--model-repository",
+            config.model_repository, "--host", "127.0.0.1", "--http-port",
+            str(config.http_port), "--grpc-port", grpc, "--model-control-mode",
+            control.mode.value, "--log-level", "warning"]  # fmt: skip
+    if control.cpu_threads:
+        argv += ["--cpu-threads", str(control.cpu_threads)]
+    for name in control.startup_models:
+        argv += ["--load-model", name]
+    return argv
 
 
 class BackgroundServer:
@@ -31,25 +61,22 @@ class BackgroundServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self._loop = asyncio.new_event_loop()
-        self._server: RunningServer | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="profile-server", daemon=True)
+        self._folder = tempfile.TemporaryDirectory(prefix="inferpack-profile-server-")
+        self._log = Path(self._folder.name) / "server.log"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._http_url = ""
+        self._grpc_address: str | None = None
 
     def __enter__(self) -> BackgroundServer:
-        self._thread.start()
-        self._ready.wait(START_TIMEOUT_S)
-        if self._error is not None:
-            raise self._error
-        if self._server is None:
+        with self._log.open("wb") as sink:
+            self._process = subprocess.Popen(
+                serve_argv(self.config), stdout=sink, stderr=subprocess.STDOUT
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
             self.stop()
-            raise UnavailableError(f"the server did not start within {START_TIMEOUT_S:g} s")
-        failed = [row for row in self.index() if row.get("state") != "READY"]
-        if failed:
-            self.stop()
-            reasons = "; ".join(f"{r['name']}: {r.get('reason') or r['state']}" for r in failed)
-            raise UnavailableError(f"models did not load: {reasons}")
+            raise
         return self
 
     def __exit__(
@@ -63,52 +90,69 @@ class BackgroundServer:
     @property
     def url(self) -> str:
         """The base URL of ``transport``: http://host:port or grpc://host:port."""
-        assert self._server is not None
-        if self.config.grpc_port is not None:
-            return f"grpc://{self._server.grpc_address}"
-        return self._server.url
+        if self.config.grpc_port is not None and self._grpc_address:
+            return f"grpc://{self._grpc_address}"
+        return self._http_url
 
     def index(self) -> list[dict[str, Any]]:
         """The repository index (state, reason, measured memory of each model)."""
-        assert self._server is not None
-        future = asyncio.run_coroutine_threadsafe(self._server.engine.index(), self._loop)
-        return [dict(row) for row in future.result(timeout=STOP_TIMEOUT_S)]
+        rows: list[dict[str, Any]] = self._request("/v2/repository/index", b"{}")
+        return rows
 
     def get_json(self, path: str) -> Any:
         """GET ``path`` from the server's HTTP endpoint (statistics, model config)."""
-        assert self._server is not None
-        with urllib.request.urlopen(self._server.url + path, timeout=STOP_TIMEOUT_S) as answer:
-            return json.loads(answer.read())
+        return self._request(path)
 
     @property
     def cpu_workers(self) -> int:
-        """Worker threads the server runs CPU batches on."""
-        assert self._server is not None
-        return self._server.engine.manager.pools.cpu.workers
+        """Worker threads the server runs CPU batches on (its --cpu-threads split)."""
+        return plan_cpu_threads(self.config.control.cpu_threads or available_cpus()).workers
 
     def stop(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=STOP_TIMEOUT_S)
+        process = self._process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._folder.cleanup()
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
+    def _request(self, path: str, body: bytes | None = None) -> Any:
+        request = urllib.request.Request(self._http_url + path, data=body)
+        with urllib.request.urlopen(request, timeout=STOP_TIMEOUT_S) as answer:
+            return json.loads(answer.read())
+
+    def _wait_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            text = self._log.read_text(errors="replace")
+            if not self._http_url:
+                found = _LISTENING.search(text)
+                if found:
+                    self._http_url, self._grpc_address = found.group(1), found.group(2)
+            if self._http_url and self._ready():
+                return
+            if self._http_url and _NOT_READY.search(text):
+                failed = [row for row in self.index() if row.get("state") != "READY"]
+                reasons = "; ".join(f"{r['name']}: {r.get('reason') or r['state']}" for r in failed)
+                raise UnavailableError(f"models did not load: {reasons}")
+            if self._process.poll() is not None:
+                raise UnavailableError(
+                    f"the server exited ({self._process.returncode}): {_tail(text)}"
+                )
+            time.sleep(POLL_S)
+        raise UnavailableError(f"the server did not start within {START_TIMEOUT_S:g} s")
+
+    def _ready(self) -> bool:
         try:
-            self._server = self._loop.run_until_complete(self._start())
-        except BaseException as error:  # handed to __enter__, raised there
-            self._error = error
-            self._ready.set()
-            return
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(self._server.stop())
-        pending = asyncio.all_tasks(self._loop)
-        for task in pending:
-            task.cancel()
-        self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        self._loop.close()
+            with urllib.request.urlopen(self._http_url + "/v2/health/ready", timeout=5) as answer:
+                return bool(answer.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
 
-    async def _start(self) -> RunningServer:
-        server = await start_server(self.config)
-        await server.wait_started(START_TIMEOUT_S)
-        return server
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
