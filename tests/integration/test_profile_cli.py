@@ -153,6 +153,23 @@ def test_a_list_of_counts_writes_one_entry_per_count(repository: Path, tmp_path:
         assert entry.server is not None
 
 
+def test_a_model_that_does_not_load_stops_the_run_with_its_reason(tmp_path: Path) -> None:
+    """The server under measurement is a child `inferpack serve`: a copy that fails to load
+    leaves it live but not ready, and profile names the copy and the reason (exit 1)."""
+    from inferpack.repository.init import init_repository
+
+    root = tmp_path / "repo"
+    init_repository(root, ["tiny-mlp"], seed=0)
+    edit_model(root, "tiny-mlp", "broken")
+    (root / "broken" / "1" / "model.safetensors").write_bytes(b"not a safetensors file")
+    done = _profile("--model-repository", str(root), "--model", "broken", "--slo-p90-ms", "50",
+                    "--instance-type", "c7i.2xlarge", "--output", str(tmp_path / "p.yaml"),
+                    *QUICK)  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert "models did not load" in done.stderr and "broken-0" in done.stderr
+    assert not (tmp_path / "p.yaml").exists()
+
+
 def test_bad_inputs_fail_before_measuring(repository: Path, tmp_path: Path) -> None:
     output = tmp_path / "profiles.yaml"
     base = ["--model-repository", str(repository), "--model", "tiny-mlp", "--slo-p90-ms",
