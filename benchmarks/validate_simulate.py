@@ -114,7 +114,8 @@ def _loadtest(url: str, demand: Path, out: Path, duration_s: float) -> None:
 
 def measure_direct(repo: Path, names: list[str], demand: Path, out: Path, duration_s: float) -> Any:
     args = ["serve", "--model-repository", str(repo), "--http-port", "0", "--grpc-port", "-1",
-            "--model-control-mode", "explicit", "--cpu-threads", "1", "--log-level", "warning"]  # fmt: skip
+            "--model-control-mode", "explicit", "--cpu-threads", "1",
+            "--log-level", "warning"]  # fmt: skip
     for name in names:
         args += ["--load-model", name]
     log = out.with_suffix(".log")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from inferpack.plan.formats import Demand, Profile
+from inferpack.plan.packing import Bin, bin_usage
 from inferpack.plan.problem import PlanOptions, ServerType, build_problem
 from inferpack.plan.server_model import ServerModel
 from inferpack.plan.solve import make_plan
-from inferpack.plan.tail import simulated_p90_ms
+from inferpack.plan.tail import enforce_tail, simulated_p90_ms
 
 # Batching is worth a lot (8 rows in 12 ms, one in 8 ms): capacity_rps (500) was measured
 # with the batches full. Forty models at 10 req/s each batch alone most of the time.
@@ -57,3 +60,20 @@ def test_a_hot_model_alone_is_split_across_servers() -> None:
     assert len(plan.servers) >= 3
     assert all(s.predicted_p90_ms is not None and s.predicted_p90_ms <= 50 for s in plan.servers)
     assert sum(m.rps for s in plan.servers for m in s.models) == 300.0
+
+
+def test_past_the_time_limit_servers_are_kept_unchecked_with_a_note() -> None:
+    """--time-limit-s is a promise: the tail check stops at its deadline and says so."""
+    options = PlanOptions(slo_p90_ms=50.0)
+    problem = build_problem([_profile(BLOCK)], DEMAND, TYPES, options)
+    plan = make_plan([_profile(BLOCK)], DEMAND, TYPES, options)
+    bins = [
+        Bin(0, dict.fromkeys(range(40), 1.0), bin_usage(problem, dict.fromkeys(range(40), 1.0), 0))
+    ]
+    kept, simulated, notes = enforce_tail(problem, bins, 50.0, deadline_s=time.perf_counter() - 1)
+    assert kept == bins and simulated == {}
+    assert notes == [
+        "tail constraint: 1 server(s) not simulated within the time limit (their "
+        "predicted_p90_ms is read from the profiles' points)"
+    ]
+    assert len(plan.servers) > 1  # with time, the same server is split

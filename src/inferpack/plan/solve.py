@@ -54,6 +54,8 @@ REPLICA_SHARES = (0.5, 1.0)
 # model gets the rest.
 BOUND_TIME_SHARE = 0.25
 HEURISTIC_TIME_SHARE = 0.85
+# The tail constraint simulates servers until this share of the limit (then notes the rest).
+TAIL_TIME_SHARE = 0.97
 
 
 def make_plan(
@@ -87,7 +89,8 @@ def make_plan(
             f"exact model too large ({exact_size(problem, counts):,} assignments > "
             f"{EXACT_MAX_ASSIGNMENTS:,}): ffd packing, gap against the aggregated bound"
         )
-    best, simulated, tail_notes = enforce_tail(problem, best, options.slo_p90_ms)
+    tail_deadline_s = started + options.time_limit_s * TAIL_TIME_SHARE
+    best, simulated, tail_notes = enforce_tail(problem, best, options.slo_p90_ms, tail_deadline_s)
     notes += tail_notes
     cost = cost_of(problem, best)
     lower = min(lower, cost)

@@ -17,6 +17,9 @@ then includes what the tail costs. Deterministic: every simulation uses the same
 
 from __future__ import annotations
 
+import math
+import time
+
 import numpy as np
 
 from inferpack.plan.packing import Bin, bin_usage
@@ -80,14 +83,24 @@ def sim_model(name: str, rate_rps: float, block: ServerModel | None) -> SimModel
 
 
 def enforce_tail(
-    problem: Problem, bins: list[Bin], slo_p90_ms: float
+    problem: Problem, bins: list[Bin], slo_p90_ms: float, deadline_s: float = math.inf
 ) -> tuple[list[Bin], dict[int, float], list[str]]:
     """``bins`` changed so every simulated server meets the SLO (module docstring), the
-    simulated p90 of each simulated server kept (by ``id``), and notes saying what was done."""
+    simulated p90 of each simulated server kept (by ``id``), and notes saying what was done.
+
+    Past ``deadline_s`` (``time.perf_counter()``: the plan's time limit) no server is
+    simulated any more: the rest are kept as packed, unchecked, and a note counts them."""
     queue, kept, notes = list(bins), [], []
     simulated: dict[int, float] = {}
     moved = split = 0
     while queue:
+        if time.perf_counter() > deadline_s:
+            notes.append(
+                f"tail constraint: {len(queue)} server(s) not simulated within the time "
+                "limit (their predicted_p90_ms is read from the profiles' points)"
+            )
+            kept += queue
+            break
         server = queue.pop()
         p90 = simulated_p90_ms(problem, server.members, server.type_index)
         if p90 is not None:
