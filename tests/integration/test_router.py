@@ -353,3 +353,36 @@ def test_a_dead_backend_makes_only_its_models_unavailable(
 
 def _tiny_body() -> dict[str, Any]:
     return {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 16], "data": [0.5] * 16}]}
+
+
+def test_the_router_observes_demand_per_model(fleet: list[Server], tmp_path: Path) -> None:
+    """Inference through REST and gRPC is counted per model (metadata calls are not), and
+    exported as Prometheus gauges and as the planner's demand CSV, kinds from the plan."""
+    from inferpack.plan.formats import read_demand
+    from inferpack.router.rest import METER
+
+    kinds = {model: f"kind-of-{model}" for model in MODELS}
+    thread = RouterThread(RouterConfig(_table(fleet), kinds=kinds, http_port=0, grpc_port=0))
+    try:
+        data = np.ones((1, 16), np.float32)
+        http = httpclient.InferenceServerClient(thread.address)
+        grpc_client = grpcclient.InferenceServerClient(thread.router.grpc_address or "")
+        for i in range(12):
+            _rest(http, MODELS[0], data, binary=i % 2 == 0, request_id=str(i))
+        for i in range(6):
+            _grpc(grpc_client, MODELS[1], data, request_id=str(i))
+        assert http.get_model_metadata(MODELS[0])["name"] == MODELS[0]  # not demand
+        observed = {r.model: r for r in thread.router.runner.app[METER].snapshot()}
+        assert {m: r.requests for m, r in observed.items()} == {MODELS[0]: 12, MODELS[1]: 6}
+        assert all(r.errors == 0 and r.p90_ms is not None for r in observed.values())
+        with urllib.request.urlopen(f"http://{thread.address}/metrics", timeout=30) as answer:
+            text = answer.read().decode()
+        assert f'inferpack_router_model_rps{{model="{MODELS[0]}"}}' in text
+        with urllib.request.urlopen(
+            f"http://{thread.address}/fleet/demand.csv", timeout=30
+        ) as answer:
+            (tmp_path / "demand.csv").write_bytes(answer.read())
+        rows = {d.model: d for d in read_demand(tmp_path / "demand.csv")}
+        assert rows[MODELS[1]].kind == f"kind-of-{MODELS[1]}" and rows[MODELS[1]].rps > 0
+    finally:
+        thread.stop()

@@ -248,6 +248,7 @@ async def _start_router(members: list[Member], config: LocalFleetConfig) -> Runn
     hosts = [(m.backend, m.spec.models) for m in members if m.backend is not None]
     router_config = RouterConfig(
         table=RoutingTable.from_hosts(hosts),
+        kinds={model: kind for m in members for model, kind in m.spec.kinds},
         host=config.host,
         http_port=config.router_http_port,
         grpc_port=None if config.router_grpc_port < 0 else config.router_grpc_port,

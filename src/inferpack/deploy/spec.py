@@ -50,6 +50,7 @@ class ServerSpec:
     grpc_port: int = 8001
     host: str = "0.0.0.0"
     cpu_threads: int | None = None
+    kinds: tuple[tuple[str, str], ...] = ()  # (model, kind) from the plan, for the router
 
     def argv(self, executable: str = "inferpack") -> list[str]:
         """The serve command; models are loaded at start and stay (explicit control)."""
@@ -118,4 +119,5 @@ def _spec(
         models=models,
         models_memory_mb=server.memory_mb,
         model_repository=model_repository,
+        kinds=tuple(dict.fromkeys((m.name, m.kind) for m in server.models)),
     )

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,6 +34,7 @@ import grpc
 from inferpack.errors import PermissionDeniedError
 from inferpack.protocol.grpc_errors import guard
 from inferpack.protocol.proto import inference_pb2 as pb
+from inferpack.router.demand import DemandMeter
 from inferpack.router.rest import PROBE_TIMEOUT_S
 from inferpack.router.stream import routed_stream
 from inferpack.router.table import Backend, BackendUnreachableError, Picker, with_failover
@@ -56,9 +58,15 @@ _CHANNEL_OPTIONS = [
 class GrpcForwarder:
     """One channel per backend and the calls that forward through them."""
 
-    def __init__(self, picker: Picker, probe_timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        picker: Picker,
+        probe_timeout_s: float = PROBE_TIMEOUT_S,
+        meter: DemandMeter | None = None,
+    ) -> None:
         self.picker = picker
         self.probe_timeout_s = probe_timeout_s
+        self.meter = meter
         self._channels = {
             backend: grpc.aio.insecure_channel(backend.grpc_address, options=_CHANNEL_OPTIONS)
             for backend in picker.table.backends
@@ -94,12 +102,20 @@ class GrpcForwarder:
         return answer
 
     async def forward(self, method: str, request: bytes, context: Any) -> bytes:
-        """A per-model call, to the least busy replica of the model it names."""
+        """A per-model call, to the least busy replica of the model it names; inference
+        calls are recorded in the demand meter (router/demand.py)."""
         model = string_field(request, 1)
         self.picker.table.replicas(model)  # unknown model: NOT_FOUND before anything else
-        return await with_failover(
-            self.picker, model, lambda backend: self.call(backend, method, request, context)
-        )
+        started, failed = time.perf_counter(), True
+        try:
+            answer = await with_failover(
+                self.picker, model, lambda backend: self.call(backend, method, request, context)
+            )
+            failed = False
+            return answer
+        finally:
+            if method == "ModelInfer" and self.meter is not None:
+                self.meter.record(model, time.perf_counter() - started, failed)
 
     async def each_backend(
         self, method: str, request: bytes, context: grpc.aio.ServicerContext

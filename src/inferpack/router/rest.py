@@ -10,6 +10,7 @@ only when every backend is ready, statistics and the repository index merged.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import aiohttp
@@ -19,9 +20,11 @@ from yarl import URL
 from inferpack.errors import PermissionDeniedError, UnavailableError
 from inferpack.protocol.http_responses import json_response, read_body
 from inferpack.protocol.v2_routes import V2Handlers, add_v2_routes
+from inferpack.router.demand import DemandMeter, demand_csv, prometheus_text
 from inferpack.router.table import Backend, BackendUnreachableError, Picker, with_failover
 
 PICKER = web.AppKey("picker", Picker)
+METER = web.AppKey("meter", DemandMeter)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 # Request headers a backend reads; the rest (Host, Connection, ...) belong to this hop.
 FORWARDED_REQUEST_HEADERS = (
@@ -71,7 +74,32 @@ async def forward_model(request: web.Request) -> web.Response:
     picker = request.app[PICKER]
     picker.table.replicas(model)  # an unknown model is refused before its body is read
     body = await read_body(request)  # over the limit: refused as a server refuses it
-    return await with_failover(picker, model, lambda backend: _send(request, backend, body))
+    if not _is_inference(request.path):
+        return await with_failover(picker, model, lambda backend: _send(request, backend, body))
+    started = time.perf_counter()
+    failed = True
+    try:
+        answer = await with_failover(picker, model, lambda backend: _send(request, backend, body))
+        failed = answer.status >= 500
+        return answer
+    finally:
+        request.app[METER].record(model, time.perf_counter() - started, failed)
+
+
+def _is_inference(path: str) -> bool:
+    return path.endswith("/infer") or path.startswith("/predictions/")
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text: the observed per-model demand (router/demand.py)."""
+    meter = request.app[METER]
+    text = prometheus_text(meter.snapshot(), meter.window_s)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+async def demand(request: web.Request) -> web.Response:
+    """The observed demand as the planner's CSV (``plan --demand``)."""
+    return web.Response(text=demand_csv(request.app[METER].snapshot()), content_type="text/csv")
 
 
 async def live(request: web.Request) -> web.Response:
@@ -158,3 +186,5 @@ def add_routes(app: web.Application) -> None:
         repository_unload=refuse_control,
     )
     add_v2_routes(app, handlers)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/fleet/demand.csv", demand)

@@ -14,6 +14,7 @@ from the queue in turn).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -23,8 +24,16 @@ from aiohttp import web
 from inferpack.config.server_config import DEFAULT_MAX_REQUEST_BYTES
 from inferpack.protocol import listen
 from inferpack.protocol.http_responses import MAX_REQUEST_BYTES, error_middleware
+from inferpack.router.demand import WINDOW_S, DemandMeter
 from inferpack.router.grpc_proxy import GrpcForwarder, RouterService
-from inferpack.router.rest import PICKER, PROBE_TIMEOUT, PROBE_TIMEOUT_S, SESSION, add_routes
+from inferpack.router.rest import (
+    METER,
+    PICKER,
+    PROBE_TIMEOUT,
+    PROBE_TIMEOUT_S,
+    SESSION,
+    add_routes,
+)
 from inferpack.router.table import Picker, RoutingTable
 
 # Connections kept open to each backend: enough for the concurrency of many clients
@@ -38,6 +47,8 @@ class RouterConfig:
     """Where the router listens and what it may accept; grpc_port None turns gRPC off."""
 
     table: RoutingTable
+    kinds: Mapping[str, str] = field(default_factory=dict)  # model -> kind, for demand CSV
+    demand_window_s: float = WINDOW_S
     host: str = "127.0.0.1"
     http_port: int = 8000
     grpc_port: int | None = 8001
@@ -101,7 +112,8 @@ async def start_router(config: RouterConfig) -> RunningRouter:
     """Bind both ports and start forwarding; port 0 picks a free one. A port that cannot be
     bound is a ListenError, raised before anything started."""
     picker = Picker(config.table)
-    forwarder = GrpcForwarder(picker, config.probe_timeout_s)
+    meter = DemandMeter(config.kinds, config.demand_window_s)
+    forwarder = GrpcForwarder(picker, config.probe_timeout_s, meter)
     grpc_server = None
     if config.grpc_port is not None:
         grpc_server = listen.grpc_server(config.max_request_bytes)
@@ -109,6 +121,7 @@ async def start_router(config: RouterConfig) -> RunningRouter:
     session = _session(config)
     app = web.Application(client_max_size=config.max_request_bytes, middlewares=[error_middleware])
     app[PICKER] = picker
+    app[METER] = meter
     app[SESSION] = session
     app[MAX_REQUEST_BYTES] = config.max_request_bytes
     app[PROBE_TIMEOUT] = config.probe_timeout_s
