@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from inferpack.errors import ConfigError
 from inferpack.plan.formats import Demand, Profile, RatePoint, plan_to_dict
-from inferpack.plan.problem import PlanOptions, ServerType, capacity_at_slo
+from inferpack.plan.problem import PlanOptions, ServerType, build_problem, capacity_at_slo
 from inferpack.plan.solve import make_plan
 from tests.plan_checker import violations
 
@@ -262,3 +262,46 @@ def test_the_time_limit_keeps_the_fast_packing_and_says_what_it_dropped() -> Non
     roomy = make_plan(profiles, demand, TYPES, PlanOptions(slo_p90_ms=100, time_limit_s=30))
     assert not any("not finished" in note for note in roomy.plan.notes)
     assert roomy.plan.objective_usd_per_hour <= plan.plan.objective_usd_per_hour
+
+
+def test_instant_bound_is_a_lower_bound_of_the_lp() -> None:
+    """The bound used when the LP runs out of time never exceeds the LP's (both valid)."""
+    from inferpack.plan.milp import aggregated_bound, instant_bound
+
+    rng = random.Random(3)
+    profiles = [
+        Profile("a", "small", 500.0, 100.0, 50.0, "t"),
+        Profile("b", "small", 100.0, 400.0, 50.0, "t", max_models=20),
+        Profile("a", "large", 500.0, 300.0, 50.0, "t"),
+        Profile("b", "large", 100.0, 900.0, 50.0, "t"),
+    ]
+    demand = [Demand(f"m{i}", rng.choice("ab"), rng.uniform(0.1, 150.0)) for i in range(60)]
+    problem = build_problem(profiles, demand, TYPES, PlanOptions(slo_p90_ms=50))
+    quick = instant_bound(problem)
+    result, _ = aggregated_bound(problem, 10.0)
+    assert 0 < quick <= result.bound + 1e-9
+
+
+def test_an_lp_out_of_time_leaves_the_instant_bound_and_no_guidance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--time-limit-s is a promise: an LP that does not finish gives way to the instant
+    bound; the plan is packed without the LP's guidance and states the weaker gap."""
+    import numpy as np
+
+    from inferpack.plan import milp
+
+    def stuck(problem, time_limit_s, integer_counts):  # type: ignore[no-untyped-def]
+        shape = (len(problem.models), len(problem.types))
+        return milp.MilpResult("Time limit reached", None, 0.0, None), np.ones(shape)
+
+    monkeypatch.setattr(milp, "_aggregated", stuck)
+    profiles = [Profile("a", "small", 500.0, 100.0, 50.0, "t")]
+    demand = [Demand(f"m{i}", "a", 10.0) for i in range(30)]
+    options = PlanOptions(slo_p90_ms=50)
+    result, z = milp.aggregated_bound(build_problem(profiles, demand, TYPES, options), 1.0)
+    assert result.bound == milp.instant_bound(build_problem(profiles, demand, TYPES, options))
+    assert not z.any()
+    plan = make_plan(profiles, demand, TYPES, options)
+    check(plan, profiles, demand, TYPES, options)
+    assert plan.plan.lower_bound_usd_per_hour == pytest.approx(result.bound)

@@ -46,13 +46,16 @@ from inferpack.plan.tail import enforce_tail
 # Gap below which the exact model is not worth starting (solver tolerance).
 GAP_TOLERANCE = 1e-6
 # Largest compute share of one replica tried when packing (see packing.balanced_fill), in
-# the order tried: at 30,000 models 0.5 packs 3 % cheaper than 1.0 and fills in 2/3 of
-# the time; at 3,000 1.0 is the better one, and both fit the time limit there.
-REPLICA_SHARES = (0.5, 1.0)
+# the order tried. At 30,000 models (benchmarks/plan_scale.py, the bound 197.04 USD/h):
+# 0.9 packs 199.21 (gap 1.1 %), 0.75 201.24, 0.6 204.06, 0.5 203.25, 1.0 211.50 — a hot
+# replica at 0.9 of a server's compute leaves room for memory-heavy cold models beside it
+# (1.0 strands that memory; 0.5 doubles the hot models' copies, each paying memory). At
+# 3,000 1.0 was the better one; every share fits the time limit there.
+REPLICA_SHARES = (0.9, 0.5, 1.0)
 # Share of the time limit the aggregated bound may take; packings end by the second share
 # (the single-type comparisons and the tail check still need their seconds), the exact
 # model gets the rest.
-BOUND_TIME_SHARE = 0.25
+BOUND_TIME_SHARE = 0.4
 HEURISTIC_TIME_SHARE = 0.85
 # The tail constraint simulates servers until this share of the limit (then notes the rest).
 TAIL_TIME_SHARE = 0.97
