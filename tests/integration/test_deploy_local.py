@@ -216,3 +216,75 @@ def test_an_unpriced_region_is_refused_before_anything_starts(
     assert done.returncode == 1
     assert "no price for 'lab9.test' in region 'nowhere-1'" in done.stderr
     assert "starting" not in done.stdout
+
+
+def test_a_killed_server_is_restarted_and_replicated_models_lose_nothing(
+    repo: Path, catalog: Path, tmp_path: Path
+) -> None:
+    """kill -9 of one server under load: mlp-b, replicated on the other server, answers
+    every request (those in flight at the kill go to the replica); mlp-a, on the killed
+    server only, fails until the server is back on its ports, within 10 s; then
+    everything answers, and the restart is logged."""
+    import threading
+    import time
+
+    placement = {
+        "server-0": ("c5.2xlarge", ("mlp-a", "mlp-b")),
+        "server-1": ("c5.2xlarge", ("mlp-b", "mlp-c")),
+    }
+    args = [
+        "deploy", str(_plan(tmp_path / "plan.yaml", placement)), "--target", "local",
+        "--model-repository", str(repo), "--catalog", str(catalog), "--region", REGION,
+        "--router-http-port", "0", "--router-grpc-port", "0", "--cpu-threads", "1",
+    ]  # fmt: skip
+    log = tmp_path / "fleet.log"
+    with log.open("w") as sink:
+        fleet = subprocess.Popen(inferpack(*args), stdout=sink, stderr=sink, env=_env(tmp_path))
+    outcomes: dict[str, list[tuple[float, bool]]] = {"mlp-a": [], "mlp-b": []}
+    done = threading.Event()
+    errors: list[str] = []
+
+    def load(model: str) -> None:
+        client = httpclient.InferenceServerClient(http_address, connection_timeout=5.0)
+        data = np.ones((1, 16), np.float32)
+        while not done.is_set():
+            item = httpclient.InferInput("input", [1, 16], "FP32")
+            item.set_data_from_numpy(data, binary_data=True)
+            try:
+                client.infer(model, [item])
+                ok = True
+            except Exception as error:  # any failure counts
+                ok = False
+                errors.append(f"{model}: {time.monotonic():.2f} {error}")
+            outcomes[model].append((time.monotonic(), ok))
+
+    try:
+        found = wait_for(log, _ROUTER, fleet)
+        http_address = found.group(1)
+        [(_, _, _, victim), _] = _SERVER_LINE.findall(log.read_text())
+        threads = [threading.Thread(target=load, args=(m,)) for m in outcomes for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        time.sleep(2.0)
+        killed_at = time.monotonic()
+        os.kill(int(victim), signal.SIGKILL)
+        back = wait_for(log, re.compile(r"server server-0 is back: pid (\d+)"), fleet, 60)
+        time.sleep(2.0)
+        done.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        done.set()
+        fleet.send_signal(signal.SIGTERM)
+        code = fleet.wait(timeout=STOP_TIMEOUT_S)
+    output = log.read_text()
+    assert code == 0, output
+    assert "server server-0 (pid" in output and "restarting it" in output
+    lost = [e for e in errors if e.startswith("mlp-b")]
+    assert all(ok for _, ok in outcomes["mlp-b"]), (killed_at, lost[:3], output[-1500:])
+    assert len(outcomes["mlp-b"]) > 20  # the load ran through the kill
+    failed_a = [t for t, ok in outcomes["mlp-a"] if not ok]
+    assert failed_a and max(failed_a) - killed_at < 10.0, (failed_a, killed_at)
+    assert outcomes["mlp-a"][-1][1]  # answered again at the end
+    assert int(back.group(1)) != int(victim)
+    assert not _alive(int(back.group(1)))  # stopped with the fleet

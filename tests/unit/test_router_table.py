@@ -94,6 +94,46 @@ async def test_failover_moves_on_only_after_a_refused_connection() -> None:
     assert set(picker.outstanding.values()) == {0}
 
 
+async def test_a_broken_connection_moves_on_when_the_caller_allows_it() -> None:
+    """retry_broken (inference: no side effects): a request lost with its server goes to
+    the next replica; with none left the error stands."""
+    picker = Picker(_table([[0], [0]]))
+    calls: list[Backend] = []
+
+    async def reset_first(backend: Backend) -> str:
+        calls.append(backend)
+        if len(calls) == 1:
+            raise BackendUnreachableError(backend, backend.http_url, "reset", refused=False)
+        return backend.name
+
+    assert await with_failover(picker, "a", reset_first, retry_broken=True) == calls[1].name
+
+    async def reset(backend: Backend) -> str:
+        raise BackendUnreachableError(backend, backend.http_url, "reset", refused=False)
+
+    with pytest.raises(BackendUnreachableError):
+        await with_failover(picker, "a", reset, retry_broken=True)
+    assert set(picker.outstanding.values()) == {0}
+
+
+def test_a_held_backend_stays_out_until_unheld() -> None:
+    """A restarting server: neither a refused connection's short mark nor an answer from
+    it ends the hold; alone, it is still picked (an error beats no answer)."""
+    clock = Clock()
+    picker = Picker(_table([[0], [0]]), clock=clock)
+    picker.hold(BACKENDS[0])
+    picker.mark_down(BACKENDS[0])
+    clock.now += DOWN_FOR_S + 1
+    picker.mark_up(BACKENDS[0])
+    assert picker.is_down(BACKENDS[0])
+    assert {picker.acquire("a") for _ in range(4)} == {BACKENDS[1]}
+    picker.unhold(BACKENDS[0])
+    assert not picker.is_down(BACKENDS[0]) and picker.acquire("a") == BACKENDS[0]
+    lone = Picker(_table([[0]]))
+    lone.hold(BACKENDS[0])
+    assert lone.acquire("a") == BACKENDS[0]
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     hosting=st.lists(

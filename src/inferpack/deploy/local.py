@@ -7,12 +7,17 @@
     its own requests), SIGKILL what is left after a timeout
 
 The servers listen on loopback only: the router is the fleet's one address. A server that
-dies while running is reported; its models answer 503 unless a replica is left.
+dies while running is restarted on the same ports (bounded back-off: 1, 2, 4 ... 30 s
+between failed tries); until it is ready again the router sends its models' requests to
+their other replicas (requests it had in flight go to them too), and models without
+another replica answer 503.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import os
 import re
 import signal
@@ -40,6 +45,8 @@ STOP_TIMEOUT_S = 30.0
 # How often starting servers are polled, and how often a dead one is looked for.
 POLL_S = 0.2
 WATCH_S = 0.5
+# Seconds between tries to restart a server whose restart failed, then the last forever.
+RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 SERVER_HOST = "127.0.0.1"
 # Rich may wrap the line in a log file: any whitespace may be a line break.
 _LISTENING = re.compile(r"listening\s+on\s+http://(\S+?):(\d+),\s+gRPC\s+on\s+(\S+?):(\d+)\s")
@@ -136,7 +143,6 @@ class Member:
     spec: ServerSpec
     child: ChildProcess
     backend: Backend | None = None
-    reported_exit: bool = False
 
 
 async def _run(specs: list[ServerSpec], config: LocalFleetConfig, echo: Echo) -> int:
@@ -154,7 +160,7 @@ async def _run(specs: list[ServerSpec], config: LocalFleetConfig, echo: Echo) ->
             return 0
         router = await _start_router(members, config)
         _print_fleet(members, router, echo)
-        await _serve_until_stopped(members, router, stop, echo)
+        await _serve_until_stopped(members, router, stop, config, echo)
     finally:
         await _stop_servers(members, config.stop_timeout_s, echo)
     return 0
@@ -274,10 +280,14 @@ def _print_fleet(members: list[Member], router: RunningRouter, echo: Echo) -> No
 
 
 async def _serve_until_stopped(
-    members: list[Member], router: RunningRouter, stop: asyncio.Event, echo: Echo
+    members: list[Member],
+    router: RunningRouter,
+    stop: asyncio.Event,
+    config: LocalFleetConfig,
+    echo: Echo,
 ) -> None:
-    """Report servers that die while the router runs; on stop, drain the router."""
-    watcher = asyncio.create_task(_watch(members, echo))
+    """Restart servers that die while the router runs; on stop, drain the router."""
+    watcher = asyncio.create_task(_watch(members, router, config, echo))
     try:
         await stop.wait()
     finally:
@@ -286,18 +296,71 @@ async def _serve_until_stopped(
         await router.stop()
 
 
-async def _watch(members: list[Member], echo: Echo) -> None:
-    while True:
-        for member in members:
-            code = member.child.exit_code()
-            if code is None or member.reported_exit:
+async def _watch(
+    members: list[Member], router: RunningRouter, config: LocalFleetConfig, echo: Echo
+) -> None:
+    """Every WATCH_S: a server that exited gets a restart task (one at a time per server)."""
+    restarting: dict[str, asyncio.Task[None]] = {}
+    try:
+        while True:
+            for member in members:
+                name = member.spec.name
+                code = member.child.exit_code()
+                if code is None or name in restarting:
+                    continue
+                task = asyncio.create_task(_restart(member, router, config, echo, code))
+                restarting[name] = task
+                task.add_done_callback(functools.partial(_forget, restarting, name))
+            await asyncio.sleep(WATCH_S)
+    finally:
+        tasks = list(restarting.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _restart(
+    member: Member, router: RunningRouter, config: LocalFleetConfig, echo: Echo, code: int
+) -> None:
+    """Start the server again on its ports until it is ready; held out of routing meanwhile."""
+    backend = member.backend
+    assert backend is not None
+    router.picker.hold(backend)
+    name, started = member.spec.name, time.monotonic()
+    echo(
+        f"server {name} (pid {member.child.pid}) exited with code {code}: restarting it; "
+        f"its models go to their other replicas meanwhile; log {member.child.log_path}"
+    )
+    spec = replace(
+        member.spec, http_port=_port(backend.http_url), grpc_port=_port(backend.grpc_address)
+    )
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        for attempt in itertools.count(1):
+            log = member.child.log_path.with_name(f"{name}.restart-{attempt}.log")
+            member.child = start_child(name, server_argv(spec), log)
+            try:
+                await _ready(member, session, time.monotonic() + config.ready_timeout_s)
+            except UnavailableError as error:
+                member.child.signal(signal.SIGKILL)
+                wait_s = RESTART_BACKOFF_S[min(attempt, len(RESTART_BACKOFF_S)) - 1]
+                reason = str(error).splitlines()[0]
+                echo(f"server {name}: restart {attempt} failed ({reason}); next in {wait_s:g} s")
+                await asyncio.sleep(wait_s)
                 continue
-            member.reported_exit = True
+            router.picker.unhold(backend)
             echo(
-                f"server {member.spec.name} (pid {member.child.pid}) exited with code {code}: "
-                f"its models answer 503 where no replica is left; log {member.child.log_path}"
+                f"server {name} is back: pid {member.child.pid}, ready "
+                f"{time.monotonic() - started:.1f} s after it exited (restart {attempt})"
             )
-        await asyncio.sleep(WATCH_S)
+            return
+
+
+def _forget(tasks: dict[str, asyncio.Task[None]], name: str, _: object) -> None:
+    tasks.pop(name, None)
+
+
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
 
 
 async def _stop_servers(members: list[Member], timeout_s: float, echo: Echo) -> None:

@@ -52,6 +52,10 @@ Unary = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", -1),
     ("grpc.max_send_message_length", -1),
+    # A restarted server is reachable again within a second, not after gRPC's default
+    # reconnect back-off (up to 120 s).
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 
 
@@ -109,7 +113,10 @@ class GrpcForwarder:
         started, failed = time.perf_counter(), True
         try:
             answer = await with_failover(
-                self.picker, model, lambda backend: self.call(backend, method, request, context)
+                self.picker,
+                model,
+                lambda backend: self.call(backend, method, request, context),
+                retry_broken=True,
             )
             failed = False
             return answer

@@ -75,11 +75,15 @@ async def forward_model(request: web.Request) -> web.Response:
     picker.table.replicas(model)  # an unknown model is refused before its body is read
     body = await read_body(request)  # over the limit: refused as a server refuses it
     if not _is_inference(request.path):
-        return await with_failover(picker, model, lambda backend: _send(request, backend, body))
+        return await with_failover(
+            picker, model, lambda backend: _send(request, backend, body), retry_broken=True
+        )
     started = time.perf_counter()
     failed = True
     try:
-        answer = await with_failover(picker, model, lambda backend: _send(request, backend, body))
+        answer = await with_failover(
+            picker, model, lambda backend: _send(request, backend, body), retry_broken=True
+        )
         failed = answer.status >= 500
         return answer
     finally:

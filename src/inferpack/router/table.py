@@ -87,6 +87,7 @@ class Picker:
         self.table = table
         self.outstanding = {backend: 0 for backend in table.backends}
         self._down_until: dict[Backend, float] = {}
+        self._held: set[Backend] = set()
         self._turn: dict[str, int] = {}
         self._clock = clock
 
@@ -98,7 +99,7 @@ class Picker:
         tried = set(exclude)
         candidates = [b for b in replicas if b not in tried] or list(replicas)
         now = self._clock()
-        up = [b for b in candidates if self._down_until.get(b, 0.0) <= now]
+        up = [b for b in candidates if not self._is_down(b, now)]
         candidates = up or candidates
         fewest = min(self.outstanding[b] for b in candidates)
         start = self._turn.get(model, 0) % len(replicas)
@@ -131,8 +132,21 @@ class Picker:
     def mark_up(self, backend: Backend) -> None:
         self._down_until.pop(backend, None)
 
+    def hold(self, backend: Backend) -> None:
+        """``backend`` is not ready (its server restarts): no request goes to it while a
+        peer can take it, until :meth:`unhold`. Neither a refused connection (which marks
+        down for seconds) nor an answer from it (which marks up) ends a hold."""
+        self._held.add(backend)
+
+    def unhold(self, backend: Backend) -> None:
+        self._held.discard(backend)
+        self.mark_up(backend)
+
     def is_down(self, backend: Backend) -> bool:
-        return self._down_until.get(backend, 0.0) > self._clock()
+        return self._is_down(backend, self._clock())
+
+    def _is_down(self, backend: Backend, now: float) -> bool:
+        return backend in self._held or self._down_until.get(backend, 0.0) > now
 
 
 class BackendUnreachableError(UnavailableError):
@@ -147,11 +161,20 @@ class BackendUnreachableError(UnavailableError):
         self.refused = refused
 
 
-async def with_failover(picker: Picker, model: str, call: Callable[[Backend], Awaitable[T]]) -> T:
+async def with_failover(
+    picker: Picker,
+    model: str,
+    call: Callable[[Backend], Awaitable[T]],
+    *,
+    retry_broken: bool = False,
+) -> T:
     """``call`` on a replica of ``model``; on a refused connection, on the next replica.
 
-    Only a refused connection moves on: the request never arrived, so retrying cannot run
-    it twice. Every other outcome, failures included, is the answer."""
+    A refused connection always moves on: the request never arrived. A connection broken
+    after the request left (the server died mid-request) moves on only with
+    ``retry_broken``: the request may have run, and runs again elsewhere (inference has
+    no side effects, so the router passes it on rather than lose it). Every other
+    outcome, failures included, is the answer."""
     tried: list[Backend] = []
     while True:
         with picker.lease(model, tried) as backend:
@@ -160,7 +183,8 @@ async def with_failover(picker: Picker, model: str, call: Callable[[Backend], Aw
             except BackendUnreachableError as error:
                 picker.mark_down(backend)
                 tried.append(backend)
-                if not error.refused or len(tried) >= len(picker.table.replicas(model)):
+                again = error.refused or retry_broken
+                if not again or len(tried) >= len(picker.table.replicas(model)):
                     raise
                 continue
         picker.mark_up(backend)
