@@ -143,12 +143,26 @@ def test_a_held_backend_stays_out_until_unheld() -> None:
         st.tuples(st.integers(0, len(MODELS) - 1), st.floats(0, 1), st.booleans()), max_size=40
     ),
     down=st.lists(st.integers(0, 3), max_size=3),
+    rates=st.lists(st.floats(0.5, 50.0), min_size=4, max_size=4) | st.none(),
 )
 def test_every_pick_hosts_the_model_and_counts_return_to_zero(
-    hosting: list[list[int]], requests: list[tuple[int, float, bool]], down: list[int]
+    hosting: list[list[int]],
+    requests: list[tuple[int, float, bool]],
+    down: list[int],
+    rates: list[float] | None,
 ) -> None:
-    """Concurrent requests of random models, durations and failures (some refused)."""
+    """Concurrent requests of random models, durations and failures (some refused), with
+    and without planned shares (weights per backend)."""
     table = _table(hosting)
+    if rates is not None:
+        table = RoutingTable.from_hosts(
+            ((BACKENDS[i], [MODELS[m] for m in models]) for i, models in enumerate(hosting)),
+            {
+                (MODELS[m], BACKENDS[i].name): rates[i]
+                for i in range(len(hosting))
+                for m in range(4)
+            },
+        )
     picker = Picker(table)
     for index in down:
         if index < len(hosting):
@@ -187,3 +201,37 @@ def test_the_pick_has_the_fewest_outstanding(replicas: int, held: list[int]) -> 
     chosen = picker.acquire("a")
     assert before[chosen] == min(before.values())
     assert picker.outstanding[chosen] == before[chosen] + 1
+
+
+def test_planned_shares_weight_the_replicas() -> None:
+    """Replicas planned at 30 and 10 req/s get 3 of every 4 requests and 1 (exactly, in
+    order); least outstanding only breaks ties; a down replica is skipped meanwhile."""
+    table = RoutingTable.from_hosts(
+        [(BACKENDS[0], ["a"]), (BACKENDS[1], ["a"]), (BACKENDS[2], ["b"])],
+        {("a", "s0"): 30.0, ("a", "s1"): 10.0, ("b", "s2"): 5.0},
+    )
+    assert table.weights("a") == (30.0, 10.0) and table.weights("b") is None
+    clock = Clock()
+    picker = Picker(table, clock=clock)
+    picks = []
+    for _ in range(400):
+        backend = picker.acquire("a")
+        picks.append(backend)
+        picker.release(backend)
+    assert picks.count(BACKENDS[0]) == 300 and picks.count(BACKENDS[1]) == 100
+    picker.mark_down(BACKENDS[0])
+    assert {picker.acquire("a") for _ in range(3)} == {BACKENDS[1]}
+    even = RoutingTable.from_hosts(
+        [(BACKENDS[0], ["a"]), (BACKENDS[1], ["a"])], {("a", "s0"): 5.0, ("a", "s1"): 5.0}
+    )
+    assert even.weights("a") is None  # even shares: least outstanding, as without a plan
+    with pytest.raises(ValueError, match="one positive weight per replica"):
+        RoutingTable({"a": [BACKENDS[0]]}, {"a": [1.0, 2.0]})
+
+
+def test_weighted_ties_go_to_the_least_outstanding() -> None:
+    table = RoutingTable({"a": list(BACKENDS[:3])}, {"a": [2.0, 2.0, 1.0]})
+    picker = Picker(table)
+    first = picker.acquire("a")  # s0 and s1 tie on share: both idle, plan order
+    assert first == BACKENDS[0]
+    assert picker.acquire("a") == BACKENDS[1]  # s0 is now ahead of its share

@@ -253,7 +253,9 @@ async def _is_ready(session: aiohttp.ClientSession, backend: Backend) -> bool:
 async def _start_router(members: list[Member], config: LocalFleetConfig) -> RunningRouter:
     hosts = [(m.backend, m.spec.models) for m in members if m.backend is not None]
     router_config = RouterConfig(
-        table=RoutingTable.from_hosts(hosts),
+        table=RoutingTable.from_hosts(
+            hosts, {(model, m.spec.name): rps for m in members for model, rps in m.spec.rates}
+        ),
         kinds={model: kind for m in members for model, kind in m.spec.kinds},
         host=config.host,
         http_port=config.router_http_port,

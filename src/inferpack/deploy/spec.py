@@ -51,6 +51,7 @@ class ServerSpec:
     host: str = "0.0.0.0"
     cpu_threads: int | None = None
     kinds: tuple[tuple[str, str], ...] = ()  # (model, kind) from the plan, for the router
+    rates: tuple[tuple[str, float], ...] = ()  # (model, planned rps) on this server
 
     def argv(self, executable: str = "inferpack") -> list[str]:
         """The serve command; models are loaded at start and stay (explicit control)."""
@@ -120,4 +121,5 @@ def _spec(
         models_memory_mb=server.memory_mb,
         model_repository=model_repository,
         kinds=tuple(dict.fromkeys((m.name, m.kind) for m in server.models)),
+        rates=tuple((m.name, m.rps) for m in server.models),
     )

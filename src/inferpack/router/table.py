@@ -44,22 +44,50 @@ class Backend:
 
 
 class RoutingTable:
-    """Model name → the backends hosting it (in plan order)."""
+    """Model name → the backends hosting it (in plan order), and optionally each replica's
+    planned share of the model's rate (``weights[model][i]`` for ``replicas(model)[i]``)."""
 
-    def __init__(self, placements: Mapping[str, Sequence[Backend]]) -> None:
+    def __init__(
+        self,
+        placements: Mapping[str, Sequence[Backend]],
+        weights: Mapping[str, Sequence[float]] | None = None,
+    ) -> None:
         self._placements = {model: tuple(hosts) for model, hosts in placements.items() if hosts}
         self.backends = tuple(
             dict.fromkeys(b for hosts in self._placements.values() for b in hosts)
         )
+        self._weights: dict[str, tuple[float, ...]] = {}
+        for model, shares in (weights or {}).items():
+            hosts = self._placements.get(model, ())
+            if len(shares) != len(hosts) or any(not w > 0 for w in shares):
+                raise ValueError(f"{model}: one positive weight per replica, got {shares}")
+            if len(set(shares)) > 1:  # equal weights route as unweighted
+                self._weights[model] = tuple(float(w) for w in shares)
 
     @classmethod
-    def from_hosts(cls, hosts: Iterable[tuple[Backend, Sequence[str]]]) -> RoutingTable:
-        """From (backend, models it serves) pairs; a model on several backends is replicated."""
+    def from_hosts(
+        cls,
+        hosts: Iterable[tuple[Backend, Sequence[str]]],
+        rates: Mapping[tuple[str, str], float] | None = None,
+    ) -> RoutingTable:
+        """From (backend, models it serves) pairs; a model on several backends is replicated.
+        ``rates``: (model, backend name) → the replica's planned rate, its routing weight."""
         placements: dict[str, list[Backend]] = {}
         for backend, models in hosts:
             for model in dict.fromkeys(models):
                 placements.setdefault(model, []).append(backend)
-        return cls(placements)
+        weights = None
+        if rates:
+            weights = {
+                model: [max(rates.get((model, b.name), 0.0), 1e-9) for b in backends]
+                for model, backends in placements.items()
+                if len(backends) > 1 and all((model, b.name) in rates for b in backends)
+            }
+        return cls(placements, weights)
+
+    def weights(self, model: str) -> tuple[float, ...] | None:
+        """The replicas' planned shares of ``model``, None when they are even (unweighted)."""
+        return self._weights.get(model)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -78,7 +106,9 @@ class RoutingTable:
 
 
 class Picker:
-    """Least-outstanding choice among a model's replicas, with round robin among ties.
+    """Least-outstanding choice among a model's replicas, with round robin among ties; for a
+    model whose replicas have planned shares (RoutingTable weights), the replica furthest
+    behind its share of the model's requests so far, least outstanding among ties.
 
     Single-threaded (one event loop) by design: no locks. ``clock`` is injectable so tests
     can mark backends down and let time pass without sleeping."""
@@ -89,6 +119,7 @@ class Picker:
         self._down_until: dict[Backend, float] = {}
         self._held: set[Backend] = set()
         self._turn: dict[str, int] = {}
+        self._sent: dict[str, list[int]] = {}  # weighted models: requests sent per replica
         self._clock = clock
 
     def acquire(self, model: str, exclude: Iterable[Backend] = ()) -> Backend:
@@ -101,6 +132,9 @@ class Picker:
         now = self._clock()
         up = [b for b in candidates if not self._is_down(b, now)]
         candidates = up or candidates
+        weights = self.table.weights(model)
+        if weights is not None:
+            return self._weighted(model, replicas, weights, candidates)
         fewest = min(self.outstanding[b] for b in candidates)
         start = self._turn.get(model, 0) % len(replicas)
         for offset in range(len(replicas)):  # the next tied replica after the last pick
@@ -108,6 +142,26 @@ class Picker:
             if backend in candidates and self.outstanding[backend] == fewest:
                 break
         self._turn[model] = start + offset + 1
+        self.outstanding[backend] += 1
+        return backend
+
+    def _weighted(
+        self,
+        model: str,
+        replicas: Sequence[Backend],
+        weights: Sequence[float],
+        candidates: Sequence[Backend],
+    ) -> Backend:
+        """The candidate with the least (requests sent + 1) / weight; fewest outstanding,
+        then plan order, among ties."""
+        sent = self._sent.setdefault(model, [0] * len(replicas))
+        allowed = set(candidates)
+        index = min(
+            (i for i, b in enumerate(replicas) if b in allowed),
+            key=lambda i: ((sent[i] + 1) / weights[i], self.outstanding[replicas[i]], i),
+        )
+        sent[index] += 1
+        backend = replicas[index]
         self.outstanding[backend] += 1
         return backend
 
