@@ -81,7 +81,9 @@ def objects() -> list[dict[str, Any]]:
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_every_object_validates_strictly(objects: list[dict[str, Any]], version: str) -> None:
     kinds = sorted({o["kind"] for o in objects})
-    assert kinds == ["Deployment", "Ingress", "PodDisruptionBudget", "Service"]
+    assert kinds == [
+        "Deployment", "HorizontalPodAutoscaler", "Ingress", "PodDisruptionBudget", "Service",
+    ]  # fmt: skip
     for obj in objects:
         kubernetes_validate.validate(obj, version, strict=True)
         assert obj["metadata"]["namespace"] == "serving"
@@ -301,3 +303,48 @@ def test_the_builders_do_not_import_torch() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+def test_each_server_scales_on_requests_in_flight(objects: list[dict[str, Any]]) -> None:
+    """An autoscaling/v2 HPA per server Deployment, on the server's own in-flight gauge
+    (a Pods metric for prometheus-adapter); the Deployment leaves the count to it."""
+    for spec in SPECS:
+        hpa = _find(objects, "HorizontalPodAutoscaler", spec.name)["spec"]
+        assert hpa["scaleTargetRef"] == {
+            "apiVersion": "apps/v1", "kind": "Deployment", "name": spec.name,
+        }  # fmt: skip
+        assert (hpa["minReplicas"], hpa["maxReplicas"]) == (1, CONFIG.max_replicas)
+        [metric] = hpa["metrics"]
+        assert metric["pods"]["metric"]["name"] == "inferpack_inflight_requests"
+        assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "16"}
+        assert "replicas" not in _find(objects, "Deployment", spec.name)["spec"]
+
+
+def test_pods_request_the_plans_server_memory() -> None:
+    """The memory request is the models plus the overhead the plan packed with."""
+    from dataclasses import replace as with_
+
+    heavy = with_(CPU, base_memory_mb=1500.0)
+    [deployment] = [
+        o for o in _objects(build_manifests([heavy], CONFIG)) if o["kind"] == "Deployment"
+    ]
+    requests = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
+    assert requests["memory"] == f"{2000 + 1500}Mi"
+
+
+def test_specs_carry_the_plans_overhead_and_rates() -> None:
+    from inferpack.deploy.spec import SERVER_BASE_MEMORY_MB, server_specs
+    from inferpack.plan.formats import ModelShare, Plan, PlanSummary, ServerPlan
+
+    server = ServerPlan(
+        "c5-001", "c5.2xlarge", 0.34,
+        (ModelShare("a", "cnn", 3.0), ModelShare("b", "mlp", 1.5)), 100.0, 0.1, 0.1, None,
+    )  # fmt: skip
+    instances = {"c5.2xlarge": (None, 0, 8, 16.0)}
+    summary = PlanSummary(50.0, "x", 0.0, 0.34, 0.34, 0.0, server_overhead_mb=900.0)
+    [spec] = server_specs(Plan(summary, (server,)), "s3://m", instances)
+    assert spec.memory_request_mb == 1000
+    assert spec.kinds == (("a", "cnn"), ("b", "mlp")) and spec.rates == (("a", 3.0), ("b", 1.5))
+    older = PlanSummary(50.0, "x", 0.0, 0.34, 0.34, 0.0)  # a plan written without it
+    [spec] = server_specs(Plan(older, (server,)), "s3://m", instances)
+    assert spec.memory_request_mb == 100 + SERVER_BASE_MEMORY_MB

@@ -72,7 +72,12 @@ class ManifestConfig:
     image: str
     namespace: str | None = None
     plan_name: str = APP_NAME
+    max_replicas: int = 4  # HorizontalPodAutoscaler ceiling per server Deployment
+    inflight_per_pod: int = 16  # its target: requests in flight per pod
 
+
+# The server's gauge the autoscalers read (runtime/metrics.py), per pod via prometheus-adapter.
+INFLIGHT_METRIC = "inferpack_inflight_requests"
 
 # ---------------------------------------------------------------- names and labels
 
@@ -252,14 +257,15 @@ def pod_spec(spec: ServerSpec, config: ManifestConfig) -> dict[str, Any]:
 def deployment(
     spec: ServerSpec, config: ManifestConfig, replicated: Iterable[str] = ()
 ) -> Manifest:
-    """One replica. Rolling updates surge one pod and keep the old one until the new is
-    ready (that needs room for a second node of the type)."""
+    """One pod to start with, more from its HorizontalPodAutoscaler. Rolling updates surge
+    one pod and keep the old one until the new is ready (that needs room for a second node
+    of the type)."""
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": object_metadata(spec.name, server_labels(spec, config), config),
         "spec": {
-            "replicas": 1,
+            # No replicas: the HorizontalPodAutoscaler owns the count (minimum 1).
             "selector": {"matchLabels": selector_labels(spec)},
             "strategy": {
                 "type": "RollingUpdate",
@@ -292,6 +298,36 @@ def service(spec: ServerSpec, config: ManifestConfig) -> Manifest:
             "type": "ClusterIP",
             "selector": selector_labels(spec),
             "ports": service_ports(spec),
+        },
+    }
+
+
+def autoscaler(spec: ServerSpec, config: ManifestConfig) -> Manifest:
+    """autoscaling/v2 on the pods' requests in flight (``inferpack_inflight_requests``,
+    summed over a pod's models: a Pods metric served by prometheus-adapter with the rule in
+    docs/deploy-kubernetes.md). From the planned replica up to ``config.max_replicas``;
+    scale-down waits 5 minutes of lower load, so the fleet does not flap."""
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": object_metadata(spec.name, server_labels(spec, config), config),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": spec.name},
+            "minReplicas": 1,
+            "maxReplicas": config.max_replicas,
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": INFLIGHT_METRIC},
+                        "target": {
+                            "type": "AverageValue",
+                            "averageValue": str(config.inflight_per_pod),
+                        },
+                    },
+                }
+            ],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}},
         },
     }
 

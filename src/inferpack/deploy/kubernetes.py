@@ -32,6 +32,7 @@ from inferpack.deploy.k8s_workload import (
     APP_NAME,
     Manifest,
     ManifestConfig,
+    autoscaler,
     deployment,
     disruption_budget,
     model_label,
@@ -169,6 +170,7 @@ def build_manifests(
             deployment(spec, config, replicated),
             service(spec, config),
             disruption_budget(spec, config),
+            autoscaler(spec, config),
         ]
     files["routing.yaml"] = [model_service(m, h, config) for m, h in replicated.items()]
     files["routing.yaml"].append(ingress(specs, config))

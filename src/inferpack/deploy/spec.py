@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from inferpack.plan.formats import Plan, ServerPlan
 
@@ -52,6 +52,7 @@ class ServerSpec:
     cpu_threads: int | None = None
     kinds: tuple[tuple[str, str], ...] = ()  # (model, kind) from the plan, for the router
     rates: tuple[tuple[str, float], ...] = ()  # (model, planned rps) on this server
+    base_memory_mb: float = SERVER_BASE_MEMORY_MB  # the process, beside its models (plan's)
 
     def argv(self, executable: str = "inferpack") -> list[str]:
         """The serve command; models are loaded at start and stay (explicit control)."""
@@ -77,8 +78,9 @@ class ServerSpec:
 
     @property
     def memory_request_mb(self) -> int:
-        """What the pod asks for: its models plus the process baseline."""
-        return math.ceil(self.models_memory_mb + SERVER_BASE_MEMORY_MB)
+        """What the pod asks for: its models plus the process baseline the plan packed with
+        (plan.yaml's server_overhead_mb; 600 MB for a plan written without it)."""
+        return math.ceil(self.models_memory_mb + self.base_memory_mb)
 
 
 def server_specs(
@@ -91,10 +93,12 @@ def server_specs(
     ``instances`` maps instance type → (accelerator, accelerator_count, vcpu, memory_gib),
     from the catalogue; a type missing there is a clear error.
     """
-    specs = []
-    for server in plan.servers:
-        specs.append(_spec(server, model_repository, instances))
-    return specs
+    overhead = plan.plan.server_overhead_mb
+    base_mb = SERVER_BASE_MEMORY_MB if overhead is None else overhead
+    return [
+        replace(_spec(server, model_repository, instances), base_memory_mb=base_mb)
+        for server in plan.servers
+    ]
 
 
 def _spec(
