@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -109,6 +110,34 @@ def test_plan_with_every_flag_writes_a_feasible_plan(inputs: dict[str, Path]) ->
     assert document["totals"]["servers"] == 4
     assert document["totals"]["usd_per_hour"] == pytest.approx(2 * 1.5 + 2 * 0.4)
     assert read_plan(inputs["plan"]).plan.gap == pytest.approx(0.0)
+
+
+def test_previous_and_headroom_replan_with_few_moves(inputs: dict[str, Path]) -> None:
+    """plan --previous: the same demand moves nothing; with --headroom 1.0 (twice the
+    rates) servers are added, the old ones keep their names and the moves are listed."""
+    base = ["plan", "--profiles", str(inputs["bert"]), "--profiles", str(inputs["cnn"]),
+            "--demand", str(inputs["demand"]), "--slo-p90-ms", "100",
+            "--time-limit-s", "5"]  # fmt: skip
+    assert run(*base, "--output", str(inputs["plan"])).returncode == 0
+    again = inputs["plan"].with_name("again.yaml")
+    done = run(*base, "--previous", str(inputs["plan"]), "--output", str(again))
+    assert done.returncode == 0, done.stderr
+    assert re.search(
+        r"\s0\s+model\(s\)\s+moved,\s+0\s+server\(s\)\s+added,\s+0\s+removed", done.stderr
+    )
+    busier = inputs["plan"].with_name("busier.yaml")
+    done = run(*base, "--previous", str(inputs["plan"]), "--headroom", "1.0",
+               "--output", str(busier))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    before, after = (yaml.safe_load(p.read_text()) for p in (inputs["plan"], busier))
+    assert after["changes"]["servers_added"] and not after["changes"]["servers_removed"]
+    assert {s["name"] for s in before["servers"]} <= {s["name"] for s in after["servers"]}
+    served = {m["name"]: 0.0 for s in after["servers"] for m in s["models"]}
+    for server in after["servers"]:
+        for model in server["models"]:
+            served[model["name"]] += model["rps"]
+    assert served["cnn-00"] == pytest.approx(60.0) and served["bert-000"] == pytest.approx(4.0)
+    assert "headroom 1" in after["plan"]["solver"]
 
 
 def test_unknown_instance_type_is_refused(inputs: dict[str, Path]) -> None:

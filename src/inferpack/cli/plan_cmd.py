@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,6 +41,13 @@ def plan(
         float, typer.Option(min=0.0, help="Memory each server process takes before models.")
     ] = 600.0,
     time_limit_s: Annotated[float, typer.Option(min=0.1, help="Solver time limit.")] = 10.0,
+    previous: Annotated[
+        Path | None,
+        typer.Option(help="A plan.yaml to change as little as possible (moves listed)."),
+    ] = None,
+    headroom: Annotated[
+        float, typer.Option(min=0.0, help="Plan for the demand's rates x (1 + headroom).")
+    ] = 0.0,
 ) -> None:
     """Pack the demand's models onto instance types at the least USD/h, gap to the bound stated."""
     from inferpack.bench.catalog import Catalog
@@ -70,12 +78,27 @@ def plan(
             server_overhead_mb=server_overhead_mb,
         )
         with console.status(f"planning {len(models):,} models on {len(types)} instance types"):
-            result = make_plan(loaded, models, types, options)
+            if previous is not None:
+                from inferpack.plan.formats import read_plan
+                from inferpack.plan.incremental import replan
+
+                before = read_plan(previous)
+                result = replan(before, loaded, models, types, options, headroom=headroom)
+            else:
+                scaled = [replace(d, rps=d.rps * (1 + headroom)) for d in models]
+                result = make_plan(loaded, scaled, types, options)
     except InferpackError as error:
         console.print(f"[red]error:[/] {escape(str(error))}")
         raise typer.Exit(1) from None
     write_plan(output, result)
     _print_plan(result)
+    if result.changes is not None:
+        change = result.changes
+        console.print(
+            f"changes from {previous}: {len(change['moves'])} model(s) moved, "
+            f"{len(change['servers_added'])} server(s) added, "
+            f"{len(change['servers_removed'])} removed"
+        )
     console.print(f"wrote {output}")
 
 

@@ -124,6 +124,8 @@ class Plan:
     plan: PlanSummary
     servers: tuple[ServerPlan, ...]
     alternatives: tuple[dict[str, Any], ...] = field(default=())  # cheapest per type alone
+    # plan --previous: moves (model, from, to), servers_added, servers_removed
+    changes: dict[str, Any] | None = None
 
     @property
     def totals(self) -> dict[str, Any]:
@@ -369,6 +371,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     document: dict[str, Any] = {"plan": summary, "servers": servers, "totals": plan.totals}
     if plan.alternatives:
         document["alternatives"] = [dict(a) for a in plan.alternatives]
+    if plan.changes is not None:
+        document["changes"] = plan.changes
     return document
 
 

@@ -106,7 +106,7 @@ class _OpenBins:
         server.used += vector
 
 
-def _try_empty(problem: Problem, victim: Bin, others: list[Bin]) -> bool:
+def try_empty(problem: Problem, victim: Bin, others: list[Bin]) -> bool:
     """Move every replica of ``victim`` into ``others`` (first that fits, re-sized for its
     type; merging into a replica of the same model costs compute only); all or nothing."""
     if not others:
@@ -168,7 +168,7 @@ def improve(problem: Problem, bins: list[Bin], rounds: int = 3, downsize: bool =
         for i in order:
             victim = bins[i]
             others = [b for b in fullest_first if b is not victim and id(b) not in gone]
-            if _try_empty(problem, victim, others):
+            if try_empty(problem, victim, others):
                 gone.add(id(victim))
                 closed = True
         bins = [b for b in bins if id(b) not in gone]

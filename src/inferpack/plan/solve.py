@@ -175,11 +175,11 @@ def _server_plans(
         kind = problem.types[server.type_index]
         numbers[kind.name] = numbers.get(kind.name, 0) + 1
         p90 = simulated.get(id(server))
-        servers.append(_server_plan(problem, server, options, numbers[kind.name], p90))
+        servers.append(server_plan(problem, server, options, numbers[kind.name], p90))
     return servers
 
 
-def _server_plan(
+def server_plan(
     problem: Problem, server: Bin, options: PlanOptions, number: int, simulated_p90: float | None
 ) -> ServerPlan:
     t = server.type_index

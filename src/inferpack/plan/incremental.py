@@ -1,0 +1,223 @@
+"""``plan --previous plan.yaml``: a new plan for new demand that keeps models where they are.
+
+A fresh plan re-packs everything, so a small change of demand moves most models between
+servers (each move is a load on the target and an unload on the source). Re-planning keeps
+the previous placement as the starting point and moves only what must or what pays:
+
+    demand = the new rates x (1 + headroom)
+    keep: every previous server whose type is still offered, with the replicas of models
+          still in the demand, each carrying the share of its model's rate it carried
+          before; a server that no longer fits (its models got hotter) sheds its hottest
+          replicas until it does
+    place: what is not placed (new models, shed replicas, models of removed servers,
+           the rate a model gained) as replicas of at most 0.9 of a server's compute on
+           its cheapest-share type, first fit into the kept servers, then into new ones
+    consolidate: the emptiest servers are closed when every replica on them fits on the
+           others (demand fell: fewer servers), then the tail constraint as in a fresh plan
+
+plan.yaml then lists the changes: ``moves`` (model, from, to: load on ``to`` before unloading
+on ``from``), ``servers_added`` and ``servers_removed``. Kept servers keep their names.
+The bound is the fresh plan's, so the gap includes what stability costs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from inferpack.plan.formats import Demand, Plan, PlanSummary, Profile, ServerPlan
+from inferpack.plan.milp import aggregated_bound
+from inferpack.plan.packing import (
+    EPS,
+    Bin,
+    bin_usage,
+    cheapest_share_assignment,
+    cost_of,
+    replica_vector,
+    try_empty,
+)
+from inferpack.plan.problem import PlanOptions, Problem, ServerType, build_problem
+from inferpack.plan.solve import BOUND_TIME_SHARE, server_plan
+from inferpack.plan.tail import enforce_tail
+
+REPLICA_SHARE = 0.9
+
+
+def replan(
+    previous: Plan,
+    profiles: Sequence[Profile],
+    demand: Sequence[Demand],
+    types: Sequence[ServerType],
+    options: PlanOptions,
+    *,
+    headroom: float = 0.0,
+) -> Plan:
+    """The module docstring's re-plan of ``previous`` for ``demand``."""
+    started = time.perf_counter()
+    scaled = [dataclasses.replace(d, rps=d.rps * (1 + headroom)) for d in demand]
+    problem = build_problem(profiles, scaled, types, options)
+    bound, _ = aggregated_bound(problem, options.time_limit_s * BOUND_TIME_SHARE)
+    bins, names = _kept(problem, previous)
+    _place_rest(problem, bins)
+    bins = _consolidate(problem, [b for b in bins if b.members])
+    bins, simulated, notes = enforce_tail(problem, bins, options.slo_p90_ms)
+    cost = cost_of(problem, bins)
+    lower = min(bound.bound, cost)
+    summary = PlanSummary(
+        slo_p90_ms=options.slo_p90_ms,
+        solver=f"incremental from the previous plan (headroom {headroom:g})",
+        solve_seconds=round(time.perf_counter() - started, 3),
+        objective_usd_per_hour=round(cost, 6),
+        lower_bound_usd_per_hour=round(lower, 6),
+        gap=round((cost - lower) / cost, 6) if cost else 0.0,
+        status="feasible",
+        notes=tuple(notes),
+        max_memory_utilization=options.max_memory_utilization,
+        max_compute_utilization=options.max_compute_utilization,
+        server_overhead_mb=options.server_overhead_mb,
+    )
+    servers = _named(problem, bins, names, options, simulated=simulated, previous=previous)
+    return Plan(summary, tuple(servers), changes=changes(previous, servers))
+
+
+def _kept(problem: Problem, previous: Plan) -> tuple[list[Bin], dict[int, str]]:
+    """The previous servers that still fit their type, each shedding replicas until it fits;
+    their names by ``id`` of the bin."""
+    index = {d.model: m for m, d in enumerate(problem.models)}
+    type_index = {t.name: i for i, t in enumerate(problem.types)}
+    total: dict[str, float] = defaultdict(float)
+    for server in previous.servers:
+        for share in server.models:
+            total[share.name] += share.rps
+    bins: list[Bin] = []
+    names: dict[int, str] = {}
+    for server in previous.servers:
+        t = type_index.get(server.instance_type)
+        if t is None:
+            continue
+        members: dict[int, float] = {}
+        for share in server.models:
+            m = index.get(share.name)
+            if m is None or not problem.usable[m, t]:
+                continue
+            members[m] = share.rps / total[share.name] if total[share.name] > 0 else 1.0
+        used = bin_usage(problem, members, t)
+        while members and np.any(used > 1.0 + EPS):
+            hottest = max(members, key=lambda m: problem.compute[m, t] * members[m])
+            del members[hottest]
+            used = bin_usage(problem, members, t)
+        if members:
+            kept = Bin(t, members, used)
+            bins.append(kept)
+            names[id(kept)] = server.name
+    return bins, names
+
+
+def _consolidate(problem: Problem, bins: list[Bin]) -> list[Bin]:
+    """Close servers whose every replica fits on the others: those with the fewest replicas
+    first (the fewest moves; a server just opened for the leftovers before an old one),
+    then the emptiest. Each closure saves a server's price."""
+    closed: set[int] = set()
+    for victim in sorted(bins, key=lambda b: (len(b.members), float(b.used.max()))):
+        others = [b for b in bins if b is not victim and id(b) not in closed]
+        others.sort(key=lambda b: -float(b.used.max()))
+        if try_empty(problem, victim, others):
+            closed.add(id(victim))
+    return [b for b in bins if id(b) not in closed]
+
+
+def _place_rest(problem: Problem, bins: list[Bin]) -> None:
+    """Every model's rate not carried by ``bins`` as new replicas: first fit into the
+    servers there are, then into new servers of the model's cheapest-share type."""
+    carried = np.zeros(len(problem.models))
+    for server in bins:
+        for m, fraction in server.members.items():
+            carried[m] += fraction
+    cheapest = cheapest_share_assignment(problem)
+    missing = [
+        (m, float(1.0 - carried[m])) for m in range(len(problem.models)) if carried[m] < 1 - 1e-9
+    ]
+    missing.sort(key=lambda item: -problem.compute[item[0], cheapest[item[0]]] * item[1])
+    for m, rest in missing:
+        t = cheapest[m]
+        copies = max(1, math.ceil(problem.compute[m, t] * rest / REPLICA_SHARE - 1e-12))
+        for _ in range(copies):
+            _first_fit(problem, bins, m, rest / copies, t)
+
+
+def _first_fit(problem: Problem, bins: list[Bin], m: int, fraction: float, t_new: int) -> None:
+    for server in bins:
+        t = server.type_index
+        if not problem.usable[m, t]:
+            continue
+        vector = replica_vector(problem, m, t, fraction)
+        if m in server.members:  # more rate for a replica already there: compute only
+            vector[0] = vector[2] = 0.0
+        if np.all(server.used + vector <= 1.0 + EPS):
+            server.members[m] = server.members.get(m, 0.0) + fraction
+            server.used = server.used + vector
+            return
+    vector = replica_vector(problem, m, t_new, fraction)
+    bins.append(Bin(t_new, {m: fraction}, vector))
+
+
+def _named(
+    problem: Problem,
+    bins: list[Bin],
+    names: dict[int, str],
+    options: PlanOptions,
+    *,
+    simulated: dict[int, float],
+    previous: Plan,
+) -> list[ServerPlan]:
+    """Server plans: kept servers under their names, new ones numbered after the last."""
+    taken = {s.name for s in previous.servers}
+    numbers: dict[str, int] = defaultdict(int)
+    for name in taken:
+        head, _, tail = name.rpartition("-")
+        if tail.isdigit():
+            numbers[head] = max(numbers[head], int(tail))
+    named = []
+    for server in bins:
+        plan = server_plan(problem, server, options, 0, simulated.get(id(server)))
+        kept = names.get(id(server))
+        if kept is None:
+            head = plan.instance_type.replace(".", "-")
+            numbers[head] += 1
+            kept = f"{head}-{numbers[head]:03d}"
+        named.append(dataclasses.replace(plan, name=kept))
+    return sorted(named, key=lambda s: s.name)
+
+
+def changes(previous: Plan, servers: Sequence[ServerPlan]) -> dict[str, Any]:
+    """What applying the plan does: replicas moved (load on ``to`` first, then unload on
+    ``from``), servers added and removed."""
+    before = _where(previous.servers)
+    after = _where(servers)
+    moves = []
+    for model in sorted(set(before) | set(after)):
+        gone = sorted(before.get(model, set()) - after.get(model, set()))
+        new = sorted(after.get(model, set()) - before.get(model, set()))
+        if gone or new:
+            moves.append({"model": model, "from": gone, "to": new})
+    old_names = {s.name for s in previous.servers}
+    new_names = {s.name for s in servers}
+    return {
+        "moves": moves,
+        "servers_added": sorted(new_names - old_names),
+        "servers_removed": sorted(old_names - new_names),
+    }
+
+
+def _where(servers: Sequence[ServerPlan]) -> dict[str, set[str]]:
+    hosts: dict[str, set[str]] = defaultdict(set)
+    for server in servers:
+        for share in server.models:
+            hosts[share.name].add(server.name)
+    return hosts

@@ -1,0 +1,89 @@
+"""plan --previous: a re-plan that keeps models where they are and lists what moves."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from inferpack.plan.formats import Demand, Profile
+from inferpack.plan.incremental import changes, replan
+from inferpack.plan.problem import PlanOptions, ServerType
+from inferpack.plan.solve import make_plan
+from tests.unit.test_plan_solver import check
+
+TYPES = [ServerType("small", 1.0, 4000.0), ServerType("large", 2.5, 11000.0)]
+PROFILES = [
+    Profile("a", "small", 300.0, 100.0, 50.0, "t"),
+    Profile("a", "large", 300.0, 300.0, 50.0, "t"),
+    Profile("b", "small", 100.0, 400.0, 50.0, "t", max_models=20),
+    Profile("b", "large", 100.0, 900.0, 50.0, "t"),
+]
+OPTIONS = PlanOptions(slo_p90_ms=50.0, time_limit_s=5.0)
+
+
+def _demand(seed: int = 0, count: int = 60) -> list[Demand]:
+    rng = random.Random(seed)
+    return [Demand(f"m{i:03d}", rng.choice("ab"), rng.uniform(0.5, 40.0)) for i in range(count)]
+
+
+def _moved(plan_changes: dict) -> int:  # type: ignore[type-arg]
+    return len(plan_changes["moves"])
+
+
+def test_the_same_demand_moves_nothing() -> None:
+    demand = _demand()
+    before = make_plan(PROFILES, demand, TYPES, OPTIONS)
+    after = replan(before, PROFILES, demand, TYPES, OPTIONS)
+    check(after, PROFILES, demand, TYPES, OPTIONS)
+    assert after.changes == {"moves": [], "servers_added": [], "servers_removed": []}
+    assert [s.name for s in after.servers] == sorted(s.name for s in before.servers)
+    assert after.totals["usd_per_hour"] == before.totals["usd_per_hour"]
+
+
+def test_a_small_change_moves_few_models_where_a_fresh_plan_moves_many() -> None:
+    demand = _demand()
+    before = make_plan(PROFILES, demand, TYPES, OPTIONS)
+    rng = random.Random(5)
+    nudged = [replace(d, rps=d.rps * rng.uniform(0.9, 1.1)) for d in demand]
+    after = replan(before, PROFILES, nudged, TYPES, OPTIONS)
+    check(after, PROFILES, nudged, TYPES, OPTIONS)
+    fresh = make_plan(PROFILES, nudged, TYPES, OPTIONS)
+    assert _moved(after.changes) < _moved(changes(before, fresh.servers))
+    assert _moved(after.changes) <= len(demand) // 5
+
+
+def test_demand_up_adds_servers_and_down_removes_them() -> None:
+    demand = _demand()
+    before = make_plan(PROFILES, demand, TYPES, OPTIONS)
+    up = [replace(d, rps=d.rps * 3) for d in demand]
+    grown = replan(before, PROFILES, up, TYPES, OPTIONS)
+    check(grown, PROFILES, up, TYPES, OPTIONS)
+    assert grown.changes is not None and grown.changes["servers_added"]
+    assert not grown.changes["servers_removed"]
+    kept = set(s.name for s in before.servers) & set(s.name for s in grown.servers)
+    assert kept == set(s.name for s in before.servers)  # the old servers stay, named as before
+    down = [replace(d, rps=d.rps * 0.3) for d in demand]
+    shrunk = replan(grown, PROFILES, down, TYPES, OPTIONS)
+    check(shrunk, PROFILES, down, TYPES, OPTIONS)
+    assert shrunk.changes is not None and shrunk.changes["servers_removed"]
+    assert shrunk.totals["usd_per_hour"] < grown.totals["usd_per_hour"]
+
+
+def test_models_that_come_and_go_are_listed() -> None:
+    demand = _demand(count=30)
+    before = make_plan(PROFILES, demand, TYPES, OPTIONS)
+    later = [*demand[1:], Demand("new-model", "b", 5.0)]
+    after = replan(before, PROFILES, later, TYPES, OPTIONS)
+    check(after, PROFILES, later, TYPES, OPTIONS)
+    moves = {m["model"]: m for m in after.changes["moves"]}  # type: ignore[index]
+    assert moves[demand[0].model]["to"] == [] and moves[demand[0].model]["from"]
+    assert moves["new-model"]["from"] == [] and len(moves["new-model"]["to"]) == 1
+
+
+def test_headroom_plans_for_more_than_observed() -> None:
+    demand = _demand()
+    before = make_plan(PROFILES, demand, TYPES, OPTIONS)
+    roomy = replan(before, PROFILES, demand, TYPES, OPTIONS, headroom=0.5)
+    scaled = [replace(d, rps=d.rps * 1.5) for d in demand]
+    check(roomy, PROFILES, scaled, TYPES, OPTIONS)
+    assert "headroom 0.5" in roomy.plan.solver
