@@ -120,7 +120,9 @@ def test_previous_and_headroom_replan_with_few_moves(inputs: dict[str, Path]) ->
             "--time-limit-s", "5"]  # fmt: skip
     assert run(*base, "--output", str(inputs["plan"])).returncode == 0
     again = inputs["plan"].with_name("again.yaml")
-    done = run(*base, "--previous", str(inputs["plan"]), "--output", str(again))
+    done = run(*base, "--max-moves", "3", "--output", str(again))
+    assert done.returncode == 2 and "--max-moves needs --previous" in done.stderr
+    done = run(*base, "--previous", str(inputs["plan"]), "--max-moves", "0", "--output", str(again))
     assert done.returncode == 0, done.stderr
     assert re.search(
         r"\s0\s+model\(s\)\s+moved,\s+0\s+server\(s\)\s+added,\s+0\s+removed", done.stderr

@@ -87,3 +87,17 @@ def test_headroom_plans_for_more_than_observed() -> None:
     scaled = [replace(d, rps=d.rps * 1.5) for d in demand]
     check(roomy, PROFILES, scaled, TYPES, OPTIONS)
     assert "headroom 0.5" in roomy.plan.solver
+
+
+def test_max_moves_caps_the_moves_that_only_save_money() -> None:
+    demand = _demand()
+    before = make_plan(PROFILES, demand, TYPES, OPTIONS)
+    down = [replace(d, rps=d.rps * 0.3) for d in demand]
+    frozen = replan(before, PROFILES, down, TYPES, OPTIONS, max_moves=0)
+    check(frozen, PROFILES, down, TYPES, OPTIONS)
+    assert frozen.changes == {"moves": [], "servers_added": [], "servers_removed": []}
+    free = replan(before, PROFILES, down, TYPES, OPTIONS)
+    assert free.totals["usd_per_hour"] < frozen.totals["usd_per_hour"]
+    some = replan(before, PROFILES, down, TYPES, OPTIONS, max_moves=8)
+    moved = sum(len(m["to"]) for m in some.changes["moves"])  # type: ignore[index]
+    assert moved <= 8

@@ -48,6 +48,10 @@ def plan(
     headroom: Annotated[
         float, typer.Option(min=0.0, help="Plan for the demand's rates x (1 + headroom).")
     ] = 0.0,
+    max_moves: Annotated[
+        int | None,
+        typer.Option(min=0, help="With --previous: replicas moved only to save money, at most."),
+    ] = None,
 ) -> None:
     """Pack the demand's models onto instance types at the least USD/h, gap to the bound stated."""
     from inferpack.bench.catalog import Catalog
@@ -55,6 +59,11 @@ def plan(
     from inferpack.plan.problem import PlanOptions, server_types_from_catalog
     from inferpack.plan.solve import make_plan
 
+    if max_moves is not None and previous is None:
+        console.print(
+            "[red]error:[/] --max-moves needs --previous (the plan moves are counted from)"
+        )
+        raise typer.Exit(2)
     try:
         loaded = read_profiles(profiles)
         models = read_demand(demand)
@@ -83,7 +92,9 @@ def plan(
                 from inferpack.plan.incremental import replan
 
                 before = read_plan(previous)
-                result = replan(before, loaded, models, types, options, headroom=headroom)
+                result = replan(
+                    before, loaded, models, types, options, headroom=headroom, max_moves=max_moves
+                )
             else:
                 scaled = [replace(d, rps=d.rps * (1 + headroom)) for d in models]
                 result = make_plan(loaded, scaled, types, options)

@@ -13,7 +13,8 @@ the previous placement as the starting point and moves only what must or what pa
            the rate a model gained) as replicas of at most 0.9 of a server's compute on
            its cheapest-share type, first fit into the kept servers, then into new ones
     consolidate: the emptiest servers are closed when every replica on them fits on the
-           others (demand fell: fewer servers), then the tail constraint as in a fresh plan
+           others (demand fell: fewer servers), within ``--max-moves`` replicas moved;
+           then the tail constraint as in a fresh plan
 
 plan.yaml then lists the changes: ``moves`` (model, from, to: load on ``to`` before unloading
 on ``from``), ``servers_added`` and ``servers_removed``. Kept servers keep their names.
@@ -57,15 +58,18 @@ def replan(
     options: PlanOptions,
     *,
     headroom: float = 0.0,
+    max_moves: int | None = None,
 ) -> Plan:
-    """The module docstring's re-plan of ``previous`` for ``demand``."""
+    """The module docstring's re-plan of ``previous`` for ``demand``; ``max_moves`` caps the
+    replicas moved by consolidation (moves that only save money), not the ones demand
+    forces (a server over capacity, a new model)."""
     started = time.perf_counter()
     scaled = [dataclasses.replace(d, rps=d.rps * (1 + headroom)) for d in demand]
     problem = build_problem(profiles, scaled, types, options)
     bound, _ = aggregated_bound(problem, options.time_limit_s * BOUND_TIME_SHARE)
     bins, names = _kept(problem, previous)
     _place_rest(problem, bins)
-    bins = _consolidate(problem, [b for b in bins if b.members])
+    bins = _consolidate(problem, [b for b in bins if b.members], max_moves)
     bins, simulated, notes = enforce_tail(problem, bins, options.slo_p90_ms)
     cost = cost_of(problem, bins)
     lower = min(bound.bound, cost)
@@ -119,16 +123,21 @@ def _kept(problem: Problem, previous: Plan) -> tuple[list[Bin], dict[int, str]]:
     return bins, names
 
 
-def _consolidate(problem: Problem, bins: list[Bin]) -> list[Bin]:
+def _consolidate(problem: Problem, bins: list[Bin], max_moves: int | None) -> list[Bin]:
     """Close servers whose every replica fits on the others: those with the fewest replicas
     first (the fewest moves; a server just opened for the leftovers before an old one),
-    then the emptiest. Each closure saves a server's price."""
+    then the emptiest. Each closure saves a server's price and moves its replicas; closures
+    stop before the moves would pass ``max_moves``."""
     closed: set[int] = set()
+    budget = math.inf if max_moves is None else max_moves
     for victim in sorted(bins, key=lambda b: (len(b.members), float(b.used.max()))):
+        if len(victim.members) > budget:
+            continue
         others = [b for b in bins if b is not victim and id(b) not in closed]
         others.sort(key=lambda b: -float(b.used.max()))
         if try_empty(problem, victim, others):
             closed.add(id(victim))
+            budget -= len(victim.members)
     return [b for b in bins if id(b) not in closed]
 
 
