@@ -362,7 +362,10 @@ def test_the_router_observes_demand_per_model(fleet: list[Server], tmp_path: Pat
     from inferpack.router.rest import METER
 
     kinds = {model: f"kind-of-{model}" for model in MODELS}
-    thread = RouterThread(RouterConfig(_table(fleet), kinds=kinds, http_port=0, grpc_port=0))
+    config = RouterConfig(
+        _table(fleet), kinds=kinds, planned={MODELS[0]: 12.5}, http_port=0, grpc_port=0
+    )
+    thread = RouterThread(config)
     try:
         data = np.ones((1, 16), np.float32)
         http = httpclient.InferenceServerClient(thread.address)
@@ -384,5 +387,16 @@ def test_the_router_observes_demand_per_model(fleet: list[Server], tmp_path: Pat
             (tmp_path / "demand.csv").write_bytes(answer.read())
         rows = {d.model: d for d in read_demand(tmp_path / "demand.csv")}
         assert rows[MODELS[1]].kind == f"kind-of-{MODELS[1]}" and rows[MODELS[1]].rps > 0
+        status, view = _http_call(f"http://{thread.address}/fleet")
+        assert status == 200
+        servers = {s["name"]: (s["state"], s["in_flight"]) for s in view["servers"]}
+        assert set(servers) == {server.name for server in fleet} and servers["s0"] == ("up", 0)
+        assert all(state in {"up", "down"} and not busy for state, busy in servers.values())
+        by_model = {m["model"]: m for m in view["models"]}
+        assert by_model[MODELS[0]]["planned_rps"] == 12.5
+        assert (
+            by_model[MODELS[0]]["observed_rps"] > 0 and by_model[MODELS[2]]["planned_rps"] is None
+        )
+        assert sorted(by_model["mlp-b"]["servers"]) == ["s0", "s1"]
     finally:
         thread.stop()

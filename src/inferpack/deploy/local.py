@@ -257,6 +257,7 @@ async def _start_router(members: list[Member], config: LocalFleetConfig) -> Runn
             hosts, {(model, m.spec.name): rps for m in members for model, rps in m.spec.rates}
         ),
         kinds={model: kind for m in members for model, kind in m.spec.kinds},
+        planned=_planned(members),
         host=config.host,
         http_port=config.router_http_port,
         grpc_port=None if config.router_grpc_port < 0 else config.router_grpc_port,
@@ -265,6 +266,15 @@ async def _start_router(members: list[Member], config: LocalFleetConfig) -> Runn
         return await start_router(router_config)
     except ListenError as error:  # one line naming the protocol and port
         raise ListenError(f"router {error}") from None
+
+
+def _planned(members: list[Member]) -> dict[str, float]:
+    """Each model's planned rate, over its replicas."""
+    total: dict[str, float] = {}
+    for member in members:
+        for model, rps in member.spec.rates:
+            total[model] = total.get(model, 0.0) + rps
+    return total
 
 
 def _print_fleet(members: list[Member], router: RunningRouter, echo: Echo) -> None:

@@ -25,6 +25,7 @@ from inferpack.router.table import Backend, BackendUnreachableError, Picker, wit
 
 PICKER = web.AppKey("picker", Picker)
 METER = web.AppKey("meter", DemandMeter)
+PLANNED = web.AppKey("planned", dict[str, float])
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 # Request headers a backend reads; the rest (Host, Connection, ...) belong to this hop.
 FORWARDED_REQUEST_HEADERS = (
@@ -99,6 +100,36 @@ async def metrics(request: web.Request) -> web.Response:
     meter = request.app[METER]
     text = prometheus_text(meter.snapshot(), meter.window_s)
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+async def fleet(request: web.Request) -> web.Response:
+    """The fleet as the router sees it: each server's state and requests in flight, each
+    model's planned and observed rate (60 s window) and where it is served."""
+    picker, planned = request.app[PICKER], request.app[PLANNED]
+    observed = {row.model: row for row in request.app[METER].snapshot()}
+
+    def state(backend: Backend) -> str:
+        return "held" if picker.is_held(backend) else "down" if picker.is_down(backend) else "up"
+
+    servers = [
+        {"name": b.name, "http_url": b.http_url, "state": state(b),
+         "in_flight": picker.outstanding[b]}
+        for b in picker.table.backends
+    ]  # fmt: skip
+    models = []
+    for model in picker.table.models:
+        seen = observed.get(model)
+        models.append(
+            {
+                "model": model,
+                "planned_rps": planned.get(model),
+                "observed_rps": None if seen is None else seen.rps,
+                "observed_p90_ms": None if seen is None else seen.p90_ms,
+                "servers": [b.name for b in picker.table.replicas(model)],
+                "weights": picker.table.weights(model),
+            }
+        )
+    return json_response({"servers": servers, "models": models})
 
 
 async def demand(request: web.Request) -> web.Response:
@@ -192,3 +223,4 @@ def add_routes(app: web.Application) -> None:
     add_v2_routes(app, handlers)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/fleet/demand.csv", demand)
+    app.router.add_get("/fleet", fleet)

@@ -29,6 +29,7 @@ from inferpack.router.grpc_proxy import GrpcForwarder, RouterService
 from inferpack.router.rest import (
     METER,
     PICKER,
+    PLANNED,
     PROBE_TIMEOUT,
     PROBE_TIMEOUT_S,
     SESSION,
@@ -48,6 +49,7 @@ class RouterConfig:
 
     table: RoutingTable
     kinds: Mapping[str, str] = field(default_factory=dict)  # model -> kind, for demand CSV
+    planned: Mapping[str, float] = field(default_factory=dict)  # model -> planned rps
     demand_window_s: float = WINDOW_S
     host: str = "127.0.0.1"
     http_port: int = 8000
@@ -122,6 +124,7 @@ async def start_router(config: RouterConfig) -> RunningRouter:
     app = web.Application(client_max_size=config.max_request_bytes, middlewares=[error_middleware])
     app[PICKER] = picker
     app[METER] = meter
+    app[PLANNED] = dict(config.planned)
     app[SESSION] = session
     app[MAX_REQUEST_BYTES] = config.max_request_bytes
     app[PROBE_TIMEOUT] = config.probe_timeout_s

@@ -192,6 +192,9 @@ class Picker:
         down for seconds) nor an answer from it (which marks up) ends a hold."""
         self._held.add(backend)
 
+    def is_held(self, backend: Backend) -> bool:
+        return backend in self._held
+
     def unhold(self, backend: Backend) -> None:
         self._held.discard(backend)
         self.mark_up(backend)
