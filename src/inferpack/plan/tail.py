@@ -54,10 +54,21 @@ def simulated_p90_ms(problem: Problem, members: dict[int, float], t: int) -> flo
     rates = [problem.models[m].rps * share for m, share in members.items()]
     models = [sim_model(str(m), rate, blocks[m]) for (m, rate) in zip(members, rates, strict=True)]
     duration_s = max(MIN_SIM_S, SIM_REQUESTS / max(sum(rates), 1e-9))
-    times, index = poisson_arrivals(rates, duration_s, np.random.default_rng(SEED))
-    if len(times) == 0:
+    p90 = server_p90_ms(server, models, rates, duration_s, SEED)
+    if p90 is None:
         alone_ms = 1e3 * models[0].service(1) + server.frontend_ms + server.overhead_ms
         return round(alone_ms, 3)
+    return round(p90, 3)
+
+
+def server_p90_ms(
+    server: ServerModel, models: list[SimModel], rates: list[float], duration_s: float, seed: int
+) -> float | None:
+    """p90 (ms, with the server's overhead) of ``models`` at Poisson ``rates`` on one server
+    with ``server``'s workers, frontend and service spread; None when nothing arrives."""
+    times, index = poisson_arrivals(rates, duration_s, np.random.default_rng(seed))
+    if len(times) == 0:
+        return None
     result = simulate_server(
         models,
         times,
@@ -65,9 +76,9 @@ def simulated_p90_ms(problem: Problem, members: dict[int, float], t: int) -> flo
         server.workers,
         server.frontend_ms / 1e3,
         service_cv=server.service_cv,
-        seed=SEED,
+        seed=seed,
     )
-    return round(float(np.percentile(result.latency_s, 90)) * 1e3 + server.overhead_ms, 3)
+    return float(np.percentile(result.latency_s, 90)) * 1e3 + server.overhead_ms
 
 
 def sim_model(name: str, rate_rps: float, block: ServerModel | None) -> SimModel:

@@ -25,8 +25,7 @@ import numpy as np
 
 from inferpack.plan.formats import RatePoint
 from inferpack.plan.server_model import ServerModel
-from inferpack.plan.tail import sim_model
-from inferpack.queueing.server import poisson_arrivals, simulate_server
+from inferpack.plan.tail import server_p90_ms, sim_model
 
 CV_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)
 # Requests simulated per level and CV, and the seconds at least (p90 within a few %).
@@ -50,19 +49,8 @@ def simulated_p90_ms(
     rates = [float(rate_rps * s) for s in shares]
     models = [sim_model(f"copy-{i}", r, block) for i, r in enumerate(rates)]
     duration_s = max(MIN_FIT_S, FIT_REQUESTS / max(rate_rps, 1e-9))
-    times, index = poisson_arrivals(rates, duration_s, np.random.default_rng(seed))
-    if len(times) == 0:
-        return block.overhead_ms + block.frontend_ms
-    result = simulate_server(
-        models,
-        times,
-        index,
-        block.workers,
-        block.frontend_ms / 1e3,
-        service_cv=block.service_cv,
-        seed=seed,
-    )
-    return float(np.percentile(result.latency_s, 90)) * 1e3 + block.overhead_ms
+    p90 = server_p90_ms(block, models, rates, duration_s, seed)
+    return block.overhead_ms + block.frontend_ms if p90 is None else p90
 
 
 def fit_service_cv(

@@ -75,12 +75,7 @@ async def forward_model(request: web.Request) -> web.Response:
     picker = request.app[PICKER]
     picker.table.replicas(model)  # an unknown model is refused before its body is read
     body = await read_body(request)  # over the limit: refused as a server refuses it
-    if not _is_inference(request.path):
-        return await with_failover(
-            picker, model, lambda backend: _send(request, backend, body), retry_broken=True
-        )
-    started = time.perf_counter()
-    failed = True
+    started, failed = time.perf_counter(), True
     try:
         answer = await with_failover(
             picker, model, lambda backend: _send(request, backend, body), retry_broken=True
@@ -88,7 +83,8 @@ async def forward_model(request: web.Request) -> web.Response:
         failed = answer.status >= 500
         return answer
     finally:
-        request.app[METER].record(model, time.perf_counter() - started, failed)
+        if _is_inference(request.path):  # metadata, config and ready calls are not demand
+            request.app[METER].record(model, time.perf_counter() - started, failed)
 
 
 def _is_inference(path: str) -> bool:
