@@ -328,8 +328,18 @@ def loadtest(
             "(instead of the model, level and distribution options)."
         ),
     ] = None,
+    trace: Annotated[
+        Path | None,
+        typer.Option(
+            help="Trace CSV (t_s,model,rps steps): open loop, each model's rate changing "
+            "over --duration-s seconds, measured in --window-s windows."
+        ),
+    ] = None,
+    window_s: Annotated[
+        float, typer.Option(min=0.1, help="--trace: seconds per reported window.")
+    ] = 5.0,
     rate_scale: Annotated[
-        float, typer.Option(help="--demand: multiply every model's rate by this (> 0).")
+        float, typer.Option(help="--demand, --trace: multiply every model's rate by this (> 0).")
     ] = 1.0,
     binary: Annotated[bool, typer.Option(help="HTTP: binary tensors (else JSON).")] = True,
     batch_size: Annotated[int, typer.Option(help="Rows per request.")] = 1,
@@ -355,8 +365,16 @@ def loadtest(
     from inferpack.loadtest.runner import run_loadtest
     from inferpack.loadtest.spec import LoadSpec
 
-    if demand is not None:
-        chosen = (model, models, models_from_repository, concurrency, rate_rps, distribution)
+    chosen = (model, models, models_from_repository, concurrency, rate_rps, distribution)
+    if demand is not None and trace is not None:
+        console.print("[red]error:[/] give --demand or --trace, not both")
+        raise typer.Exit(2)
+    if trace is not None:
+        shape = _trace_shape(
+            trace, duration_s, window_s, rate_scale, [x is not None for x in chosen]
+        )
+        warmup_s = 0.0
+    elif demand is not None:
         shape = _demand_shape(demand, rate_scale, [x is not None for x in chosen])
     else:
         shape = _level_shape(model, models, models_from_repository, concurrency, rate_rps)
@@ -368,7 +386,7 @@ def loadtest(
         batch_size=batch_size,
         duration_s=duration_s,
         warmup_s=warmup_s,
-        max_windows=max_windows,
+        max_windows=shape.pop("max_windows", max_windows),
         workers=workers,
         max_requests=max_requests,
         seed=seed,
@@ -439,6 +457,46 @@ def _demand_shape(demand: Path, rate_scale: float, given: list[bool]) -> dict[st
         "levels": (load.rate_rps,),
         "distribution": "weighted",
         "weights": load.weights,
+    }
+
+
+def _trace_shape(
+    trace: Path, duration_s: float, window_s: float, rate_scale: float, given: list[bool]
+) -> dict[str, Any]:
+    """LoadSpec fields of a trace run: the schedule's spans, one window per window_s."""
+    import math
+
+    from inferpack.plan.trace import read_trace, segments
+
+    if any(given):
+        console.print(
+            "[red]error:[/] --trace sets the models and their rates: leave out --model, "
+            "--models, --models-from-repository, --concurrency, --rate-rps and --distribution"
+        )
+        raise typer.Exit(2)
+    if not math.isfinite(rate_scale) or rate_scale <= 0:
+        console.print(f"[red]error:[/] --rate-scale must be > 0 (got {rate_scale})")
+        raise typer.Exit(2)
+    try:
+        steps = read_trace(trace, duration_s, rate_scale)
+    except InferpackError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    names = tuple(sorted(steps))
+    schedule = tuple(segments(steps, names, duration_s))
+    if not names or not any(sum(rates) > 0 for *_, rates in schedule):
+        console.print(
+            f"[red]error:[/] {trace}: no model has a rate above 0 before {duration_s:g} s"
+        )
+        raise typer.Exit(2)
+    return {
+        "models": names,
+        "mode": "trace",
+        "levels": (1.0,),
+        "distribution": "uniform",
+        "schedule": schedule,
+        "trace_window_s": window_s,
+        "max_windows": max(1, math.ceil(duration_s / window_s - 1e-9)),
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -45,6 +45,25 @@ def deploy(
     cpu_threads: Annotated[
         int | None, typer.Option(min=1, help="local: --cpu-threads of each server.")
     ] = None,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            help="local: re-plan every interval from the observed demand and apply the moves."
+        ),
+    ] = False,
+    interval_s: Annotated[
+        float, typer.Option(min=1.0, help="--follow: seconds between re-plans.")
+    ] = 30.0,
+    profiles: Annotated[
+        list[Path] | None, typer.Option(help="--follow: profiles.yaml to re-plan with.")
+    ] = None,
+    headroom: Annotated[
+        float, typer.Option(min=0.0, help="--follow: plan for observed rates x (1 + headroom).")
+    ] = 0.2,
+    max_moves: Annotated[
+        int | None,
+        typer.Option(min=0, help="--follow: replicas moved per re-plan only to save money."),
+    ] = None,
 ) -> None:
     """Run a plan: Kubernetes manifests (no cluster needed to write them) or a local fleet."""
     from inferpack.bench.catalog import Catalog
@@ -53,6 +72,9 @@ def deploy(
 
     if target is Target.KUBERNETES and (image is None or output is None):
         console.print("[red]error:[/] --target kubernetes needs --image and --output")
+        raise typer.Exit(2)
+    if follow and (target is not Target.LOCAL or not profiles):
+        console.print("[red]error:[/] --follow needs --target local and --profiles")
         raise typer.Exit(2)
     try:
         plan = read_plan(plan_file)
@@ -78,6 +100,13 @@ def deploy(
             return
         from inferpack.deploy.local import run_local_fleet
 
+        companion = None
+        if follow:
+            assert profiles  # checked above
+            companion = _controller(
+                plan, profiles, shapes, instances, model_repository, region,
+                interval_s=interval_s, headroom=headroom, max_moves=max_moves,
+            )  # fmt: skip
         code = run_local_fleet(
             specs,
             host=host,
@@ -85,8 +114,68 @@ def deploy(
             router_grpc_port=router_grpc_port,
             base_port=base_port,
             cpu_threads=cpu_threads,
+            companion=companion,
+            # following: each re-plan sees the demand of the interval since the last one
+            **({"demand_window_s": interval_s} if follow else {}),
         )
     except InferpackError as error:
         console.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)
         raise typer.Exit(1) from None
     raise typer.Exit(code)
+
+
+def _controller(
+    plan: Any,
+    profiles: list[Path],
+    catalog: Any,
+    shapes: dict[str, tuple[str | None, int, int, float]],
+    model_repository: str,
+    region: str | None,
+    *,
+    interval_s: float,
+    headroom: float,
+    max_moves: int | None,
+) -> Any:
+    """deploy --follow's controller, as the local fleet's companion: re-plans with the
+    plan's own SLO and caps, on the profiled instance types of the catalogue."""
+    from inferpack.deploy.follow import Controller, FollowConfig
+    from inferpack.plan.formats import read_profiles
+    from inferpack.plan.problem import PlanOptions, server_types_from_catalog
+
+    loaded = read_profiles(profiles)
+    names = {p.instance_type for p in loaded}
+    types = server_types_from_catalog(catalog, names, region)
+    for entry in types:
+        shape = catalog.get(entry.name, region)
+        shapes[entry.name] = (
+            shape.accelerator,
+            shape.accelerator_count,
+            shape.vcpu,
+            shape.memory_gib,
+        )
+    summary = plan.plan
+    options = PlanOptions(
+        slo_p90_ms=summary.slo_p90_ms,
+        max_memory_utilization=summary.max_memory_utilization or 0.9,
+        max_compute_utilization=summary.max_compute_utilization or 0.8,
+        time_limit_s=max(1.0, min(10.0, interval_s / 4)),
+        server_overhead_mb=(
+            600.0 if summary.server_overhead_mb is None else summary.server_overhead_mb
+        ),
+    )
+    config = FollowConfig(
+        plan=plan,
+        profiles=tuple(loaded),
+        types=tuple(types),
+        options=options,
+        shapes=shapes,
+        model_repository=model_repository,
+        interval_s=interval_s,
+        headroom=headroom,
+        max_moves=max_moves,
+    )
+
+    def companion(members: Any, router: Any, fleet: Any, log_dir: Path, echo: Any) -> Any:
+        return Controller(config, members, router, fleet=fleet, log_dir=log_dir, echo=echo).run()
+
+    return companion

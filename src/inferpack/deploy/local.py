@@ -35,6 +35,7 @@ from inferpack.deploy.processes import ChildProcess, start_child, stop_children
 from inferpack.deploy.spec import ServerSpec
 from inferpack.errors import ConfigError, ListenError, UnavailableError
 from inferpack.router import Backend, RouterConfig, RoutingTable, RunningRouter, start_router
+from inferpack.router.demand import WINDOW_S
 
 # Model loading can take minutes (large weights, first compile); a hung start must not
 # wait forever either.
@@ -67,6 +68,7 @@ class LocalFleetConfig:
     log_dir: Path | None = None
     ready_timeout_s: float = READY_TIMEOUT_S
     stop_timeout_s: float = STOP_TIMEOUT_S
+    demand_window_s: float = WINDOW_S  # the router's window of observed demand
 
 
 def _echo(line: str) -> None:
@@ -83,10 +85,13 @@ def run_local_fleet(
     cpu_threads: int | None = None,
     log_dir: Path | None = None,
     echo: Echo = _echo,
+    companion: Companion | None = None,
+    demand_window_s: float = WINDOW_S,
 ) -> int:
     """Run the fleet in the foreground until SIGINT/SIGTERM; the exit code (0: clean stop).
 
-    The keywords are the CLI's flags (see LocalFleetConfig)."""
+    The keywords are the CLI's flags (see LocalFleetConfig); ``companion`` runs beside
+    the fleet once it is up (deploy --follow's controller)."""
     if not specs:
         raise ConfigError(["the plan has no servers: nothing to run"])
     config = LocalFleetConfig(
@@ -96,28 +101,29 @@ def run_local_fleet(
         base_port=base_port,
         cpu_threads=cpu_threads,
         log_dir=log_dir,
+        demand_window_s=demand_window_s,
     )
-    return asyncio.run(_run(list(specs), config, echo))
+    return asyncio.run(_run(list(specs), config, echo, companion))
 
 
 def placed_specs(specs: Sequence[ServerSpec], config: LocalFleetConfig) -> list[ServerSpec]:
-    """The specs on loopback with their ports: base_port + 2i (HTTP) and + 2i + 1 (gRPC),
-    or 0 (the server picks, and prints what it picked) when base_port is 0."""
-    placed = []
-    for index, spec in enumerate(specs):
-        http_port = config.base_port + 2 * index if config.base_port else 0
-        grpc_port = http_port + 1 if config.base_port else 0
-        threads = config.cpu_threads or spec.cpu_threads or fleet_cpu_threads(len(specs))
-        placed.append(
-            replace(
-                spec,
-                host=SERVER_HOST,
-                http_port=http_port,
-                grpc_port=grpc_port,
-                cpu_threads=threads,
-            )
-        )
-    return placed
+    """The specs on loopback with their ports (see :func:`place_spec`)."""
+    threads = fleet_cpu_threads(len(specs))
+    return [place_spec(spec, index, config, threads) for index, spec in enumerate(specs)]
+
+
+def place_spec(
+    spec: ServerSpec, index: int, config: LocalFleetConfig, default_threads: int
+) -> ServerSpec:
+    """The ``index``-th server on loopback: ports base_port + 2i (HTTP) and + 2i + 1
+    (gRPC), or 0 (the server picks, and prints what it picked) when base_port is 0;
+    --cpu-threads from the fleet's option, else the spec's, else ``default_threads``."""
+    http_port = config.base_port + 2 * index if config.base_port else 0
+    grpc_port = http_port + 1 if config.base_port else 0
+    threads = config.cpu_threads or spec.cpu_threads or default_threads
+    return replace(
+        spec, host=SERVER_HOST, http_port=http_port, grpc_port=grpc_port, cpu_threads=threads
+    )
 
 
 def fleet_cpu_threads(servers: int, cores: int | None = None) -> int:
@@ -136,7 +142,7 @@ def server_argv(spec: ServerSpec) -> list[str]:
     return [sys.executable, "-m", "inferpack", *spec.argv()[1:]]
 
 
-@dataclass
+@dataclass(eq=False)
 class Member:
     """One server of the fleet: its spec (ports as asked), process and, once known, addresses."""
 
@@ -145,7 +151,26 @@ class Member:
     backend: Backend | None = None
 
 
-async def _run(specs: list[ServerSpec], config: LocalFleetConfig, echo: Echo) -> int:
+def start_member(spec: ServerSpec, log_dir: Path) -> Member:
+    """Start the (placed) spec's server, its output to ``<log_dir>/<name>.log``."""
+    return Member(spec, start_child(spec.name, server_argv(spec), log_dir / f"{spec.name}.log"))
+
+
+async def stop_member(member: Member, timeout_s: float) -> None:
+    """SIGTERM (the server drains), SIGKILL after ``timeout_s``."""
+    await stop_children([member.child], timeout_s)
+
+
+# What runs beside the fleet once its router is up (deploy --follow's controller): given
+# the members (a list it may change), the router, the config, the log folder and the echo.
+Companion = Callable[
+    [list["Member"], RunningRouter, LocalFleetConfig, Path, Echo], Coroutine[Any, Any, None]
+]
+
+
+async def _run(
+    specs: list[ServerSpec], config: LocalFleetConfig, echo: Echo, companion: Companion | None
+) -> int:
     stop = _stop_event()
     log_dir = config.log_dir or Path(tempfile.mkdtemp(prefix="inferpack-fleet-"))
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -154,13 +179,13 @@ async def _run(specs: list[ServerSpec], config: LocalFleetConfig, echo: Echo) ->
     try:
         # Started inside the try: a server that fails to start still gets the others stopped.
         for spec in placed_specs(specs, config):
-            log = log_dir / f"{spec.name}.log"
-            members.append(Member(spec, start_child(spec.name, server_argv(spec), log)))
-        if not await _until_stopped(_all_ready(members, config.ready_timeout_s), stop):
+            members.append(start_member(spec, log_dir))
+        if not await _until_stopped(wait_ready(members, config.ready_timeout_s), stop):
             return 0
         router = await _start_router(members, config)
         _print_fleet(members, router, echo)
-        await _serve_until_stopped(members, router, stop, config, echo)
+        extra = None if companion is None else companion(members, router, config, log_dir, echo)
+        await _serve_until_stopped(members, router, stop, config, echo, extra=extra)
     finally:
         await _stop_servers(members, config.stop_timeout_s, echo)
     return 0
@@ -189,7 +214,7 @@ async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -
     return True
 
 
-async def _all_ready(members: list[Member], timeout_s: float) -> None:
+async def wait_ready(members: list[Member], timeout_s: float) -> None:
     """Wait until every server is ready; the first failure cancels the other waits."""
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
@@ -258,6 +283,7 @@ async def _start_router(members: list[Member], config: LocalFleetConfig) -> Runn
         ),
         kinds={model: kind for m in members for model, kind in m.spec.kinds},
         planned=_planned(members),
+        demand_window_s=config.demand_window_s,
         host=config.host,
         http_port=config.router_http_port,
         grpc_port=None if config.router_grpc_port < 0 else config.router_grpc_port,
@@ -297,13 +323,25 @@ async def _serve_until_stopped(
     stop: asyncio.Event,
     config: LocalFleetConfig,
     echo: Echo,
+    *,
+    extra: Coroutine[Any, Any, None] | None,
 ) -> None:
-    """Restart servers that die while the router runs; on stop, drain the router."""
-    watcher = asyncio.create_task(_watch(members, router, config, echo))
+    """Restart servers that die while the router runs (and run ``extra`` beside); on
+    stop, drain the router. ``extra`` failing stops the fleet with its error."""
+    tasks = [asyncio.create_task(_watch(members, router, config, echo))]
+    if extra is not None:
+        tasks.append(asyncio.create_task(extra))
+    stopping = asyncio.create_task(stop.wait())
     try:
-        await stop.wait()
+        await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                task.result()  # a companion's failure is the fleet's
     finally:
-        watcher.cancel()
+        stopping.cancel()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         echo("stopping: the router drains its requests, then each server stops")
         await router.stop()
 

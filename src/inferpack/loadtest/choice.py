@@ -93,3 +93,22 @@ def poisson_send_times_s(rate_rps: float, duration_s: float, seed: int) -> np.nd
         more = np.cumsum(rng.exponential(1.0 / rate_rps, size=expected)) + times[-1]
         times = np.concatenate([times, more])
     return times[times < duration_s]
+
+
+def trace_sends(
+    schedule: Sequence[tuple[float, float, Sequence[float]]], share: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Send offsets (s) and model indices for a trace: in each span, a Poisson process at
+    ``share`` of the span's total rate whose every arrival picks model i with probability
+    r_i / R (the superposition of the models' own Poisson processes)."""
+    rng = np.random.default_rng(seed)
+    times, models = [np.zeros(0)], [np.zeros(0, dtype=np.int64)]
+    for number, (start, end, rates) in enumerate(schedule):
+        total = float(sum(rates)) * share
+        if total <= 0 or end <= start:
+            continue
+        offsets = start + poisson_send_times_s(total, end - start, seed + 7 * number + 1)
+        p = np.asarray(rates, dtype=np.float64)
+        times.append(offsets)
+        models.append(rng.choice(len(p), size=len(offsets), p=p / p.sum()))
+    return np.concatenate(times), np.concatenate(models)

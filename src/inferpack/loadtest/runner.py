@@ -42,7 +42,9 @@ METHOD = (
     "seconds; a request counts in the window where it finished; a level is stable when its "
     "last 3 windows agree within the stability band on throughput and p99, else it stops "
     "after max_windows and is reported unstable. Percentiles are nearest-rank over the raw "
-    "latencies of the reported windows, pooled across workers (never averaged)."
+    "latencies of the reported windows, pooled across workers (never averaged). Trace: "
+    "the trace's per-model rates as Poisson arrivals, span by span, every window reported "
+    "(no warm-up, no stability stop)."
 )
 Progress = Callable[[dict[str, Any]], None]
 Record = tuple[float, str, int, float]  # latency s, status, model index, lateness s or -1
@@ -67,6 +69,10 @@ def _check(spec: LoadSpec) -> None:
     if spec.weights is not None:
         weight_probabilities(spec.weights, len(spec.models))
     problems = []
+    if spec.mode == "trace" and (
+        not spec.schedule or any(len(rates) != len(spec.models) for *_, rates in spec.schedule)
+    ):
+        problems.append("a trace needs a schedule with one rate per model in every span")
     if spec.transport not in TRANSPORTS:
         problems.append(f"transport {spec.transport!r} is not one of {TRANSPORTS}")
     if spec.url.startswith("grpc://") != (spec.transport == "grpc"):
@@ -93,12 +99,16 @@ def _window_summary(records: list[Record], window_s: float) -> dict[str, Any]:
     latencies = sorted(r[0] for r in records if r[1] in SUCCESS)
     return {
         "requests": len(records),
+        "errors": len(records) - len(latencies),
         "throughput_rps": round(len(latencies) / window_s, 3),
+        "latency_p90_ms": round(nearest_rank(latencies, 90) * 1e3, 3) if latencies else 0.0,
         "latency_p99_ms": round(nearest_rank(latencies, 99) * 1e3, 3) if latencies else 0.0,
     }
 
 
 def _shares(spec: LoadSpec, level: float) -> list[float]:
+    if spec.mode == "trace":  # each worker sends this share of the schedule's rates
+        return [1.0 / spec.workers] * spec.workers
     if spec.mode == "open":
         return [level / spec.workers] * spec.workers
     base, extra = divmod(int(level), spec.workers)
@@ -112,6 +122,7 @@ def _run_level(
     reports, stop = context.Queue(), context.Event()
     shares = _shares(spec, level)
     start_at = time.monotonic() + STARTUP_S + 0.2 * len(shares)
+    started_unix_s = time.time() + (start_at - time.monotonic())
     processes = []
     for index, share in enumerate(shares):
         job = WorkerJob(
@@ -129,6 +140,7 @@ def _run_level(
             spec.seed + 1000 * index,
             index * 7919,
             spec.weights,
+            spec.schedule,
         )
         process = context.Process(target=run_worker, args=(job, reports, stop), daemon=True)
         process.start()
@@ -141,7 +153,7 @@ def _run_level(
             process.join(timeout=spec.window_s + 30)
             if process.is_alive():
                 process.terminate()
-    return _level_result(spec, level, collected)
+    return {**_level_result(spec, level, collected), "started_unix_s": round(started_unix_s, 3)}
 
 
 def _next_report(
@@ -196,7 +208,7 @@ def _collect(
             collected.by_window.append(records)
             if progress:
                 progress({"level": level, "window": len(windows), **windows[-1]})
-        if _stable(windows, spec.stability_pct):
+        if spec.mode != "trace" and _stable(windows, spec.stability_pct):
             collected.ended_by = STABLE
             break
     return collected
@@ -204,7 +216,7 @@ def _collect(
 
 def _level_result(spec: LoadSpec, level: float, collected: _Collected) -> dict[str, Any]:
     windows, by_window = collected.windows, collected.by_window
-    stable = _stable(windows, spec.stability_pct)
+    stable = spec.mode != "trace" and _stable(windows, spec.stability_pct)
     used = by_window[-STABLE_WINDOWS:] if stable else by_window
     if collected.ended_by == MAX_REQUESTS and len(used) > 1:
         used = used[:-1]  # the last window was cut short when the budget ran out
@@ -215,6 +227,7 @@ def _level_result(spec: LoadSpec, level: float, collected: _Collected) -> dict[s
     throughput = len(latencies) / measured_s if measured_s else 0.0
     return {
         "concurrency": int(level) if spec.mode == "closed" else None,
+        "trace": spec.mode == "trace",
         "rate_rps": level if spec.mode == "open" else None,
         "stable": stable,
         "ended_by": collected.ended_by,
@@ -285,7 +298,7 @@ def _warnings(spec: LoadSpec, levels: list[dict[str, Any]]) -> list[str]:
                 f"{name}: not stable: stopped at --max-requests {spec.max_requests} "
                 f"after {windows} window(s)"
             )
-        elif not level["stable"]:
+        elif not level["stable"] and spec.mode != "trace":
             warnings.append(f"{name}: not stable within {spec.max_windows} windows")
         if level["errors"]:
             warnings.append(f"{name}: errors {level['errors']}")

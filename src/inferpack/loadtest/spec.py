@@ -15,7 +15,8 @@ class LoadSpec:
     url: str  # http://host:port or grpc://host:port
     models: tuple[str, ...]
     transport: str = "http-binary"
-    mode: str = "closed"  # closed: concurrency levels; open: Poisson rate levels
+    # closed: concurrency levels; open: Poisson rate levels; trace: the schedule's rates
+    mode: str = "closed"
     levels: tuple[float, ...] = (1,)
     distribution: str = "sequential"  # sequential | uniform | weighted | zipf:S
     weights: tuple[float, ...] | None = None  # weighted: one per model, any positive scale
@@ -30,10 +31,14 @@ class LoadSpec:
     # (input name, file): every row of that input is the file's bytes, a BYTES element
     # (an image or text upload, docs/processing.md); then only these inputs are sent.
     input_files: tuple[tuple[str, str], ...] = ()
+    # trace: (start s, end s, each model's rps) spans over duration_s (plan/trace.py
+    # segments), measured in windows of trace_window_s, none of them skipped as warm-up
+    schedule: tuple[tuple[float, float, tuple[float, ...]], ...] = ()
+    trace_window_s: float = 5.0
 
     @property
     def window_s(self) -> float:
-        return self.duration_s / 3
+        return self.trace_window_s if self.mode == "trace" else self.duration_s / 3
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from inferpack.loadtest.choice import ModelChooser, poisson_send_times_s
+from inferpack.loadtest.choice import ModelChooser, poisson_send_times_s, trace_sends
 from inferpack.loadtest.payloads import Payload
 from inferpack.loadtest.transports import open_transport
 
@@ -43,6 +43,7 @@ class WorkerJob:
     seed: int
     offset: int
     weights: tuple[float, ...] | None = None  # distribution "weighted": one per payload
+    schedule: tuple[tuple[float, float, tuple[float, ...]], ...] = ()  # mode "trace"
 
 
 @dataclass
@@ -75,10 +76,14 @@ async def _main(job: WorkerJob, reports: Any, stop: Any) -> None:
             await one(choose(), -1.0)
 
     async def open_sender() -> None:
-        horizon_s = job.warmup_s + job.window_s * job.max_windows
-        times = poisson_send_times_s(job.level_share, horizon_s, job.seed)
+        if job.mode == "trace":
+            times, chosen = trace_sends(job.schedule, job.level_share, job.seed)
+        else:
+            horizon_s = job.warmup_s + job.window_s * job.max_windows
+            times = poisson_send_times_s(job.level_share, horizon_s, job.seed)
+            chosen = None
         in_flight: set[asyncio.Task[None]] = set()
-        for offset in times:
+        for number, offset in enumerate(times):
             if done.is_set() or samples.sent >= job.max_requests:
                 break
             await _sleep_until(job.start_at + offset)
@@ -86,7 +91,8 @@ async def _main(job: WorkerJob, reports: Any, stop: Any) -> None:
                 await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
             lateness = time.monotonic() - (job.start_at + offset)
             samples.sent += 1
-            task = asyncio.create_task(one(choose(), lateness))
+            index = choose() if chosen is None else int(chosen[number])
+            task = asyncio.create_task(one(index, lateness))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
         if in_flight:

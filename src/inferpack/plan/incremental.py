@@ -69,7 +69,7 @@ def replan(
     bound, _ = aggregated_bound(problem, options.time_limit_s * BOUND_TIME_SHARE)
     bins, names = _kept(problem, previous)
     _place_rest(problem, bins)
-    bins = _consolidate(problem, [b for b in bins if b.members], max_moves)
+    bins = _consolidate(problem, [b for b in bins if b.members], max_moves, set(names))
     bins, simulated, notes = enforce_tail(problem, bins, options.slo_p90_ms)
     cost = cost_of(problem, bins)
     lower = min(bound.bound, cost)
@@ -123,21 +123,30 @@ def _kept(problem: Problem, previous: Plan) -> tuple[list[Bin], dict[int, str]]:
     return bins, names
 
 
-def _consolidate(problem: Problem, bins: list[Bin], max_moves: int | None) -> list[Bin]:
-    """Close servers whose every replica fits on the others: those with the fewest replicas
-    first (the fewest moves; a server just opened for the leftovers before an old one),
-    then the emptiest. Each closure saves a server's price and moves its replicas; closures
-    stop before the moves would pass ``max_moves``."""
+def _consolidate(
+    problem: Problem, bins: list[Bin], max_moves: int | None, kept: set[int]
+) -> list[Bin]:
+    """Close servers whose every replica fits on the others: a server just opened for the
+    leftovers (``id`` not in ``kept``) before an old one (its replicas have not been loaded
+    anywhere yet, so placing them elsewhere moves nothing), then those with the fewest
+    replicas (the fewest moves), then the emptiest. Each closure saves a server's price
+    and moves an old server's replicas; closures stop before the moves would pass
+    ``max_moves``."""
     closed: set[int] = set()
     budget = math.inf if max_moves is None else max_moves
-    for victim in sorted(bins, key=lambda b: (len(b.members), float(b.used.max()))):
-        if len(victim.members) > budget:
+
+    def order(server: Bin) -> tuple[bool, int, float]:
+        return (id(server) in kept, len(server.members), float(server.used.max()))
+
+    for victim in sorted(bins, key=order):
+        moves = len(victim.members) if id(victim) in kept else 0
+        if moves > budget:
             continue
         others = [b for b in bins if b is not victim and id(b) not in closed]
         others.sort(key=lambda b: -float(b.used.max()))
         if try_empty(problem, victim, others):
             closed.add(id(victim))
-            budget -= len(victim.members)
+            budget -= moves
     return [b for b in bins if id(b) not in closed]
 
 

@@ -71,10 +71,23 @@ class GrpcForwarder:
         self.picker = picker
         self.probe_timeout_s = probe_timeout_s
         self.meter = meter
-        self._channels = {
-            backend: grpc.aio.insecure_channel(backend.grpc_address, options=_CHANNEL_OPTIONS)
-            for backend in picker.table.backends
-        }
+        self._channels: dict[Backend, grpc.aio.Channel] = {}
+        for backend in picker.table.backends:
+            self._channel(backend)
+
+    def _channel(self, backend: Backend) -> grpc.aio.Channel:
+        """The backend's channel, opened on first use (a server added by a re-plan)."""
+        channel = self._channels.get(backend)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(backend.grpc_address, options=_CHANNEL_OPTIONS)
+            self._channels[backend] = channel
+        return channel
+
+    async def forget(self, backend: Backend) -> None:
+        """Close the channel of a backend that left the fleet."""
+        channel = self._channels.pop(backend, None)
+        if channel is not None:
+            await channel.close()
 
     async def close(self) -> None:
         await asyncio.gather(*(channel.close() for channel in self._channels.values()))
@@ -90,7 +103,7 @@ class GrpcForwarder:
         """``method`` on ``backend``: its answer, or a grpc.aio.AioRpcError it returned;
         BackendUnreachableError when there was no connection. A call forwarded for a
         client (``context``) keeps the client's deadline and metadata."""
-        stub = self._channels[backend].unary_unary(f"/{SERVICE}/{method}")
+        stub = self._channel(backend).unary_unary(f"/{SERVICE}/{method}")
         timeout = context.time_remaining() if context is not None else timeout_s
         metadata = _forwarded_metadata(context)
         try:

@@ -35,7 +35,7 @@ from inferpack.router.rest import (
     SESSION,
     add_routes,
 )
-from inferpack.router.table import Picker, RoutingTable
+from inferpack.router.table import Backend, Picker, RoutingTable
 
 # Connections kept open to each backend: enough for the concurrency of many clients
 # without one request waiting on another's socket; the backends queue the rest themselves.
@@ -73,7 +73,23 @@ class RunningRouter:
     http_port: int
     grpc_server: grpc.aio.Server | None = None
     grpc_port: int | None = None
+    planned: dict[str, float] = field(default_factory=dict)  # the app's, shown on /fleet
+    meter: DemandMeter = field(default_factory=DemandMeter)  # the observed demand
     _stopped: bool = field(default=False, repr=False)
+
+    def set_routes(
+        self, table: RoutingTable, planned: Mapping[str, float], kinds: Mapping[str, str]
+    ) -> None:
+        """Route by ``table`` from the next request on (REST and gRPC alike); /fleet and the
+        demand CSV show ``planned`` rates and ``kinds`` from now on."""
+        self.picker.set_table(table)
+        self.planned.clear()
+        self.planned.update(planned)
+        self.meter.kinds.update(kinds)
+
+    async def forget(self, backend: Backend) -> None:
+        """A backend left the fleet (after it drained): close the router's links to it."""
+        await self.forwarder.forget(backend)
 
     @property
     def url(self) -> str:
@@ -124,7 +140,8 @@ async def start_router(config: RouterConfig) -> RunningRouter:
     app = web.Application(client_max_size=config.max_request_bytes, middlewares=[error_middleware])
     app[PICKER] = picker
     app[METER] = meter
-    app[PLANNED] = dict(config.planned)
+    planned = dict(config.planned)
+    app[PLANNED] = planned
     app[SESSION] = session
     app[MAX_REQUEST_BYTES] = config.max_request_bytes
     app[PROBE_TIMEOUT] = config.probe_timeout_s
@@ -143,6 +160,15 @@ async def start_router(config: RouterConfig) -> RunningRouter:
         await forwarder.close()
         raise
     http_port = listeners.http_port
-    router = RunningRouter(config, picker, listeners.runner, session, forwarder, http_port)
+    router = RunningRouter(
+        config,
+        picker,
+        listeners.runner,
+        session,
+        forwarder,
+        http_port,
+        planned=planned,
+        meter=meter,
+    )
     router.grpc_server, router.grpc_port = grpc_server, listeners.grpc_port
     return router

@@ -1,7 +1,10 @@
 """Where each model lives, and which of its replicas takes the next request.
 
 The routing table maps a model name to the backends (servers) that host it; it is built
-once from the fleet's specs and never changes. The picker spreads requests over a model's
+from the fleet's specs and never changes: a fleet that re-plans (``deploy --follow``) builds
+a new table and swaps it into the picker in one step (:meth:`Picker.set_table`), between
+two requests of the single event loop, so every request sees one table or the other. The
+picker spreads requests over a model's
 replicas by least outstanding requests:
 
     candidates = replicas of the model not marked down (all of them if every one is)
@@ -120,7 +123,27 @@ class Picker:
         self._held: set[Backend] = set()
         self._turn: dict[str, int] = {}
         self._sent: dict[str, list[int]] = {}  # weighted models: requests sent per replica
+        self._per_model: dict[tuple[Backend, str], int] = {}  # requests in flight
         self._clock = clock
+
+    def set_table(self, table: RoutingTable) -> None:
+        """Route by ``table`` from the next request on. Requests in flight keep their
+        backends (counted until released, even on a backend the new table dropped); a
+        model whose replicas changed starts its weighted shares afresh."""
+        old = self.table
+        for backend in table.backends:
+            self.outstanding.setdefault(backend, 0)
+        for model in list(self._sent):
+            if model not in table.models or table.replicas(model) != old.replicas(model):
+                del self._sent[model]
+        self.table = table
+
+    def in_flight(self, backend: Backend, model: str | None = None) -> int:
+        """Requests forwarded to ``backend`` and not yet answered (of ``model`` only, if
+        given): what a replica being removed must drain to 0."""
+        if model is None:
+            return self.outstanding.get(backend, 0)
+        return self._per_model.get((backend, model), 0)
 
     def acquire(self, model: str, exclude: Iterable[Backend] = ()) -> Backend:
         """The backend for the next request of ``model``, counted as outstanding.
@@ -142,8 +165,13 @@ class Picker:
             if backend in candidates and self.outstanding[backend] == fewest:
                 break
         self._turn[model] = start + offset + 1
-        self.outstanding[backend] += 1
+        self._count(backend, model)
         return backend
+
+    def _count(self, backend: Backend, model: str) -> None:
+        self.outstanding[backend] += 1
+        key = (backend, model)
+        self._per_model[key] = self._per_model.get(key, 0) + 1
 
     def _weighted(
         self,
@@ -162,13 +190,21 @@ class Picker:
         )
         sent[index] += 1
         backend = replicas[index]
-        self.outstanding[backend] += 1
+        self._count(backend, model)
         return backend
 
-    def release(self, backend: Backend) -> None:
-        if self.outstanding[backend] <= 0:
+    def release(self, backend: Backend, model: str | None = None) -> None:
+        """One request of ``backend`` answered (``model``: the one acquire() was given)."""
+        if self.outstanding.get(backend, 0) <= 0:
             raise AssertionError(f"release of {backend.name} with no request outstanding")
         self.outstanding[backend] -= 1
+        if model is not None:
+            key = (backend, model)
+            left = self._per_model.get(key, 0) - 1
+            if left > 0:
+                self._per_model[key] = left
+            else:
+                self._per_model.pop(key, None)
 
     @contextmanager
     def lease(self, model: str, exclude: Iterable[Backend] = ()) -> Iterator[Backend]:
@@ -177,7 +213,7 @@ class Picker:
         try:
             yield backend
         finally:
-            self.release(backend)
+            self.release(backend, model)
 
     def mark_down(self, backend: Backend) -> None:
         """``backend`` refused a connection: prefer its peers for ``DOWN_FOR_S``."""
