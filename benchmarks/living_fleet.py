@@ -247,15 +247,18 @@ def main() -> None:
         })  # fmt: skip
     steady = [r for r in rows if not r["transition"]]
     over = [r for r in steady if r["latency_p90_ms"] > SLO_MS]
-    applied = [(at - begin, line) for at, line in log.lines if "applied" in line]
+    applied = [at - begin for at, line in log.lines if re.search(r"step \d+: applied", line)]
+    resized = [at - begin for at, line in log.lines if _READY.search(line) or _STOPPED.search(line)]
     settling = []
     for number, t in enumerate(transitions):
-        following = [a for a, _ in applied if t <= a < t + args.phase_s]
-        last = max(following) if following else None
+        steps = [a - t for a in applied if t <= a < t + args.phase_s]
+        sizes = [a - t for a in resized if t <= a < t + args.phase_s]
         settling.append({
             "at_s": t, "to_phase": PHASES[number + 1][0],
-            "last_applied_s_after": None if last is None else round(last - t, 1),
-            "intervals": None if last is None else round((last - t) / args.interval_s, 2),
+            "servers_settled_s_after": round(max(sizes), 1) if sizes else 0.0,
+            "servers_settled_intervals": round(max(sizes) / args.interval_s, 2) if sizes else 0.0,
+            "last_move_s_after": round(max(steps), 1) if steps else None,
+            "steps_applied": len(steps),
         })  # fmt: skip
     used = server_seconds(log.lines, begin, end)
     peak_servers = static_peak_servers(inputs["profiles"])

@@ -156,3 +156,43 @@ def test_an_unknown_instance_type_is_named(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert "zz9.enormous" in result.stderr
     assert not output.exists()
+
+
+def test_a_replan_writes_its_rollout_order(plan_file: Path, tmp_path: Path) -> None:
+    """--previous (the running plan) and --fleet-name (its objects' name): the new
+    manifests plus rollout/ steps and rollout.sh; all validate; --previous alone is refused."""
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(yaml.safe_dump(CATALOG))
+    new_plan = tmp_path / "fleet-v2.yaml"
+    write_plan(
+        new_plan,
+        _plan(
+            _server("c9-test-001", "c9.test", "resnet50", "mlp", "yolo"),  # gains yolo
+            _server("g9-test-001", "g9.test", "bert"),  # loses resnet50
+            _server("c9-test-002", "c9.test", "yolo"),  # added; inf9-test-001 removed
+        ),
+    )
+    output = tmp_path / "k8s"
+    common = [
+        str(new_plan), "--target", "kubernetes", "--model-repository", "s3://bucket/models",
+        "--image", "img:1", "--output", str(output), "--catalog", str(catalog),
+        "--region", REGION, "--previous", str(plan_file),
+    ]  # fmt: skip
+    refused = _deploy(*common)
+    assert refused.returncode == 2 and "--previous needs --fleet-name" in refused.stderr
+    result = _deploy(*common, "--fleet-name", "fleet")
+    assert result.returncode == 0, result.stdout + result.stderr
+    documents = _documents(output)
+    for document in documents:
+        kubernetes_validate.validate(document, "1.28.0", strict=True)
+        kubernetes_validate.validate(document, kubernetes_validate.utils.latest_version(), True)
+        assert document["metadata"]["labels"]["app.kubernetes.io/part-of"] == "fleet"
+    script = (output / "rollout.sh").read_text()
+    order = ["apply -k rollout/1-servers", "deployment/c9-test-001", "deployment/c9-test-002",
+             "apply -k rollout/2-routing", "apply -k .", "deployment/g9-test-001",
+             "servers/inf9-test-001.yaml"]  # fmt: skip
+    positions = [script.index(step) for step in order]
+    assert positions == sorted(positions), script
+    local = _deploy(str(new_plan), "--target", "local", "--model-repository", "m",
+                    "--previous", str(plan_file))  # fmt: skip
+    assert local.returncode == 2 and "--previous is for --target kubernetes" in local.stderr

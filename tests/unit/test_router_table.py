@@ -235,3 +235,69 @@ def test_weighted_ties_go_to_the_least_outstanding() -> None:
     first = picker.acquire("a")  # s0 and s1 tie on share: both idle, plan order
     assert first == BACKENDS[0]
     assert picker.acquire("a") == BACKENDS[1]  # s0 is now ahead of its share
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    tables=st.lists(
+        st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=3), min_size=1, max_size=4),
+        min_size=1,
+        max_size=4,
+    ),
+    requests=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 4)), max_size=40),
+)
+def test_swapped_tables_answer_every_request_once_on_a_replica_of_its_table(
+    tables: list[list[list[int]]], requests: list[tuple[int, int]]
+) -> None:
+    """Requests run while the table is swapped under them (deploy --follow): each request
+    is answered exactly once, by a replica of the table current when it was picked; the
+    per-model in-flight counts say at every moment what a drain waits for; all reach 0."""
+    picker = Picker(_table(tables[0]))
+    answered: list[int] = []
+    in_flight: dict[tuple[Backend, str], int] = {}
+
+    async def one(number: int, model: str, hold_ms: int) -> None:
+        async def call(backend: Backend) -> int:
+            assert backend in picker.table.replicas(model)
+            key = (backend, model)
+            in_flight[key] = in_flight.get(key, 0) + 1
+            assert picker.in_flight(backend, model) == in_flight[key]
+            await asyncio.sleep(hold_ms / 1000)
+            in_flight[key] -= 1
+            return number
+
+        try:
+            answered.append(await with_failover(picker, model, call))
+        except NotFoundError:
+            assert model not in picker.table.models
+            answered.append(number)
+
+    async def swaps() -> None:
+        for hosting in tables[1:]:
+            await asyncio.sleep(0.001)
+            picker.set_table(_table(hosting))
+
+    async def scenario() -> None:
+        calls = [one(n, MODELS[m], hold) for n, (m, hold) in enumerate(requests)]
+        await asyncio.gather(swaps(), *calls)
+
+    asyncio.run(scenario())
+    assert sorted(answered) == list(range(len(requests)))
+    assert all(count == 0 for count in picker.outstanding.values())
+    assert all(picker.in_flight(b, m) == 0 for b in BACKENDS for m in MODELS)
+
+
+def test_a_swap_restarts_the_shares_of_a_model_whose_replicas_changed() -> None:
+    weighted = RoutingTable.from_hosts(
+        [(BACKENDS[0], ["a"]), (BACKENDS[1], ["a"])], {("a", "s0"): 3.0, ("a", "s1"): 1.0}
+    )
+    picker = Picker(weighted)
+    for _ in range(8):
+        picker.release(picker.acquire("a"), "a")
+    moved = RoutingTable.from_hosts(
+        [(BACKENDS[1], ["a"]), (BACKENDS[2], ["a"])], {("a", "s1"): 1.0, ("a", "s2"): 3.0}
+    )
+    picker.set_table(moved)
+    picks = [picker.acquire("a") for _ in range(4)]
+    assert picks.count(BACKENDS[2]) == 3 and picks.count(BACKENDS[1]) == 1
+    assert picker.in_flight(BACKENDS[2], "a") == 3 and picker.in_flight(BACKENDS[0]) == 0

@@ -45,6 +45,20 @@ def deploy(
     cpu_threads: Annotated[
         int | None, typer.Option(min=1, help="local: --cpu-threads of each server.")
     ] = None,
+    fleet_name: Annotated[
+        str | None,
+        typer.Option(
+            help="kubernetes: the fleet's name (its objects' part-of label; default: the plan "
+            "file's name); a re-plan must keep it."
+        ),
+    ] = None,
+    previous: Annotated[
+        Path | None,
+        typer.Option(
+            help="kubernetes: the plan running now; adds rollout/ and rollout.sh, the order "
+            "that keeps every model served."
+        ),
+    ] = None,
     follow: Annotated[
         bool,
         typer.Option(
@@ -73,14 +87,26 @@ def deploy(
     if target is Target.KUBERNETES and (image is None or output is None):
         console.print("[red]error:[/] --target kubernetes needs --image and --output")
         raise typer.Exit(2)
+    if previous is not None and target is not Target.KUBERNETES:
+        console.print(
+            "[red]error:[/] --previous is for --target kubernetes (--follow re-plans a local fleet)"
+        )
+        raise typer.Exit(2)
+    if previous is not None and fleet_name is None:
+        console.print(
+            "[red]error:[/] --previous needs --fleet-name: the name the running fleet was "
+            "deployed with (by default its plan file's name), so its objects stay the same"
+        )
+        raise typer.Exit(2)
     if follow and (target is not Target.LOCAL or not profiles):
         console.print("[red]error:[/] --follow needs --target local and --profiles")
         raise typer.Exit(2)
     try:
         plan = read_plan(plan_file)
+        before = None if previous is None else read_plan(previous)
         shapes = Catalog.load(catalog)
         instances = {}
-        for server in plan.servers:
+        for server in (*plan.servers, *(before.servers if before else ())):
             entry = shapes.get(server.instance_type, region)
             instances[server.instance_type] = (
                 entry.accelerator,
@@ -93,12 +119,19 @@ def deploy(
             from inferpack.deploy.kubernetes import write_manifests
 
             assert image is not None and output is not None  # checked above
+            old = None if before is None else server_specs(before, model_repository, instances)
             written = write_manifests(
-                specs, output, image=image, namespace=namespace, plan_name=plan_file.stem
+                specs,
+                output,
+                image=image,
+                namespace=namespace,
+                plan_name=fleet_name or plan_file.stem,
+                previous=old,
             )
             console.print(f"wrote {len(written)} files to {output}")
             return
         from inferpack.deploy.local import run_local_fleet
+        from inferpack.router.demand import WINDOW_S
 
         companion = None
         if follow:
@@ -116,7 +149,7 @@ def deploy(
             cpu_threads=cpu_threads,
             companion=companion,
             # following: each re-plan sees the demand of the interval since the last one
-            **({"demand_window_s": interval_s} if follow else {}),
+            demand_window_s=interval_s if follow else WINDOW_S,
         )
     except InferpackError as error:
         console.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)

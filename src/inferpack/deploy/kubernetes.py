@@ -184,9 +184,14 @@ def write_manifests(
     image: str,
     namespace: str | None = None,
     plan_name: str = APP_NAME,
+    previous: Sequence[ServerSpec] | None = None,
 ) -> list[Path]:
     """Write the manifests, the kustomization and the Dockerfiles under ``output``; the
-    paths written, in order. Files of an earlier plan stay but leave the kustomization."""
+    paths written, in order. Files of an earlier plan stay but leave the kustomization.
+    ``previous``: the servers running now; adds ``rollout/`` and ``rollout.sh``, the
+    order that moves them to ``specs`` keeping every model served (k8s_rollout.py)."""
+    from inferpack.deploy.k8s_rollout import rollout_texts
+
     config = ManifestConfig(image=image, namespace=namespace, plan_name=plan_name)
     files = build_manifests(specs, config)
     texts = {
@@ -198,10 +203,15 @@ def write_manifests(
     )
     for name, text in dockerfiles({s.device for s in specs}).items():
         texts[f"docker/{name}"] = text
+    if previous is not None:
+        check(previous, config)
+        texts.update(rollout_texts(previous, specs, config))
     written = []
     for name, text in texts.items():
         path = Path(output) / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+        if name.endswith(".sh"):
+            path.chmod(0o755)
         written.append(path)
     return written

@@ -7,14 +7,18 @@ the previous placement as the starting point and moves only what must or what pa
     demand = the new rates x (1 + headroom)
     keep: every previous server whose type is still offered, with the replicas of models
           still in the demand, each carrying the share of its model's rate it carried
-          before; a server that no longer fits (its models got hotter) sheds its hottest
-          replicas until it does
+          before; a server that no longer fits (its models got hotter) sheds rate until it
+          does: its hottest replica keeps what fits (if that is at least a tenth of the
+          server), or leaves
     place: what is not placed (new models, shed replicas, models of removed servers,
            the rate a model gained) as replicas of at most 0.9 of a server's compute on
            its cheapest-share type, first fit into the kept servers, then into new ones
-    consolidate: the emptiest servers are closed when every replica on them fits on the
-           others (demand fell: fewer servers), within ``--max-moves`` replicas moved;
-           then the tail constraint as in a fresh plan
+    consolidate: before placing, kept servers are closed when every replica on them fits
+           on the other kept ones (demand fell: fewer servers), within ``--max-moves``
+           replicas moved; after placing, only servers opened by this re-plan are
+           closed that way (an old server is never closed for a new one: that would
+           move its replicas and save nothing); then the tail constraint as in a fresh
+           plan
 
 plan.yaml then lists the changes: ``moves`` (model, from, to: load on ``to`` before unloading
 on ``from``), ``servers_added`` and ``servers_removed``. Kept servers keep their names.
@@ -48,6 +52,9 @@ from inferpack.plan.solve import BOUND_TIME_SHARE, server_plan
 from inferpack.plan.tail import enforce_tail
 
 REPLICA_SHARE = 0.9
+# A kept replica that would carry less than this share of its server's compute is moved
+# whole instead of keeping a sliver.
+MIN_KEPT_SHARE = 0.1
 
 
 def replan(
@@ -68,8 +75,10 @@ def replan(
     problem = build_problem(profiles, scaled, types, options)
     bound, _ = aggregated_bound(problem, options.time_limit_s * BOUND_TIME_SHARE)
     bins, names = _kept(problem, previous)
+    kept = set(names)
+    bins = _consolidate(problem, bins, max_moves, kept, only_kept=True)
     _place_rest(problem, bins)
-    bins = _consolidate(problem, [b for b in bins if b.members], max_moves, set(names))
+    bins = _consolidate(problem, [b for b in bins if b.members], max_moves, kept)
     bins, simulated, notes = enforce_tail(problem, bins, options.slo_p90_ms)
     cost = cost_of(problem, bins)
     lower = min(bound.bound, cost)
@@ -113,8 +122,7 @@ def _kept(problem: Problem, previous: Plan) -> tuple[list[Bin], dict[int, str]]:
             members[m] = share.rps / total[share.name] if total[share.name] > 0 else 1.0
         used = bin_usage(problem, members, t)
         while members and np.any(used > 1.0 + EPS):
-            hottest = max(members, key=lambda m: problem.compute[m, t] * members[m])
-            del members[hottest]
+            _shed(problem, members, t, used)
             used = bin_usage(problem, members, t)
         if members:
             kept = Bin(t, members, used)
@@ -123,8 +131,27 @@ def _kept(problem: Problem, previous: Plan) -> tuple[list[Bin], dict[int, str]]:
     return bins, names
 
 
+def _shed(problem: Problem, members: dict[int, float], t: int, used: np.ndarray) -> None:
+    """Make room on an overfull kept server: when only compute overflows, the hottest
+    replica gives up the rate over capacity and stays (a replica too hot for its server
+    keeps what fits rather than leave: moving it would empty the server), unless what it
+    keeps is under ``MIN_KEPT_SHARE`` of the server; otherwise the hottest replica goes."""
+    hottest = max(members, key=lambda m: problem.compute[m, t] * members[m])
+    over = float(used[1]) - 1.0
+    load = float(problem.compute[hottest, t]) * members[hottest]
+    if used[0] <= 1.0 + EPS and used[2] <= 1.0 + EPS and load - over >= MIN_KEPT_SHARE:
+        members[hottest] -= over / float(problem.compute[hottest, t])
+        return
+    del members[hottest]
+
+
 def _consolidate(
-    problem: Problem, bins: list[Bin], max_moves: int | None, kept: set[int]
+    problem: Problem,
+    bins: list[Bin],
+    max_moves: int | None,
+    kept: set[int],
+    *,
+    only_kept: bool = False,
 ) -> list[Bin]:
     """Close servers whose every replica fits on the others: a server just opened for the
     leftovers (``id`` not in ``kept``) before an old one (its replicas have not been loaded
@@ -140,7 +167,7 @@ def _consolidate(
 
     for victim in sorted(bins, key=order):
         moves = len(victim.members) if id(victim) in kept else 0
-        if moves > budget:
+        if moves > budget or (only_kept and id(victim) not in kept):
             continue
         others = [b for b in bins if b is not victim and id(b) not in closed]
         others.sort(key=lambda b: -float(b.used.max()))

@@ -1,0 +1,131 @@
+"""``deploy --target kubernetes --previous old-plan.yaml``: the order that keeps every model served.
+
+Applying a re-plan's manifests at once would be a race: a server Deployment that loses a
+model rolls to pods without it while the Ingress still sends it there, and a Service that
+gains a model routes to old pods that never loaded it. So beside the new manifests (the
+top-level kustomization, the fleet's final state) the output gets ``rollout/`` with two
+intermediate states and ``rollout.sh`` applying them in order:
+
+    1-servers  every server of either plan; a kept server loads the models of both plans
+               (its Deployment rolls to pods with the union; maxUnavailable 0 keeps the
+               old pod until the new one is ready), added servers start with their new
+               models, removed servers are untouched; routing as in the OLD plan
+               -> wait until every added or changed Deployment has rolled out
+    2-routing  the same servers; routing as in the NEW plan (every target already holds
+               its models: the union is loaded everywhere)
+    final      the new manifests (kustomization.yaml at the top): kept servers drop the
+               models they lose (rolling again; their old pods hold the models until gone,
+               and no route points there any more)
+               -> wait until those Deployments have rolled out, then delete the removed
+               servers' objects
+
+At every moment of this order, every model has a route whose every selectable pod holds it
+(``tests/unit/test_kubernetes_rollout.py`` checks it for random re-plans, across each
+apply's transition, when old and new pods of a Deployment serve side by side).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from collections.abc import Sequence
+
+import yaml
+
+from inferpack.deploy.k8s_workload import Manifest, ManifestConfig
+from inferpack.deploy.kubernetes import HEADER, build_manifests, kustomization
+from inferpack.deploy.spec import ServerSpec
+
+ROLLOUT_DIR = "rollout"
+STEPS = ("1-servers", "2-routing")
+ROLLOUT_TIMEOUT = "15m"
+
+
+def union_specs(old: Sequence[ServerSpec], new: Sequence[ServerSpec]) -> list[ServerSpec]:
+    """Step 1's servers: a kept server (same name in both plans) with the models of both
+    (old order, then what it gains; the new plan's rates), added ones as new, removed
+    ones as old."""
+    before = {s.name: s for s in old}
+    after = {s.name: s for s in new}
+    union = []
+    for name in sorted(set(before) | set(after)):
+        if name not in after:
+            union.append(before[name])
+        elif name not in before:
+            union.append(after[name])
+        else:
+            models = tuple(dict.fromkeys((*before[name].models, *after[name].models)))
+            memory = before[name].models_memory_mb + after[name].models_memory_mb
+            union.append(dataclasses.replace(after[name], models=models, models_memory_mb=memory))
+    return union
+
+
+def step_manifests(
+    old: Sequence[ServerSpec], new: Sequence[ServerSpec], config: ManifestConfig
+) -> dict[str, dict[str, list[Manifest]]]:
+    """Step name → file name → objects, for the two intermediate steps."""
+    union = build_manifests(union_specs(old, new), config)
+    servers = {name: objects for name, objects in union.items() if name.startswith("servers/")}
+    return {
+        STEPS[0]: {**servers, "routing.yaml": build_manifests(old, config)["routing.yaml"]},
+        STEPS[1]: {**servers, "routing.yaml": build_manifests(new, config)["routing.yaml"]},
+    }
+
+
+def rollout_texts(
+    old: Sequence[ServerSpec], new: Sequence[ServerSpec], config: ManifestConfig
+) -> dict[str, str]:
+    """The files of ``rollout/`` (relative to the output folder), and ``rollout.sh``."""
+    texts: dict[str, str] = {}
+    for step, files in step_manifests(old, new, config).items():
+        for name, objects in files.items():
+            texts[f"{ROLLOUT_DIR}/{step}/{name}"] = HEADER + yaml.safe_dump_all(
+                objects, sort_keys=False
+            )
+        texts[f"{ROLLOUT_DIR}/{step}/kustomization.yaml"] = HEADER + yaml.safe_dump(
+            kustomization(list(files), config), sort_keys=False
+        )
+    texts["rollout.sh"] = _script(old, new, config)
+    return texts
+
+
+def _script(old: Sequence[ServerSpec], new: Sequence[ServerSpec], config: ManifestConfig) -> str:
+    before = {s.name: s for s in old}
+    after = {s.name: s for s in new}
+    grows = [
+        n for n in sorted(after) if n not in before or set(after[n].models) - set(before[n].models)
+    ]
+    shrinks = [
+        n for n in sorted(after) if n in before and set(before[n].models) - set(after[n].models)
+    ]
+    removed = [n for n in sorted(before) if n not in after]
+    namespace = f" -n {shlex.quote(config.namespace)}" if config.namespace else ""
+
+    def wait(names: Sequence[str]) -> list[str]:
+        return [
+            f"kubectl rollout status{namespace} deployment/{name} --timeout={ROLLOUT_TIMEOUT}"
+            for name in names
+        ]
+
+    lines = [
+        "#!/bin/sh",
+        "# Generated by `inferpack deploy --target kubernetes --previous`: applies the re-plan",
+        "# in an order that keeps every model served by a ready pod (deploy/k8s_rollout.py).",
+        "set -eu",
+        'cd "$(dirname "$0")"',
+        f"# 1. servers with the models of both plans ({len(grows)} added or growing), old routing",
+        f"kubectl apply -k {ROLLOUT_DIR}/{STEPS[0]}",
+        *wait(grows),
+        "# 2. routing of the new plan",
+        f"kubectl apply -k {ROLLOUT_DIR}/{STEPS[1]}",
+        f"# 3. the new plan: {len(shrinks)} server(s) drop models, then {len(removed)} removed",
+        "kubectl apply -k .",
+        *wait(shrinks),
+        *(
+            f"kubectl delete{namespace} -f {ROLLOUT_DIR}/{STEPS[0]}/servers/{name}.yaml "
+            "--ignore-not-found"
+            for name in removed
+        ),
+        'echo "re-plan applied"',
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,125 @@
+"""``deploy --target local --follow`` through the real CLI, under ``loadtest --trace``.
+
+Three tiny models, a profile of 20 req/s a server (at most 3 models each), a plan for the
+base demand (one server). The trace triples the demand, then drops it to a third of the
+base: the controller must start servers when demand rises and stop them when it falls,
+move models between them, and lose no request while doing so.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from inferpack.plan.formats import Profile, write_profiles
+from tests.integration.cli_server import inferpack, wait_for
+from tests.integration.test_deploy_local import CATALOG, REGION, _deploy, _env
+from tests.integration.test_router import build_fleet_repo
+
+_ROUTER = re.compile(r"router\s+listening\s+on\s+(http://[^\s,]+)")
+BASE = {"mlp-a": 6.0, "mlp-b": 3.0, "mlp-c": 2.0}
+PHASES = ((0.0, 1.0), (8.0, 3.0), (20.0, 0.3))  # (from s, x base)
+DURATION_S = 30.0
+INTERVAL_S = 2.0
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_fleet_repo(tmp_path_factory.mktemp("deploy-follow"))
+
+
+def _inputs(tmp_path: Path) -> dict[str, Path]:
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(yaml.safe_dump(CATALOG))
+    profiles = tmp_path / "profiles.yaml"
+    write_profiles(profiles, [Profile("tiny", "c5.2xlarge", 50.0, 20.0, 100.0, "test", 3)])
+    demand = tmp_path / "demand.csv"
+    demand.write_text("model,kind,rps\n" + "".join(f"{m},tiny,{r}\n" for m, r in BASE.items()))
+    trace = tmp_path / "trace.csv"
+    rows = [f"{t},{m},{r * scale}" for t, scale in PHASES for m, r in BASE.items()]
+    trace.write_text("t_s,model,rps\n" + "\n".join(rows) + "\n")
+    return {"catalog": catalog, "profiles": profiles, "demand": demand, "trace": trace}
+
+
+def test_the_fleet_follows_a_rising_then_falling_trace_without_losing_a_request(
+    repo: Path, tmp_path: Path
+) -> None:
+    inputs = _inputs(tmp_path)
+    plan = tmp_path / "plan.yaml"
+    planned = _deploy(
+        tmp_path, "plan", "--profiles", str(inputs["profiles"]), "--demand",
+        str(inputs["demand"]), "--slo-p90-ms", "100", "--output", str(plan),
+        "--catalog", str(inputs["catalog"]), "--region", REGION, "--headroom", "0.2",
+    )  # fmt: skip
+    assert planned.returncode == 0, planned.stdout
+    log = tmp_path / "fleet.log"
+    args = [
+        "deploy", str(plan), "--target", "local", "--model-repository", str(repo),
+        "--catalog", str(inputs["catalog"]), "--region", REGION,
+        "--router-http-port", "0", "--router-grpc-port", "-1", "--cpu-threads", "1",
+        "--follow", "--interval-s", str(INTERVAL_S), "--profiles", str(inputs["profiles"]),
+        "--headroom", "0.2", "--max-moves", "10",
+    ]  # fmt: skip
+    with log.open("w") as sink:
+        fleet = subprocess.Popen(inferpack(*args), stdout=sink, stderr=sink, env=_env(tmp_path))
+    try:
+        url = wait_for(log, _ROUTER, fleet).group(1)
+        result = tmp_path / "load.json"
+        load = _deploy(
+            tmp_path, "loadtest", "--url", url, "--trace", str(inputs["trace"]),
+            "--duration-s", str(DURATION_S), "--window-s", "2", "--rate-scale", "1",
+            "--output", str(result),
+        )  # fmt: skip
+        assert load.returncode == 0, load.stdout + load.stderr
+    finally:
+        fleet.send_signal(signal.SIGTERM)
+        code = fleet.wait(timeout=120)
+    text = log.read_text()
+    assert code == 0, text
+    level = json.loads(result.read_text())["levels"][0]
+    assert level["trace"] and len(level["windows"]) == DURATION_S / 2
+    assert level["errors"] == {}, text  # no request lost while servers came and went
+    assert sum(w["errors"] for w in level["windows"]) == 0
+    sent = sum(r * (end - start) for start, end, r in _spans())
+    assert abs(level["requests"] - sent) < 0.25 * sent
+    assert "start server" in text and "ready at" in text, text  # demand x3: a server added
+    assert re.search(r"stopped server \S+ \(pid", text), text  # demand down: one removed
+    assert "router: table switched" in text and re.search(r"step \d+: applied", text)
+    plans = sorted(p for p in tmp_path.rglob("plan-*.yaml"))
+    assert plans, "each applied step writes its plan"
+
+
+def _spans() -> list[tuple[float, float, float]]:
+    ends = [t for t, _ in PHASES[1:]] + [DURATION_S]
+    return [(t, end, sum(BASE.values()) * x) for (t, x), end in zip(PHASES, ends, strict=True)]
+
+
+def test_follow_needs_profiles_and_the_local_target(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.yaml"
+    plan.write_text("plan: {}\n")
+    done = _deploy(
+        tmp_path, "deploy", str(plan), "--target", "local", "--model-repository", "x",
+        "--follow",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--follow needs --target local and --profiles" in done.stderr
+
+
+def test_loadtest_takes_a_demand_or_a_trace_not_both(tmp_path: Path) -> None:
+    inputs = _inputs(tmp_path)
+    done = _deploy(
+        tmp_path, "loadtest", "--url", "http://127.0.0.1:1", "--output", "x.json",
+        "--trace", str(inputs["trace"]), "--demand", str(inputs["demand"]),
+    )  # fmt: skip
+    assert done.returncode == 2 and "give --demand or --trace, not both" in done.stderr
+    done = _deploy(
+        tmp_path, "loadtest", "--url", "http://127.0.0.1:1", "--output", "x.json",
+        "--trace", str(inputs["trace"]), "--model", "mlp-a",
+    )  # fmt: skip
+    assert done.returncode == 2 and "--trace sets the models" in done.stderr
