@@ -8,6 +8,12 @@
         static-mean  one plan for every model's mean rate
         replan       each interval, plan --previous from the last plan for the rate observed
                      in the interval before, headroom 0.2 (the first: its own rate)
+        follow       as replan, on the interval's own rates: deploy --follow re-plans every
+                     30 s, so within a two-hour interval it plans on that interval's demand
+        autoscale    replica autoscaling only (a HorizontalPodAutoscaler per server): the
+                     static-mean placement, each server copied k times, k the fewest that
+                     keep its load at most 0.8 of its capacity under the interval's own
+                     rates (an HPA reacts in minutes; the interval is two hours)
     each interval: inferpack simulate of that policy's plan under the interval's rates,
         30 simulated seconds -> share of requests over the SLO, fleet p90; cost = servers x
         price x 2 h; moves from the previous interval's plan
@@ -22,6 +28,7 @@ server, in the simulator that [11] validates.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import time
 from typing import Any
@@ -84,6 +91,27 @@ def evaluate(plan: Plan, demand: list[Demand], sim_s: float, seed: int) -> dict[
     }
 
 
+def autoscaled(plan: Plan, demand: list[Demand], utilization: float = 0.8) -> Plan:
+    """``plan``'s servers, each copied as often as its share of ``demand`` needs (above)."""
+    rate = {d.model: d.rps for d in demand}
+    planned: dict[str, float] = {}
+    for server in plan.servers:
+        for share in server.models:
+            planned[share.name] = planned.get(share.name, 0.0) + share.rps
+    servers = []
+    for server in plan.servers:
+        shares = [
+            (m, rate[m.name] * m.rps / planned[m.name] if planned[m.name] else 0.0)
+            for m in server.models
+        ]
+        load = sum(rps for _, rps in shares) / PROFILE.capacity_rps
+        copies = max(1, math.ceil(load / utilization - 1e-9))
+        for copy in range(copies):
+            models = tuple(dataclasses.replace(m, rps=rps / copies) for m, rps in shares)
+            servers.append(dataclasses.replace(server, name=f"{server.name}-{copy}", models=models))
+    return dataclasses.replace(plan, servers=tuple(servers))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", type=int, default=3000)
@@ -102,8 +130,11 @@ def main() -> None:
         "static-peak": make_plan([PROFILE], peak, [TYPE], options),
         "static-mean": make_plan([PROFILE], mean, [TYPE], options),
     }
-    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in (*fixed, "replan")}
+    rows: dict[str, list[dict[str, Any]]] = {
+        name: [] for name in (*fixed, "replan", "follow", "autoscale")
+    }
     current = make_plan([PROFILE], demands[0], [TYPE], options)
+    following = current
     for i, demand in enumerate(demands):
         for name, plan in fixed.items():
             rows[name].append({"interval": i, **evaluate(plan, demand, args.interval_sim_s, i)})
@@ -114,6 +145,16 @@ def main() -> None:
             moves = len((current.changes or changes(previous, current.servers))["moves"])
         row = {"interval": i, "moves": moves, **evaluate(current, demand, args.interval_sim_s, i)}
         rows["replan"].append(row)
+        moves = 0
+        if i > 0:  # planned on this interval's rates
+            previous = following
+            following = replan(previous, [PROFILE], demand, [TYPE], options, headroom=0.2)
+            moves = len((following.changes or changes(previous, following.servers))["moves"])
+        row = {"interval": i, "moves": moves, **evaluate(following, demand, args.interval_sim_s, i)}
+        rows["follow"].append(row)
+        scaled = autoscaled(fixed["static-mean"], demand)
+        row = {"interval": i, **evaluate(scaled, demand, args.interval_sim_s, i)}
+        rows["autoscale"].append(row)
         print(i, {k: v[-1] for k, v in rows.items()}, flush=True)
     summary = {
         name: {
