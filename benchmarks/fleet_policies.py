@@ -173,6 +173,8 @@ def main() -> None:
     out = write_result(
         "fleet_policies.json",
         {
+            "schema": "inferpack.policies/1",
+            "policies": [{"name": name, **values} for name, values in summary.items()],
             "models": args.models,
             "peak_rps": PEAK_RPS,
             "intervals": INTERVALS,

@@ -2,7 +2,8 @@
 
 ``write_report`` reads ``inferpack bench`` documents (schema ``inferpack.bench/1``),
 ``inferpack loadtest`` documents (schema ``inferpack.loadtest/1``), ``inferpack simulate``
-documents (``inferpack.simulation/1``) and ``inferpack plan``
+documents (``inferpack.simulation/1``), fleet-policy comparisons
+(``inferpack.policies/1``, benchmarks/fleet_policies.py) and ``inferpack plan``
 files (``plan.yaml``, told apart by the ``.yaml``/``.yml`` suffix), in any mix, and writes
 one section per document (in the order given) plus charts, the charts as PNG data URIs,
 with inline CSS only: the page opens offline and can be attached or archived as one file.
@@ -26,20 +27,29 @@ from inferpack.report.plan import PlanDocument, is_plan_path, load_plan, plan_se
 from inferpack.report.plan import describe as describe_plan
 from inferpack.report.plan_plots import plan_plots
 from inferpack.report.plots import build_plots, describe
+from inferpack.report.policies import SCHEMA as POLICIES_SCHEMA
+from inferpack.report.policies import describe as describe_policies
+from inferpack.report.policies import is_policies, policies_plots, policies_section
 from inferpack.report.simulation import SCHEMA as SIMULATION_SCHEMA
 from inferpack.report.simulation import describe as describe_simulation
 from inferpack.report.simulation import is_simulation, simulation_plots, simulation_section
 
 SCHEMA = "inferpack.bench/1"
-SCHEMAS = (SCHEMA, LOADTEST_SCHEMA, SIMULATION_SCHEMA)
+SCHEMAS = (SCHEMA, LOADTEST_SCHEMA, SIMULATION_SCHEMA, POLICIES_SCHEMA)
 # The list of rows each schema must carry.
-ROWS = {SCHEMA: "results", LOADTEST_SCHEMA: "levels", SIMULATION_SCHEMA: "servers"}
+ROWS = {
+    SCHEMA: "results",
+    LOADTEST_SCHEMA: "levels",
+    SIMULATION_SCHEMA: "servers",
+    POLICIES_SCHEMA: "policies",
+}
 
 # What a page is made of: result documents (JSON) and plans (plan.yaml).
 Source = Mapping[str, Any] | PlanDocument
 
 __all__ = [
     "LOADTEST_SCHEMA",
+    "POLICIES_SCHEMA",
     "SCHEMA",
     "SCHEMAS",
     "SIMULATION_SCHEMA",
@@ -96,6 +106,9 @@ def _section(document: Source, counts: dict[str, int]) -> tuple[str, str]:
     elif is_simulation(document):
         kind, subject = "simulation", describe_simulation(document)
         section = simulation_section(counts[kind], document)
+    elif is_policies(document):
+        kind, subject = "policies", describe_policies(document)
+        section = policies_section(counts[kind], document)
     else:
         kind, subject = "bench", describe(document)
         section = bench_section(counts[kind], document)
@@ -107,11 +120,14 @@ def render_report(documents: Sequence[Source]) -> str:
     """The report page for already-loaded documents, as an HTML string: one section per
     document in the order given, then the bench, load-test and plan charts."""
     results = [d for d in documents if not isinstance(d, PlanDocument)]
-    bench = [d for d in results if not is_loadtest(d) and not is_simulation(d)]
+    bench = [
+        d for d in results if not is_loadtest(d) and not is_simulation(d) and not is_policies(d)
+    ]
     loads = [d for d in results if is_loadtest(d)]
     simulations = [d for d in results if is_simulation(d)]
+    policies = [d for d in results if is_policies(d)]
     plans = [d for d in documents if isinstance(d, PlanDocument)]
-    counts = {"bench": 0, "loadtest": 0, "plan": 0, "simulation": 0}
+    counts = {"bench": 0, "loadtest": 0, "plan": 0, "simulation": 0, "policies": 0}
     rendered = [_section(document, counts) for document in documents]
     sections, subjects = [s for s, _ in rendered], [subject for _, subject in rendered]
     plots = [
@@ -119,6 +135,7 @@ def render_report(documents: Sequence[Source]) -> str:
         *loadtest_plots(loads),
         *plan_plots(plans),
         *simulation_plots(simulations),
+        *policies_plots(policies),
     ]
     return render_page(sections, subjects, plots)
 
