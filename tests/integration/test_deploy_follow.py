@@ -12,6 +12,7 @@ import json
 import re
 import signal
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,8 @@ def test_the_fleet_follows_a_rising_then_falling_trace_without_losing_a_request(
             "--output", str(result),
         )  # fmt: skip
         assert load.returncode == 0, load.stdout + load.stderr
+        with urllib.request.urlopen(f"{url}/fleet", timeout=10) as answer:
+            fleet_state = json.load(answer)
     finally:
         fleet.send_signal(signal.SIGTERM)
         code = fleet.wait(timeout=120)
@@ -93,6 +96,11 @@ def test_the_fleet_follows_a_rising_then_falling_trace_without_losing_a_request(
     assert "router: table switched" in text and re.search(r"step \d+: applied", text)
     plans = sorted(p for p in tmp_path.rglob("plan-*.yaml"))
     assert plans, "each applied step writes its plan"
+    controller = fleet_state["controller"]  # /fleet shows what the controller did
+    assert controller["following"] and controller["interval_s"] == INTERVAL_S
+    assert controller["step"] >= DURATION_S / INTERVAL_S - 2 and controller["applying"] is None
+    assert controller["plan_file"] in {str(p) for p in plans}
+    assert {m["model"] for m in fleet_state["models"]} == set(BASE)
 
 
 def _spans() -> list[tuple[float, float, float]]:

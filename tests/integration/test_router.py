@@ -398,5 +398,6 @@ def test_the_router_observes_demand_per_model(fleet: list[Server], tmp_path: Pat
             by_model[MODELS[0]]["observed_rps"] > 0 and by_model[MODELS[2]]["planned_rps"] is None
         )
         assert sorted(by_model["mlp-b"]["servers"]) == ["s0", "s1"]
+        assert view["controller"] is None  # no deploy --follow beside this router
     finally:
         thread.stop()

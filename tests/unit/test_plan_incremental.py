@@ -5,6 +5,9 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from inferpack.plan.formats import Demand, Profile
 from inferpack.plan.incremental import changes, replan
 from inferpack.plan.problem import PlanOptions, ServerType
@@ -101,3 +104,31 @@ def test_max_moves_caps_the_moves_that_only_save_money() -> None:
     some = replan(before, PROFILES, down, TYPES, OPTIONS, max_moves=8)
     moved = sum(len(m["to"]) for m in some.changes["moves"])  # type: ignore[index]
     assert moved <= 8
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    steps=st.lists(st.floats(0.1, 4.0), min_size=1, max_size=4),
+    hot=st.integers(0, 59),
+)
+def test_a_chain_of_replans_stays_valid_and_lists_what_changed(
+    seed: int, steps: list[float], hot: int
+) -> None:
+    """deploy --follow re-plans each plan from the last: under random scalings (and one
+    model turned very hot, a replica too hot for its server) every plan in the chain
+    passes the independent checker, and its ``changes`` are exactly the difference of the
+    two placements."""
+    demand = _demand(seed)
+    current = make_plan(PROFILES, demand, TYPES, OPTIONS)
+    for number, scale in enumerate(steps):
+        rates = [replace(d, rps=d.rps * scale) for d in demand]
+        if number % 2 == 0:
+            rates[hot] = replace(rates[hot], rps=rates[hot].rps * 20)
+        after = replan(current, PROFILES, rates, TYPES, OPTIONS, headroom=0.2)
+        check(after, PROFILES, [replace(d, rps=d.rps * 1.2) for d in rates], TYPES, OPTIONS)
+        assert after.changes == changes(current, after.servers)
+        hosts_before = {s.name for s in current.servers}
+        hosts_after = {s.name for s in after.servers}
+        assert set(after.changes["servers_added"]) == hosts_after - hosts_before
+        current = after

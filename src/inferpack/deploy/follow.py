@@ -121,8 +121,23 @@ class Controller:
     def log(self, line: str) -> None:
         self._echo(f"[{self._clock() - self._started:7.1f} s] {line}")
 
+    def show(self, **state: object) -> None:
+        """Publish the controller's state on the router's ``GET /fleet``."""
+        self.router.controller.update(state)
+
     async def run(self) -> None:
         """Observe, re-plan and apply every interval until cancelled."""
+        self.show(
+            following=True,
+            interval_s=self.follow.interval_s,
+            headroom=self.follow.headroom,
+            step=0,
+            servers=len(self.state.plan.servers),
+            usd_per_hour=self.state.plan.totals["usd_per_hour"],
+            plan_file=None,
+            applying=None,
+            last_step=None,
+        )
         self.log(
             f"following demand: every {self.follow.interval_s:g} s, headroom "
             f"{self.follow.headroom:.0%}, plans written to {self.log_dir}"
@@ -133,6 +148,7 @@ class Controller:
                 await self.step()
             except InferpackError as error:
                 self.log(f"step {self.state.step}: not applied ({error}); the fleet keeps its plan")
+                self.show(applying=None, last_step={"step": self.state.step, "error": str(error)})
 
     def demand(self) -> list[Demand]:
         """Every model of the plan at its smoothed observed rate (module docstring)."""
@@ -171,20 +187,36 @@ class Controller:
             f"step {self.state.step}: observed {total:,.1f} req/s over {len(demand)} models; "
             f"plan: {len(new.servers)} servers, {new.totals['usd_per_hour']:.3f} USD/h"
         )
+        summary = {
+            "step": self.state.step,
+            "observed_rps": round(total, 3),
+            "moves": moves,
+            "servers_added": added,
+            "servers_removed": removed,
+        }
         if not (moves or added or removed):
             self.log(f"{head}, no move")
             self._switch(new, self._specs(new))
             self.state.plan = new
+            self.show(step=self.state.step, last_step=summary)
             return
         self.log(
             f"{head}; {len(moves)} model(s) move, {len(added)} server(s) added, "
             f"{len(removed)} removed"
         )
+        self.show(step=self.state.step, applying=summary)
         await self.apply(new)
         self.state.plan = new
         path = self.log_dir / f"plan-{self.state.step:03d}.yaml"
         write_plan(path, new)
         self.log(f"step {self.state.step}: applied; the plan is {path}")
+        self.show(
+            applying=None,
+            last_step=summary,
+            servers=len(new.servers),
+            usd_per_hour=new.totals["usd_per_hour"],
+            plan_file=str(path),
+        )
 
     def _specs(self, plan: Plan) -> dict[str, ServerSpec]:
         specs = server_specs(plan, self.follow.model_repository, self.follow.shapes)

@@ -26,6 +26,8 @@ from inferpack.router.table import Backend, BackendUnreachableError, Picker, wit
 PICKER = web.AppKey("picker", Picker)
 METER = web.AppKey("meter", DemandMeter)
 PLANNED = web.AppKey("planned", dict[str, float])
+# What a controller beside the router (deploy --follow) is doing; empty without one.
+CONTROLLER = web.AppKey("controller", dict[str, Any])
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 # Request headers a backend reads; the rest (Host, Connection, ...) belong to this hop.
 FORWARDED_REQUEST_HEADERS = (
@@ -100,7 +102,8 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def fleet(request: web.Request) -> web.Response:
     """The fleet as the router sees it: each server's state and requests in flight, each
-    model's planned and observed rate (60 s window) and where it is served."""
+    model's planned and observed rate (60 s window) and where it is served; with
+    deploy --follow, the controller's current plan and the step it is applying."""
     picker, planned = request.app[PICKER], request.app[PLANNED]
     observed = {row.model: row for row in request.app[METER].snapshot()}
 
@@ -125,7 +128,10 @@ async def fleet(request: web.Request) -> web.Response:
                 "weights": picker.table.weights(model),
             }
         )
-    return json_response({"servers": servers, "models": models})
+    controller = request.app[CONTROLLER]
+    return json_response(
+        {"servers": servers, "models": models, "controller": dict(controller) or None}
+    )
 
 
 async def demand(request: web.Request) -> web.Response:

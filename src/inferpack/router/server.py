@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import grpc
@@ -27,6 +28,7 @@ from inferpack.protocol.http_responses import MAX_REQUEST_BYTES, error_middlewar
 from inferpack.router.demand import WINDOW_S, DemandMeter
 from inferpack.router.grpc_proxy import GrpcForwarder, RouterService
 from inferpack.router.rest import (
+    CONTROLLER,
     METER,
     PICKER,
     PLANNED,
@@ -75,6 +77,7 @@ class RunningRouter:
     grpc_port: int | None = None
     planned: dict[str, float] = field(default_factory=dict)  # the app's, shown on /fleet
     meter: DemandMeter = field(default_factory=DemandMeter)  # the observed demand
+    controller: dict[str, Any] = field(default_factory=dict)  # shown on /fleet
     _stopped: bool = field(default=False, repr=False)
 
     def set_routes(
@@ -142,6 +145,8 @@ async def start_router(config: RouterConfig) -> RunningRouter:
     app[METER] = meter
     planned = dict(config.planned)
     app[PLANNED] = planned
+    controller: dict[str, Any] = {}
+    app[CONTROLLER] = controller
     app[SESSION] = session
     app[MAX_REQUEST_BYTES] = config.max_request_bytes
     app[PROBE_TIMEOUT] = config.probe_timeout_s
@@ -169,6 +174,7 @@ async def start_router(config: RouterConfig) -> RunningRouter:
         http_port,
         planned=planned,
         meter=meter,
+        controller=controller,
     )
     router.grpc_server, router.grpc_port = grpc_server, listeners.grpc_port
     return router
