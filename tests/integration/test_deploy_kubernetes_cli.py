@@ -196,3 +196,36 @@ def test_a_replan_writes_its_rollout_order(plan_file: Path, tmp_path: Path) -> N
     local = _deploy(str(new_plan), "--target", "local", "--model-repository", "m",
                     "--previous", str(plan_file))  # fmt: skip
     assert local.returncode == 2 and "--previous is for --target kubernetes" in local.stderr
+
+
+def test_the_controller_flag_adds_the_in_cluster_loop(plan_file: Path, tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(yaml.safe_dump(CATALOG))
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text("profiles: []\n")
+    output = tmp_path / "k8s"
+    common = [
+        str(plan_file), "--target", "kubernetes", "--model-repository", "s3://bucket/models",
+        "--image", "img:1", "--output", str(output), "--catalog", str(catalog),
+        "--region", REGION, "--namespace", "serving", "--controller",
+    ]  # fmt: skip
+    refused = _deploy(*common)
+    assert refused.returncode == 2 and "--controller needs --target kubernetes" in refused.stderr
+    result = _deploy(*common, "--profiles", str(profiles), "--interval-s", "45",
+                     "--headroom", "0.3", "--max-moves", "7")  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (
+        "controller.yaml"
+        in yaml.safe_load((output / "kustomization.yaml").read_text())["resources"]
+    )
+    objects = list(yaml.safe_load_all((output / "controller.yaml").read_text()))
+    for document in objects:
+        kubernetes_validate.validate(document, "1.28.0", strict=True)
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    joined = " ".join(args)
+    assert "--fleet-name fleet" in joined and "--namespace serving" in joined
+    assert "--interval-s 45 --headroom 0.3 --max-moves 7" in joined
+    files = next(o for o in objects if o["kind"] == "ConfigMap")
+    assert files["data"]["profiles.yaml"] == "profiles: []\n"
+    assert "c9-test-001" in files["data"]["plan.yaml"]

@@ -291,7 +291,7 @@ def test_dockerfiles_run_as_the_manifests_user(kind: str) -> None:
     text = dockerfile(kind)
     assert "ARG BASE_IMAGE" in text and "FROM ${BASE_IMAGE}" in text
     assert "USER 10001:10001" in text and "useradd --uid 10001" in text
-    assert "inferpack[torch,s3,image]" in text
+    assert "inferpack[torch,s3,image,kubernetes]" in text
     assert ("download.pytorch.org/whl/cpu" in text) == (kind == "cpu")
     with pytest.raises(ValueError, match="tpu"):
         dockerfile("tpu")

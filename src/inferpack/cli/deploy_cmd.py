@@ -65,18 +65,31 @@ def deploy(
             help="local: re-plan every interval from the observed demand and apply the moves."
         ),
     ] = False,
+    controller: Annotated[
+        bool,
+        typer.Option(
+            help="kubernetes: add controller.yaml, the in-cluster re-plan loop "
+            "(inferpack controller) with a Role limited to the namespace."
+        ),
+    ] = False,
     interval_s: Annotated[
-        float, typer.Option(min=1.0, help="--follow: seconds between re-plans.")
+        float, typer.Option(min=1.0, help="--follow, --controller: seconds between re-plans.")
     ] = 30.0,
     profiles: Annotated[
-        list[Path] | None, typer.Option(help="--follow: profiles.yaml to re-plan with.")
+        list[Path] | None,
+        typer.Option(help="--follow, --controller: profiles.yaml to re-plan with."),
     ] = None,
     headroom: Annotated[
-        float, typer.Option(min=0.0, help="--follow: plan for observed rates x (1 + headroom).")
+        float,
+        typer.Option(
+            min=0.0, help="--follow, --controller: plan for observed rates x (1 + headroom)."
+        ),
     ] = 0.2,
     max_moves: Annotated[
         int | None,
-        typer.Option(min=0, help="--follow: replicas moved per re-plan only to save money."),
+        typer.Option(
+            min=0, help="--follow, --controller: replicas moved per re-plan only to save money."
+        ),
     ] = None,
 ) -> None:
     """Run a plan: Kubernetes manifests (no cluster needed to write them) or a local fleet."""
@@ -97,6 +110,9 @@ def deploy(
             "[red]error:[/] --previous needs --fleet-name: the name the running fleet was "
             "deployed with (by default its plan file's name), so its objects stay the same"
         )
+        raise typer.Exit(2)
+    if controller and (target is not Target.KUBERNETES or not profiles):
+        console.print("[red]error:[/] --controller needs --target kubernetes and --profiles")
         raise typer.Exit(2)
     if follow and (target is not Target.LOCAL or not profiles):
         console.print("[red]error:[/] --follow needs --target local and --profiles")
@@ -120,13 +136,22 @@ def deploy(
 
             assert image is not None and output is not None  # checked above
             old = None if before is None else server_specs(before, model_repository, instances)
+            name = fleet_name or plan_file.stem
+            loop = None
+            if controller:
+                assert profiles  # checked above
+                loop = _controller_files(
+                    plan_file, profiles, model_repository, image, name, namespace, region,
+                    interval_s=interval_s, headroom=headroom, max_moves=max_moves,
+                )  # fmt: skip
             written = write_manifests(
                 specs,
                 output,
                 image=image,
                 namespace=namespace,
-                plan_name=fleet_name or plan_file.stem,
+                plan_name=name,
                 previous=old,
+                controller=loop,
             )
             console.print(f"wrote {len(written)} files to {output}")
             return
@@ -212,3 +237,30 @@ def _controller(
         return Controller(config, members, router, fleet=fleet, log_dir=log_dir, echo=echo).run()
 
     return companion
+
+
+def _controller_files(
+    plan_file: Path,
+    profiles: list[Path],
+    model_repository: str,
+    image: str,
+    fleet_name: str,
+    namespace: str | None,
+    region: str | None,
+    *,
+    interval_s: float,
+    headroom: float,
+    max_moves: int | None,
+) -> tuple[list[str], str, str]:
+    """deploy --controller: the controller's arguments, its profiles and first plan."""
+    if len(profiles) > 1:
+        console.print("[red]error:[/] --controller takes one --profiles file")
+        raise typer.Exit(2)
+    args = [
+        "--model-repository", model_repository, "--image", image, "--fleet-name", fleet_name,
+        "--namespace", namespace or "default", "--interval-s", f"{interval_s:g}",
+        "--headroom", f"{headroom:g}",
+        *(["--max-moves", str(max_moves)] if max_moves is not None else []),
+        *(["--region", region] if region else []),
+    ]  # fmt: skip
+    return args, profiles[0].read_text(), plan_file.read_text()

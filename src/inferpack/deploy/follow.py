@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +87,21 @@ class _State:
     step: int = 0
     previous_rates: dict[str, float] = field(default_factory=dict)
     servers_started: int = 0  # for port numbers with --base-port
+
+
+def smoothed(
+    kinds: Mapping[str, str], observed: Mapping[str, float], previous: Mapping[str, float]
+) -> tuple[list[Demand], dict[str, float]]:
+    """The demand to plan for: every model of ``kinds`` at the larger of its rate now
+    (``observed``, 0 if unseen) and ``previous`` (the last interval's); and this interval's
+    rates, the next call's ``previous``. Rising demand is followed at once, falling demand
+    once two intervals agree."""
+    now = {model: observed.get(model, 0.0) for model in kinds}
+    demand = [
+        Demand(model, kind, max(now[model], previous.get(model, now[model])))
+        for model, kind in sorted(kinds.items())
+    ]
+    return demand, now
 
 
 class StepFailedError(InferpackError):
@@ -154,13 +169,8 @@ class Controller:
         """Every model of the plan at its smoothed observed rate (module docstring)."""
         kinds = {m.name: m.kind for s in self.state.plan.servers for m in s.models}
         observed = {row.model: row.rps for row in self.router.meter.snapshot()}
-        now = {model: observed.get(model, 0.0) for model in kinds}
-        before = self.state.previous_rates
-        self.state.previous_rates = now
-        return [
-            Demand(model, kind, max(now[model], before.get(model, now[model])))
-            for model, kind in sorted(kinds.items())
-        ]
+        demand, self.state.previous_rates = smoothed(kinds, observed, self.state.previous_rates)
+        return demand
 
     async def step(self) -> None:
         self.state.step += 1

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import yaml
 
@@ -89,16 +90,35 @@ def rollout_texts(
     return texts
 
 
-def _script(old: Sequence[ServerSpec], new: Sequence[ServerSpec], config: ManifestConfig) -> str:
+@dataclass(frozen=True)
+class Rollout:
+    """What changes, by server name: Deployments added or gaining models (waited for after
+    step 1), kept ones losing models (waited for after the final apply), servers removed
+    (deleted last)."""
+
+    grows: tuple[str, ...]
+    shrinks: tuple[str, ...]
+    removed: tuple[str, ...]
+
+
+def rollout_of(old: Sequence[ServerSpec], new: Sequence[ServerSpec]) -> Rollout:
     before = {s.name: s for s in old}
     after = {s.name: s for s in new}
-    grows = [
-        n for n in sorted(after) if n not in before or set(after[n].models) - set(before[n].models)
-    ]
-    shrinks = [
-        n for n in sorted(after) if n in before and set(before[n].models) - set(after[n].models)
-    ]
-    removed = [n for n in sorted(before) if n not in after]
+    return Rollout(
+        grows=tuple(
+            n
+            for n in sorted(after)
+            if n not in before or set(after[n].models) - set(before[n].models)
+        ),
+        shrinks=tuple(
+            n for n in sorted(after) if n in before and set(before[n].models) - set(after[n].models)
+        ),
+        removed=tuple(n for n in sorted(before) if n not in after),
+    )
+
+
+def _script(old: Sequence[ServerSpec], new: Sequence[ServerSpec], config: ManifestConfig) -> str:
+    change = rollout_of(old, new)
     namespace = f" -n {shlex.quote(config.namespace)}" if config.namespace else ""
 
     def wait(names: Sequence[str]) -> list[str]:
@@ -113,18 +133,20 @@ def _script(old: Sequence[ServerSpec], new: Sequence[ServerSpec], config: Manife
         "# in an order that keeps every model served by a ready pod (deploy/k8s_rollout.py).",
         "set -eu",
         'cd "$(dirname "$0")"',
-        f"# 1. servers with the models of both plans ({len(grows)} added or growing), old routing",
+        f"# 1. servers with the models of both plans ({len(change.grows)} added or growing), "
+        "old routing",
         f"kubectl apply -k {ROLLOUT_DIR}/{STEPS[0]}",
-        *wait(grows),
+        *wait(change.grows),
         "# 2. routing of the new plan",
         f"kubectl apply -k {ROLLOUT_DIR}/{STEPS[1]}",
-        f"# 3. the new plan: {len(shrinks)} server(s) drop models, then {len(removed)} removed",
+        f"# 3. the new plan: {len(change.shrinks)} server(s) drop models, then "
+        f"{len(change.removed)} removed",
         "kubectl apply -k .",
-        *wait(shrinks),
+        *wait(change.shrinks),
         *(
             f"kubectl delete{namespace} -f {ROLLOUT_DIR}/{STEPS[0]}/servers/{name}.yaml "
             "--ignore-not-found"
-            for name in removed
+            for name in change.removed
         ),
         'echo "re-plan applied"',
     ]

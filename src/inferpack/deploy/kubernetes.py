@@ -185,11 +185,15 @@ def write_manifests(
     namespace: str | None = None,
     plan_name: str = APP_NAME,
     previous: Sequence[ServerSpec] | None = None,
+    controller: tuple[Sequence[str], str, str] | None = None,
 ) -> list[Path]:
     """Write the manifests, the kustomization and the Dockerfiles under ``output``; the
     paths written, in order. Files of an earlier plan stay but leave the kustomization.
     ``previous``: the servers running now; adds ``rollout/`` and ``rollout.sh``, the
-    order that moves them to ``specs`` keeping every model served (k8s_rollout.py)."""
+    order that moves them to ``specs`` keeping every model served (k8s_rollout.py).
+    ``controller``: (its arguments, profiles.yaml text, plan.yaml text): adds
+    ``controller.yaml``, the in-cluster re-plan loop (k8s_controller.py), to the
+    kustomization."""
     from inferpack.deploy.k8s_rollout import rollout_texts
 
     config = ManifestConfig(image=image, namespace=namespace, plan_name=plan_name)
@@ -198,8 +202,16 @@ def write_manifests(
         name: HEADER + yaml.safe_dump_all(objects, sort_keys=False)
         for name, objects in files.items()
     }
+    resources = list(files)
+    if controller is not None:
+        from inferpack.deploy.k8s_controller import controller_manifests
+
+        args, profiles_text, plan_text = controller
+        objects = controller_manifests(config, args, profiles_text, plan_text)
+        texts["controller.yaml"] = HEADER + yaml.safe_dump_all(objects, sort_keys=False)
+        resources.append("controller.yaml")
     texts["kustomization.yaml"] = HEADER + yaml.safe_dump(
-        kustomization(list(files), config), sort_keys=False
+        kustomization(resources, config), sort_keys=False
     )
     for name, text in dockerfiles({s.device for s in specs}).items():
         texts[f"docker/{name}"] = text
