@@ -2,8 +2,9 @@
 
 Every image installs ``inferpack[torch,s3,image,kubernetes]`` (the build argument
 ``INFERPACK_SPEC``; a wheel path works too; ``kubernetes`` for the controller) on a base
-named by ``BASE_IMAGE``, creates the non-root user the manifests run as (uid 10001) and sets no ENTRYPOINT: the Deployment's ``command`` is the
-first word of the serve argv, ``inferpack``, found on PATH.
+named by ``BASE_IMAGE``, creates the non-root user the manifests run as (uid 10001) and
+sets no ENTRYPOINT: the Deployment's ``command`` is the first word of the serve argv,
+``inferpack``, found on PATH.
 """
 
 from __future__ import annotations
