@@ -189,6 +189,35 @@ def servers_at(log: list[tuple[float, str]], at: float) -> int:
     return count
 
 
+def settling_times(
+    lines: list[tuple[float, str]],
+    begin: float,
+    transitions: list[float],
+    phase_s: float,
+    interval_s: float,
+) -> list[dict[str, Any]]:
+    """For each transition: when the servers (last start or stop), the routing (the table
+    switch of that step) and the moves (last applied step) settled, seconds after it."""
+    applied = [at - begin for at, line in lines if re.search(r"step \d+: applied", line)]
+    resized = [at - begin for at, line in lines if _READY.search(line) or _STOPPED.search(line)]
+    switched = [at - begin for at, line in lines if "router: table switched" in line]
+    settling = []
+    for number, t in enumerate(transitions):
+        steps = [a - t for a in applied if t <= a < t + phase_s]
+        sizes = [a - t for a in resized if t <= a < t + phase_s]
+        routes = [a - t for a in switched if t <= a < t + phase_s
+                  and any(abs(a - t - size) < 5.0 for size in sizes)]  # fmt: skip
+        settling.append({
+            "at_s": t, "to_phase": PHASES[number + 1][0],
+            "servers_settled_s_after": round(max(sizes), 1) if sizes else 0.0,
+            "servers_settled_intervals": round(max(sizes) / interval_s, 2) if sizes else 0.0,
+            "routing_settled_s_after": round(max(routes), 1) if routes else 0.0,
+            "last_move_s_after": round(max(steps), 1) if steps else None,
+            "steps_applied": len(steps),
+        })  # fmt: skip
+    return settling
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--phase-s", type=float, default=75.0)
@@ -247,19 +276,7 @@ def main() -> None:
         })  # fmt: skip
     steady = [r for r in rows if not r["transition"]]
     over = [r for r in steady if r["latency_p90_ms"] > SLO_MS]
-    applied = [at - begin for at, line in log.lines if re.search(r"step \d+: applied", line)]
-    resized = [at - begin for at, line in log.lines if _READY.search(line) or _STOPPED.search(line)]
-    settling = []
-    for number, t in enumerate(transitions):
-        steps = [a - t for a in applied if t <= a < t + args.phase_s]
-        sizes = [a - t for a in resized if t <= a < t + args.phase_s]
-        settling.append({
-            "at_s": t, "to_phase": PHASES[number + 1][0],
-            "servers_settled_s_after": round(max(sizes), 1) if sizes else 0.0,
-            "servers_settled_intervals": round(max(sizes) / args.interval_s, 2) if sizes else 0.0,
-            "last_move_s_after": round(max(steps), 1) if steps else None,
-            "steps_applied": len(steps),
-        })  # fmt: skip
+    settling = settling_times(log.lines, begin, transitions, args.phase_s, args.interval_s)
     used = server_seconds(log.lines, begin, end)
     peak_servers = static_peak_servers(inputs["profiles"])
     document: dict[str, Any] = {

@@ -364,14 +364,17 @@ class Controller:
         for member in members:
             if member in self.members:
                 self.members.remove(member)  # first: the restart watcher must not see it exit
-        for member in members:
-            if drain and member.backend is not None:
-                waited = await self._drain(member.backend, None)
-                self.log(f"drained server {member.spec.name} in {waited:.2f} s")
-            await stop_member(member, self.fleet.stop_timeout_s)
-            if member.backend is not None:
-                await self.router.forget(member.backend)
-            self.log(f"stopped server {member.spec.name} (pid {member.child.pid})")
+        await asyncio.gather(*(self._stop_one(member, drain=drain) for member in members))
+
+    async def _stop_one(self, member: Member, *, drain: bool) -> None:
+        """Drain (the router's requests to it), then stop; servers stop side by side."""
+        if drain and member.backend is not None:
+            waited = await self._drain(member.backend, None)
+            self.log(f"drained server {member.spec.name} in {waited:.2f} s")
+        await stop_member(member, self.fleet.stop_timeout_s)
+        if member.backend is not None:
+            await self.router.forget(member.backend)
+        self.log(f"stopped server {member.spec.name} (pid {member.child.pid})")
 
 
 def _names(models: Sequence[str], shown: int = 6) -> str:
