@@ -131,3 +131,73 @@ def test_loadtest_takes_a_demand_or_a_trace_not_both(tmp_path: Path) -> None:
         "--trace", str(inputs["trace"]), "--model", "mlp-a",
     )  # fmt: skip
     assert done.returncode == 2 and "--trace sets the models" in done.stderr
+
+
+def test_a_server_killed_while_following_is_restarted_and_the_controller_goes_on(
+    repo: Path, tmp_path: Path
+) -> None:
+    """kill -9 of the fleet's server under load with --follow: its models fail only until
+    it is back (within 10 s), then answer; the controller keeps stepping afterwards."""
+    import os
+    import threading
+    import time
+
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    inputs = _inputs(tmp_path)
+    plan = tmp_path / "plan.yaml"
+    planned = _deploy(
+        tmp_path, "plan", "--profiles", str(inputs["profiles"]), "--demand",
+        str(inputs["demand"]), "--slo-p90-ms", "100", "--output", str(plan),
+        "--catalog", str(inputs["catalog"]), "--region", REGION,
+    )  # fmt: skip
+    assert planned.returncode == 0, planned.stdout
+    log = tmp_path / "fleet.log"
+    args = [
+        "deploy", str(plan), "--target", "local", "--model-repository", str(repo),
+        "--catalog", str(inputs["catalog"]), "--region", REGION, "--router-http-port", "0",
+        "--router-grpc-port", "-1", "--cpu-threads", "1", "--follow", "--interval-s", "2",
+        "--profiles", str(inputs["profiles"]),
+    ]  # fmt: skip
+    with log.open("w") as sink:
+        fleet = subprocess.Popen(inferpack(*args), stdout=sink, stderr=sink, env=_env(tmp_path))
+    outcomes: list[tuple[float, bool]] = []
+    done = threading.Event()
+
+    def load(address: str) -> None:
+        client = httpclient.InferenceServerClient(address, connection_timeout=5.0)
+        item = httpclient.InferInput("input", [1, 16], "FP32")
+        item.set_data_from_numpy(np.ones((1, 16), np.float32))
+        while not done.is_set():
+            try:
+                client.infer("mlp-a", [item])
+                outcomes.append((time.monotonic(), True))
+            except Exception:  # any failure counts
+                outcomes.append((time.monotonic(), False))
+            time.sleep(0.05)
+
+    try:
+        url = wait_for(log, _ROUTER, fleet).group(1)
+        victim = re.search(r"models\s+http://\S+\s+gRPC \S+\s+pid (\d+)", log.read_text())
+        assert victim, log.read_text()
+        worker = threading.Thread(target=load, args=(url.removeprefix("http://"),))
+        worker.start()
+        time.sleep(2.0)
+        killed_at = time.monotonic()
+        os.kill(int(victim.group(1)), signal.SIGKILL)
+        wait_for(log, re.compile(r"is back: pid \d+"), fleet, 60)
+        time.sleep(5.0)
+        done.set()
+        worker.join(timeout=30)
+    finally:
+        done.set()
+        fleet.send_signal(signal.SIGTERM)
+        code = fleet.wait(timeout=120)
+    text = log.read_text()
+    assert code == 0, text
+    failed = [t for t, ok in outcomes if not ok]
+    assert failed and max(failed) - killed_at < 10.0, (failed, killed_at)  # one replica
+    assert outcomes[-1][1], text  # answered again
+    after = text[text.index("is back: pid") :]
+    assert re.search(r"step \d+: observed", after), text  # the controller went on
