@@ -358,7 +358,9 @@ async def _watch(
                 code = member.child.exit_code()
                 if code is None or name in restarting:
                     continue
-                task = asyncio.create_task(_restart(member, router, config, echo, code))
+                task = asyncio.create_task(
+                    _restart(member, members, router, config, echo, code=code)
+                )
                 restarting[name] = task
                 task.add_done_callback(functools.partial(_forget, restarting, name))
             await asyncio.sleep(WATCH_S)
@@ -370,9 +372,17 @@ async def _watch(
 
 
 async def _restart(
-    member: Member, router: RunningRouter, config: LocalFleetConfig, echo: Echo, code: int
+    member: Member,
+    members: list[Member],
+    router: RunningRouter,
+    config: LocalFleetConfig,
+    echo: Echo,
+    *,
+    code: int,
 ) -> None:
-    """Start the server again on its ports until it is ready; held out of routing meanwhile."""
+    """Start the server again on its ports until it is ready; held out of routing meanwhile.
+    Each try starts the member's spec as it is then (deploy --follow may have changed its
+    models); a member no longer in ``members`` (a re-plan removed it) is not tried again."""
     backend = member.backend
     assert backend is not None
     router.picker.hold(backend)
@@ -381,11 +391,16 @@ async def _restart(
         f"server {name} (pid {member.child.pid}) exited with code {code}: restarting it; "
         f"its models go to their other replicas meanwhile; log {member.child.log_path}"
     )
-    spec = replace(
-        member.spec, http_port=_port(backend.http_url), grpc_port=_port(backend.grpc_address)
-    )
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         for attempt in itertools.count(1):
+            if member not in members:
+                echo(f"server {name}: no longer in the plan, not restarted")
+                return
+            spec = replace(
+                member.spec,
+                http_port=_port(backend.http_url),
+                grpc_port=_port(backend.grpc_address),
+            )
             log = member.child.log_path.with_name(f"{name}.restart-{attempt}.log")
             member.child = start_child(name, server_argv(spec), log)
             try:
