@@ -182,7 +182,12 @@ def test_missing_fields_and_nulls_are_tolerated() -> None:
 
 
 def test_load_result_accepts_both_schemas(tmp_path: Path) -> None:
-    assert SCHEMAS == ("inferpack.bench/1", "inferpack.loadtest/1", "inferpack.simulation/1")
+    assert SCHEMAS == (
+        "inferpack.bench/1",
+        "inferpack.loadtest/1",
+        "inferpack.simulation/1",
+        "inferpack.policies/1",
+    )
     paths = []
     for name, document in (("lt.json", make_loadtest()), ("bench.json", make_document())):
         paths.append(tmp_path / name)
@@ -201,7 +206,8 @@ def test_load_result_accepts_both_schemas(tmp_path: Path) -> None:
          r"inferpack\.bench/1 with a 'results' list or inferpack\.loadtest/1 with a 'levels'"),
         ('{"schema": "inferpack.loadtest/2", "levels": []}',
          r"bad\.json: schema 'inferpack\.loadtest/2' is not supported \(expected "
-         r"inferpack\.bench/1, inferpack\.loadtest/1, inferpack\.simulation/1\)"),
+         r"inferpack\.bench/1, inferpack\.loadtest/1, inferpack\.simulation/1, "
+         r"inferpack\.policies/1\)"),
         ('{"schema": ["x"], "levels": []}', "not supported"),
         ('"text"', r"bad\.json: not a result document \(expected a JSON object"),
     ],
