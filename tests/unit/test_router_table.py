@@ -301,3 +301,26 @@ def test_a_swap_restarts_the_shares_of_a_model_whose_replicas_changed() -> None:
     picks = [picker.acquire("a") for _ in range(4)]
     assert picks.count(BACKENDS[2]) == 3 and picks.count(BACKENDS[1]) == 1
     assert picker.in_flight(BACKENDS[2], "a") == 3 and picker.in_flight(BACKENDS[0]) == 0
+
+
+def test_a_replica_back_from_a_hold_gets_its_share_not_every_request() -> None:
+    table = RoutingTable.from_hosts(
+        [(BACKENDS[0], ["a"]), (BACKENDS[1], ["a"])], {("a", "s0"): 1.0, ("a", "s1"): 2.0}
+    )
+    picker = Picker(table)
+    picker.hold(BACKENDS[0])
+    for _ in range(300):  # all to s1 while s0 restarts
+        picker.release(picker.acquire("a"), "a")
+    picker.unhold(BACKENDS[0])
+    picks = []
+    for _ in range(30):
+        backend = picker.acquire("a")
+        picks.append(backend)
+        picker.release(backend, "a")
+    assert picks.count(BACKENDS[0]) == 10 and picks.count(BACKENDS[1]) == 20
+    reweighted = RoutingTable.from_hosts(
+        [(BACKENDS[0], ["a"]), (BACKENDS[1], ["a"])], {("a", "s0"): 2.0, ("a", "s1"): 1.0}
+    )
+    picker.set_table(reweighted)  # same replicas, new shares: counted afresh
+    picks = [picker.acquire("a") for _ in range(3)]
+    assert picks.count(BACKENDS[0]) == 2

@@ -28,6 +28,7 @@ folder (``plan-001.yaml``, ...) so ``plan --previous`` and ``simulate`` can read
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -161,7 +162,7 @@ class Controller:
             await asyncio.sleep(self.follow.interval_s)
             try:
                 await self.step()
-            except InferpackError as error:
+            except (InferpackError, OSError) as error:  # OSError: writing the plan file
                 self.log(f"step {self.state.step}: not applied ({error}); the fleet keeps its plan")
                 self.show(applying=None, last_step={"step": self.state.step, "error": str(error)})
 
@@ -284,11 +285,35 @@ class Controller:
         return members
 
     async def _load_gained(self, kept: Sequence[Member], specs: dict[str, ServerSpec]) -> None:
-        calls = []
+        """Load on each kept server what it gains, all at once. The member's spec holds the
+        gained models from the start (a server that dies meanwhile restarts with them);
+        if a load fails, the ones that succeeded are unloaded again and the spec restored,
+        then the first failure is raised."""
+        pending: list[tuple[Member, str]] = []
+        originals = {}
         for member in kept:
             gained = [m for m in specs[member.spec.name].models if m not in member.spec.models]
-            calls += [self._control(member, model, "load") for model in gained]
-        await asyncio.gather(*calls)
+            if gained:
+                originals[id(member)] = member.spec
+                member.spec = dataclasses.replace(
+                    member.spec, models=(*member.spec.models, *gained)
+                )
+                pending += [(member, model) for model in gained]
+        outcomes = await asyncio.gather(
+            *(self._control(member, model, "load") for member, model in pending),
+            return_exceptions=True,
+        )
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if not failures:
+            return
+        for (member, model), outcome in zip(pending, outcomes, strict=True):
+            if not isinstance(outcome, BaseException):
+                with contextlib.suppress(StepFailedError):
+                    await self._control(member, model, "unload")
+        for member in kept:
+            if id(member) in originals:
+                member.spec = originals[id(member)]
+        raise failures[0]
 
     async def _control(self, member: Member, model: str, action: str) -> None:
         """POST /v2/repository/models/<model>/<action> on ``member``; StepFailedError
@@ -373,14 +398,18 @@ class Controller:
         await asyncio.gather(*(self._stop_one(member, drain=drain) for member in members))
 
     async def _stop_one(self, member: Member, *, drain: bool) -> None:
-        """Drain (the router's requests to it), then stop; servers stop side by side."""
-        if drain and member.backend is not None:
-            waited = await self._drain(member.backend, None)
-            self.log(f"drained server {member.spec.name} in {waited:.2f} s")
-        await stop_member(member, self.fleet.stop_timeout_s)
-        if member.backend is not None:
-            await self.router.forget(member.backend)
-        self.log(f"stopped server {member.spec.name} (pid {member.child.pid})")
+        """Drain (the router's requests to it), then stop; servers stop side by side. The
+        stop runs even if the fleet is stopped during the drain (the member already left
+        the list the fleet stops at exit, so nobody else would)."""
+        try:
+            if drain and member.backend is not None:
+                waited = await self._drain(member.backend, None)
+                self.log(f"drained server {member.spec.name} in {waited:.2f} s")
+        finally:
+            await stop_member(member, self.fleet.stop_timeout_s)
+            if member.backend is not None:
+                await self.router.forget(member.backend)
+            self.log(f"stopped server {member.spec.name} (pid {member.child.pid})")
 
 
 def _names(models: Sequence[str], shown: int = 6) -> str:

@@ -49,6 +49,7 @@ PLAN_KEY = "plan.yaml"
 ROLLOUT_TIMEOUT_S = 900.0
 POLL_S = 2.0
 STATS_TIMEOUT_S = 5.0
+API_TIMEOUT_S = 30.0
 Shapes = dict[str, tuple[str | None, int, int, float]]
 Log = Callable[[str], None]
 
@@ -111,10 +112,17 @@ class KubeCluster:
     def _send(self, method: Any, what: str, **kwargs: Any) -> tuple[int, Any]:
         """(status, JSON body) of one call; 404 is an answer, other failures raise."""
         try:
-            answer = method(namespace=self.namespace, _preload_content=False, **kwargs)
+            answer = method(
+                namespace=self.namespace,
+                _preload_content=False,
+                _request_timeout=API_TIMEOUT_S,
+                **kwargs,
+            )
             status, data = answer.status, answer.data
         except self._error as error:
             status, data = error.status, (error.body or "").encode()
+        except Exception as error:  # the connection (urllib3): refused, reset, timed out
+            raise UnavailableError(f"kubernetes API: {what}: {error}") from None
         if status >= 400 and status != 404:
             text = data.decode(errors="replace")[:300]
             raise UnavailableError(f"kubernetes API: {what}: {status} {text}")
@@ -262,20 +270,27 @@ class ClusterController:
         """Each model's rate since the last observation (None the first time: counts only
         start there). Pods that do not answer are left out of this interval."""
         now = self.clock()
+        before, since = self._counts, self._observed_at
         counts: dict[tuple[str, str], int] = {}
+        silent: set[str] = set()
         for spec in self.specs(plan):
             for address in self.cluster.pod_addresses(spec.name):
                 try:
                     for model, count in model_counts(self.fetch(address)).items():
                         counts[(model, address)] = count
                 except (OSError, ValueError) as error:
+                    silent.add(address)
                     self.log(f"stats of {spec.name} at {address} not read: {error}")
-        before, since = self._counts, self._observed_at
+        # A pod that did not answer keeps its last counts: read next time, its requests
+        # since then count once (not as a new pod's whole history).
+        counts.update({key: n for key, n in before.items() if key[1] in silent})
         self._counts, self._observed_at = counts, now
         if since is None or now <= since:
             return None
         rates: dict[str, float] = {}
         for (model, address), count in counts.items():
+            if address in silent:
+                continue
             earlier = before.get((model, address), 0)
             new = count - earlier if count >= earlier else count  # a restarted pod
             rates[model] = rates.get(model, 0.0) + new / (now - since)

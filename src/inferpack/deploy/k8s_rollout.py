@@ -27,13 +27,19 @@ apply's transition, when old and new pods of a Deployment serve side by side).
 from __future__ import annotations
 
 import dataclasses
+import math
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import yaml
 
-from inferpack.deploy.k8s_workload import Manifest, ManifestConfig
+from inferpack.deploy.k8s_workload import (
+    MIN_SYSTEM_RESERVED_MEMORY_MB,
+    SYSTEM_RESERVED_MEMORY_SHARE,
+    Manifest,
+    ManifestConfig,
+)
 from inferpack.deploy.kubernetes import HEADER, build_manifests, kustomization
 from inferpack.deploy.spec import ServerSpec
 
@@ -56,9 +62,29 @@ def union_specs(old: Sequence[ServerSpec], new: Sequence[ServerSpec]) -> list[Se
             union.append(after[name])
         else:
             models = tuple(dict.fromkeys((*before[name].models, *after[name].models)))
-            memory = before[name].models_memory_mb + after[name].models_memory_mb
-            union.append(dataclasses.replace(after[name], models=models, models_memory_mb=memory))
+            union.append(
+                dataclasses.replace(
+                    after[name],
+                    models=models,
+                    models_memory_mb=_union_memory_mb(before[name], after[name]),
+                )
+            )
     return union
+
+
+def _union_memory_mb(old: ServerSpec, new: ServerSpec) -> float:
+    """Memory of a kept server holding both plans' models: the old models' plus the gained
+    ones' (each at the new server's mean per model: plans keep no per-model memory per
+    server), at most what the instance leaves to pods (the request schedules the pod; the
+    union is held only until the final step)."""
+    gained = [m for m in new.models if m not in old.models]
+    per_model = new.models_memory_mb / len(new.models) if new.models else 0.0
+    wanted = old.models_memory_mb + per_model * len(gained)
+    reserved = max(
+        new.instance_memory_mb * SYSTEM_RESERVED_MEMORY_SHARE, MIN_SYSTEM_RESERVED_MEMORY_MB
+    )
+    room = math.floor(new.instance_memory_mb - reserved) - new.base_memory_mb
+    return max(old.models_memory_mb, new.models_memory_mb, min(wanted, room))
 
 
 def step_manifests(

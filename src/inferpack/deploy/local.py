@@ -152,8 +152,15 @@ class Member:
 
 
 def start_member(spec: ServerSpec, log_dir: Path) -> Member:
-    """Start the (placed) spec's server, its output to ``<log_dir>/<name>.log``."""
-    return Member(spec, start_child(spec.name, server_argv(spec), log_dir / f"{spec.name}.log"))
+    """Start the (placed) spec's server, its output to ``<log_dir>/<name>.log`` (or
+    ``<name>.2.log``, ... when a server of that name ran before: a re-plan may reuse a
+    removed server's name, and its log stays)."""
+    log = log_dir / f"{spec.name}.log"
+    number = 1
+    while log.exists():
+        number += 1
+        log = log_dir / f"{spec.name}.{number}.log"
+    return Member(spec, start_child(spec.name, server_argv(spec), log))
 
 
 async def stop_member(member: Member, timeout_s: float) -> None:

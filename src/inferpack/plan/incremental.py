@@ -76,9 +76,9 @@ def replan(
     bound, _ = aggregated_bound(problem, options.time_limit_s * BOUND_TIME_SHARE)
     bins, names = _kept(problem, previous)
     kept = set(names)
-    bins = _consolidate(problem, bins, max_moves, kept, only_kept=True)
+    bins, budget = _consolidate(problem, bins, max_moves, kept, victims="kept")
     _place_rest(problem, bins)
-    bins = _consolidate(problem, [b for b in bins if b.members], max_moves, kept)
+    bins, _ = _consolidate(problem, [b for b in bins if b.members], budget, kept, victims="new")
     bins, simulated, notes = enforce_tail(problem, bins, options.slo_p90_ms)
     cost = cost_of(problem, bins)
     lower = min(bound.bound, cost)
@@ -151,14 +151,14 @@ def _consolidate(
     max_moves: int | None,
     kept: set[int],
     *,
-    only_kept: bool = False,
-) -> list[Bin]:
-    """Close servers whose every replica fits on the others: a server just opened for the
-    leftovers (``id`` not in ``kept``) before an old one (its replicas have not been loaded
-    anywhere yet, so placing them elsewhere moves nothing), then those with the fewest
-    replicas (the fewest moves), then the emptiest. Each closure saves a server's price
-    and moves an old server's replicas; closures stop before the moves would pass
-    ``max_moves``."""
+    victims: str,
+) -> tuple[list[Bin], int | None]:
+    """Close servers of ``victims`` ("kept": the previous plan's, before placing; "new":
+    those this re-plan opened, after) whose every replica fits on the others, the fewest
+    replicas first (the fewest moves), then the emptiest; return the rest and the moves
+    budget left. Closing a kept server saves its price and moves its replicas; closing a
+    new one moves nothing (its replicas were never loaded). Closures stop before the
+    moves would pass ``max_moves``."""
     closed: set[int] = set()
     budget = math.inf if max_moves is None else max_moves
 
@@ -166,15 +166,17 @@ def _consolidate(
         return (id(server) in kept, len(server.members), float(server.used.max()))
 
     for victim in sorted(bins, key=order):
-        moves = len(victim.members) if id(victim) in kept else 0
-        if moves > budget or (only_kept and id(victim) not in kept):
+        is_kept = id(victim) in kept
+        moves = len(victim.members) if is_kept else 0
+        if moves > budget or is_kept != (victims == "kept"):
             continue
         others = [b for b in bins if b is not victim and id(b) not in closed]
         others.sort(key=lambda b: -float(b.used.max()))
         if try_empty(problem, victim, others):
             closed.add(id(victim))
             budget -= moves
-    return [b for b in bins if id(b) not in closed]
+    left = None if max_moves is None else int(budget)
+    return [b for b in bins if id(b) not in closed], left
 
 
 def _place_rest(problem: Problem, bins: list[Bin]) -> None:

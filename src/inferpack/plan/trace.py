@@ -51,7 +51,7 @@ def read_trace(path: Path, duration_s: float, scale: float = 1.0) -> Steps:
         raise ConfigError(problems)
     steps: dict[str, list[tuple[float, float, float]]] = {}
     for model, points in changes.items():
-        points.sort()
+        points.sort(key=lambda point: point[0])  # stable: at equal t, the later row wins
         ends = [t for t, _ in points[1:]] + [duration_s]
         steps[model] = [
             (t, min(end, duration_s), rps)

@@ -129,12 +129,16 @@ class Picker:
     def set_table(self, table: RoutingTable) -> None:
         """Route by ``table`` from the next request on. Requests in flight keep their
         backends (counted until released, even on a backend the new table dropped); a
-        model whose replicas changed starts its weighted shares afresh."""
+        model whose replicas or weights changed starts its weighted shares afresh."""
         old = self.table
         for backend in table.backends:
             self.outstanding.setdefault(backend, 0)
         for model in list(self._sent):
-            if model not in table.models or table.replicas(model) != old.replicas(model):
+            if (
+                model not in table.models
+                or table.replicas(model) != old.replicas(model)
+                or table.weights(model) != old.weights(model)
+            ):
                 del self._sent[model]
         self.table = table
 
@@ -232,8 +236,13 @@ class Picker:
         return backend in self._held
 
     def unhold(self, backend: Backend) -> None:
+        """``backend`` is ready again. Its models' weighted shares start afresh: counted
+        from the hold on, it would be so far behind its share that it took all of their
+        requests until it caught up."""
         self._held.discard(backend)
         self.mark_up(backend)
+        for model in self.table.hosted_by(backend):
+            self._sent.pop(model, None)
 
     def is_down(self, backend: Backend) -> bool:
         return self._is_down(backend, self._clock())
