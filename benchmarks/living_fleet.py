@@ -162,16 +162,21 @@ class FleetLog:
         raise RuntimeError("fleet did not start:\n" + "\n".join(t for _, t in self.lines))
 
 
-def server_seconds(log: list[tuple[float, str]], begin: float, end: float) -> float:
-    """The integral of servers running over [begin, end), from start/stop lines."""
-    events: list[tuple[float, int]] = []
+def server_changes(log: list[tuple[float, str]]) -> list[tuple[float, int]]:
+    """(time, +1) for each server started or ready, (time, -1) for each stopped, in order."""
+    changes = []
     for at, line in log:
         if _STARTED.search(line) or _READY.search(line):
-            events.append((at, +1))
+            changes.append((at, +1))
         elif _STOPPED.search(line):
-            events.append((at, -1))
+            changes.append((at, -1))
+    return sorted(changes)
+
+
+def server_seconds(changes: list[tuple[float, int]], begin: float, end: float) -> float:
+    """The integral of servers running over [begin, end)."""
     total, running, last = 0.0, 0, begin
-    for at, change in sorted(events):
+    for at, change in changes:
         if at > begin:
             total += running * (min(at, end) - last)
             last = min(max(at, begin), end)
@@ -179,14 +184,8 @@ def server_seconds(log: list[tuple[float, str]], begin: float, end: float) -> fl
     return total + running * max(0.0, end - last)
 
 
-def servers_at(log: list[tuple[float, str]], at: float) -> int:
-    count = 0
-    for when, line in log:
-        if when > at:
-            break
-        count += 1 if (_STARTED.search(line) or _READY.search(line)) else 0
-        count -= 1 if _STOPPED.search(line) else 0
-    return count
+def servers_at(changes: list[tuple[float, int]], at: float) -> int:
+    return sum(change for when, change in changes if when <= at)
 
 
 def settling_times(
@@ -264,20 +263,21 @@ def main() -> None:
         return any(t <= start < t + settle_s or t <= start + args.window_s - 1e-9 < t + settle_s
                    for t in transitions)  # fmt: skip
 
+    changes = server_changes(log.lines)
     rows = []
     for number, window in enumerate(windows):
         start = number * args.window_s
         rows.append({
             "t_s": start,
             "phase": PHASES[min(int(start // args.phase_s), len(PHASES) - 1)][0],
-            "servers": servers_at(log.lines, begin + start + args.window_s),
+            "servers": servers_at(changes, begin + start + args.window_s),
             "transition": in_transition(start),
             **window,
         })  # fmt: skip
     steady = [r for r in rows if not r["transition"]]
     over = [r for r in steady if r["latency_p90_ms"] > SLO_MS]
     settling = settling_times(log.lines, begin, transitions, args.phase_s, args.interval_s)
-    used = server_seconds(log.lines, begin, end)
+    used = server_seconds(changes, begin, end)
     peak_servers = static_peak_servers(inputs["profiles"])
     document: dict[str, Any] = {
         "setup": {

@@ -43,35 +43,22 @@ def controller(
 ) -> None:
     """Observe the fleet's pods, re-plan, and roll the moves out through the Kubernetes API."""
     from inferpack.bench.catalog import Catalog
+    from inferpack.deploy.follow import replan_time_limit_s
     from inferpack.deploy.k8s_controller import ClusterController, KubeCluster
     from inferpack.deploy.k8s_workload import ManifestConfig
+    from inferpack.deploy.spec import catalog_shapes
     from inferpack.plan.formats import read_plan, read_profiles
-    from inferpack.plan.problem import PlanOptions, server_types_from_catalog
+    from inferpack.plan.incremental import options_of
+    from inferpack.plan.problem import server_types_from_catalog
 
     try:
         plan = read_plan(plan_file)
         loaded = read_profiles(profiles)
         prices = Catalog.load(catalog)
         types = server_types_from_catalog(prices, {p.instance_type for p in loaded}, region)
-        shapes = {}
-        for name in {t.name for t in types} | {s.instance_type for s in plan.servers}:
-            entry = prices.get(name, region)
-            shapes[name] = (
-                entry.accelerator,
-                entry.accelerator_count,
-                entry.vcpu,
-                entry.memory_gib,
-            )
-        summary = plan.plan
-        options = PlanOptions(
-            slo_p90_ms=summary.slo_p90_ms,
-            max_memory_utilization=summary.max_memory_utilization or 0.9,
-            max_compute_utilization=summary.max_compute_utilization or 0.8,
-            time_limit_s=max(1.0, min(10.0, interval_s / 4)),
-            server_overhead_mb=(
-                600.0 if summary.server_overhead_mb is None else summary.server_overhead_mb
-            ),
-        )
+        names = {t.name for t in types} | {s.instance_type for s in plan.servers}
+        shapes = catalog_shapes(prices, names, region)
+        options = options_of(plan.plan, time_limit_s=replan_time_limit_s(interval_s))
         cluster = KubeCluster(namespace, fleet_name, kubeconfig)
         loop = ClusterController(
             cluster=cluster,

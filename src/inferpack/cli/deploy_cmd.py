@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from inferpack.cli.app import app, console
 from inferpack.errors import InferpackError
+
+if TYPE_CHECKING:
+    from inferpack.deploy.spec import Shapes
 
 
 class Target(StrEnum):
@@ -94,7 +97,7 @@ def deploy(
 ) -> None:
     """Run a plan: Kubernetes manifests (no cluster needed to write them) or a local fleet."""
     from inferpack.bench.catalog import Catalog
-    from inferpack.deploy.spec import server_specs
+    from inferpack.deploy.spec import catalog_shapes, server_specs
     from inferpack.plan.formats import read_plan
 
     if target is Target.KUBERNETES and (image is None or output is None):
@@ -121,15 +124,8 @@ def deploy(
         plan = read_plan(plan_file)
         before = None if previous is None else read_plan(previous)
         shapes = Catalog.load(catalog)
-        instances = {}
-        for server in (*plan.servers, *(before.servers if before else ())):
-            entry = shapes.get(server.instance_type, region)
-            instances[server.instance_type] = (
-                entry.accelerator,
-                entry.accelerator_count,
-                entry.vcpu,
-                entry.memory_gib,
-            )
+        servers = (*plan.servers, *(before.servers if before else ()))
+        instances = catalog_shapes(shapes, {s.instance_type for s in servers}, region)
         specs = server_specs(plan, model_repository, instances)
         if target is Target.KUBERNETES:
             from inferpack.deploy.kubernetes import write_manifests
@@ -186,7 +182,7 @@ def _controller(
     plan: Any,
     profiles: list[Path],
     catalog: Any,
-    shapes: dict[str, tuple[str | None, int, int, float]],
+    shapes: Shapes,
     model_repository: str,
     region: str | None,
     *,
@@ -196,31 +192,16 @@ def _controller(
 ) -> Any:
     """deploy --follow's controller, as the local fleet's companion: re-plans with the
     plan's own SLO and caps, on the profiled instance types of the catalogue."""
-    from inferpack.deploy.follow import Controller, FollowConfig
+    from inferpack.deploy.follow import Controller, FollowConfig, replan_time_limit_s
+    from inferpack.deploy.spec import catalog_shapes
     from inferpack.plan.formats import read_profiles
-    from inferpack.plan.problem import PlanOptions, server_types_from_catalog
+    from inferpack.plan.incremental import options_of
+    from inferpack.plan.problem import server_types_from_catalog
 
     loaded = read_profiles(profiles)
-    names = {p.instance_type for p in loaded}
-    types = server_types_from_catalog(catalog, names, region)
-    for entry in types:
-        shape = catalog.get(entry.name, region)
-        shapes[entry.name] = (
-            shape.accelerator,
-            shape.accelerator_count,
-            shape.vcpu,
-            shape.memory_gib,
-        )
-    summary = plan.plan
-    options = PlanOptions(
-        slo_p90_ms=summary.slo_p90_ms,
-        max_memory_utilization=summary.max_memory_utilization or 0.9,
-        max_compute_utilization=summary.max_compute_utilization or 0.8,
-        time_limit_s=max(1.0, min(10.0, interval_s / 4)),
-        server_overhead_mb=(
-            600.0 if summary.server_overhead_mb is None else summary.server_overhead_mb
-        ),
-    )
+    types = server_types_from_catalog(catalog, {p.instance_type for p in loaded}, region)
+    shapes = {**shapes, **catalog_shapes(catalog, {t.name for t in types}, region)}
+    options = options_of(plan.plan, time_limit_s=replan_time_limit_s(interval_s))
     config = FollowConfig(
         plan=plan,
         profiles=tuple(loaded),

@@ -47,7 +47,7 @@ from inferpack.deploy.local import (
     stop_member,
     wait_ready,
 )
-from inferpack.deploy.spec import ServerSpec, server_specs
+from inferpack.deploy.spec import ServerSpec, Shapes, server_specs
 from inferpack.errors import InferpackError
 from inferpack.plan.formats import Demand, Plan, Profile, write_plan
 from inferpack.plan.incremental import replan
@@ -62,7 +62,6 @@ DRAIN_TIMEOUT_S = 30.0
 DRAIN_POLL_S = 0.05
 # The model repository API's load and unload calls (a large model loads for minutes).
 CONTROL_TIMEOUT_S = 600.0
-Shapes = dict[str, tuple[str | None, int, int, float]]
 
 
 @dataclass(frozen=True)
@@ -88,6 +87,11 @@ class _State:
     step: int = 0
     previous_rates: dict[str, float] = field(default_factory=dict)
     servers_started: int = 0  # for port numbers with --base-port
+
+
+def replan_time_limit_s(interval_s: float) -> float:
+    """The planner's time each re-plan may take: a quarter of the interval, 1 to 10 s."""
+    return max(1.0, min(10.0, interval_s / 4))
 
 
 def smoothed(

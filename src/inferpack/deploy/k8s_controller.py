@@ -38,7 +38,7 @@ from inferpack.deploy.follow import smoothed
 from inferpack.deploy.k8s_rollout import STEPS, rollout_of, step_manifests
 from inferpack.deploy.k8s_workload import APP_NAME, Manifest, ManifestConfig
 from inferpack.deploy.kubernetes import build_manifests
-from inferpack.deploy.spec import ServerSpec, dns_label, server_specs
+from inferpack.deploy.spec import ServerSpec, Shapes, dns_label, server_specs
 from inferpack.errors import InferpackError, MissingExtraError, UnavailableError
 from inferpack.plan.formats import Plan, Profile, parse_plan, plan_to_dict
 from inferpack.plan.incremental import replan
@@ -50,7 +50,6 @@ ROLLOUT_TIMEOUT_S = 900.0
 POLL_S = 2.0
 STATS_TIMEOUT_S = 5.0
 API_TIMEOUT_S = 30.0
-Shapes = dict[str, tuple[str | None, int, int, float]]
 Log = Callable[[str], None]
 
 

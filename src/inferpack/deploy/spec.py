@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from inferpack.plan.formats import Plan, ServerPlan
@@ -83,10 +84,26 @@ class ServerSpec:
         return math.ceil(self.models_memory_mb + self.base_memory_mb)
 
 
+Shapes = dict[str, tuple[str | None, int, int, float]]
+
+
+def catalog_shapes(catalog: object, names: Iterable[str], region: str | None = None) -> Shapes:
+    """Instance type -> (accelerator, accelerator_count, vcpu, memory_gib) from the price
+    catalogue, what :func:`server_specs` takes; a type the catalogue lacks is its error."""
+    from inferpack.bench.catalog import Catalog
+
+    assert isinstance(catalog, Catalog)
+    shapes: Shapes = {}
+    for name in sorted(set(names)):
+        entry = catalog.get(name, region)
+        shapes[name] = (entry.accelerator, entry.accelerator_count, entry.vcpu, entry.memory_gib)
+    return shapes
+
+
 def server_specs(
     plan: Plan,
     model_repository: str,
-    instances: dict[str, tuple[str | None, int, int, float]],
+    instances: Shapes,
 ) -> list[ServerSpec]:
     """One spec per planned server.
 
@@ -104,7 +121,7 @@ def server_specs(
 def _spec(
     server: ServerPlan,
     model_repository: str,
-    instances: dict[str, tuple[str | None, int, int, float]],
+    instances: Shapes,
 ) -> ServerSpec:
     from inferpack.errors import ConfigError
 

@@ -99,6 +99,20 @@ def replan(
     return Plan(summary, tuple(servers), changes=changes(previous, servers))
 
 
+def options_of(summary: PlanSummary, time_limit_s: float) -> PlanOptions:
+    """The options ``summary``'s plan was packed under (its SLO and caps; PlanOptions'
+    defaults for a plan file written without them), to re-plan it alike."""
+    default = PlanOptions(slo_p90_ms=summary.slo_p90_ms, time_limit_s=time_limit_s)
+    memory, compute = summary.max_memory_utilization, summary.max_compute_utilization
+    overhead = summary.server_overhead_mb
+    return dataclasses.replace(
+        default,
+        max_memory_utilization=default.max_memory_utilization if memory is None else memory,
+        max_compute_utilization=default.max_compute_utilization if compute is None else compute,
+        server_overhead_mb=default.server_overhead_mb if overhead is None else overhead,
+    )
+
+
 def _kept(problem: Problem, previous: Plan) -> tuple[list[Bin], dict[int, str]]:
     """The previous servers that still fit their type, each shedding replicas until it fits;
     their names by ``id`` of the bin."""

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from inferpack.report.plan import PlanDocument, by_type, describe
-from inferpack.report.plots import Plot, finish, new_axes, number
+from inferpack.report.plots import Plot, finish, new_axes, number, per_document
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -155,11 +155,5 @@ def _latency(document: PlanDocument, key: str) -> Plot | None:
 def plan_plots(documents: Sequence[PlanDocument]) -> list[Plot]:
     """The charts of every plan, plan by plan: cost, utilisation, latency (when predicted).
     Keys are ``plan-cost`` etc. for the first plan, ``plan-cost-2`` for the second."""
-    plots: list[Plot] = []
-    for index, document in enumerate(documents):
-        suffix = "" if index == 0 else f"-{index + 1}"
-        for name, draw in (("cost", _cost), ("utilisation", _utilisation), ("latency", _latency)):
-            plot = draw(document, f"plan-{name}{suffix}")
-            if plot is not None:
-                plots.append(plot)
-    return plots
+    charts = [("plan-cost", _cost), ("plan-utilisation", _utilisation), ("plan-latency", _latency)]
+    return per_document(documents, charts)

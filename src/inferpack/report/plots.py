@@ -10,9 +10,9 @@ from __future__ import annotations
 import io
 import math
 import textwrap
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from inferpack.errors import MissingExtraError
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 Document = Mapping[str, Any]
+D = TypeVar("D")
 Result = Mapping[str, Any]
 Keys = tuple[str, ...]  # keys down into a result: ("latency_ms", "p90")
 BATCH: Keys = ("batch_size",)
@@ -102,6 +103,21 @@ def _pairs(results: Iterable[Result], x: Keys, y: Keys) -> list[tuple[float, flo
     """(x, y, result) for every result that has both numbers."""
     found = [(field(r, *x), field(r, *y), r) for r in results]
     return [(a, b, r) for a, b, r in found if a is not None and b is not None]
+
+
+def per_document(
+    documents: Sequence[D], charts: Sequence[tuple[str, Callable[[D, str], Plot | None]]]
+) -> list[Plot]:
+    """Each chart of each document, document by document; a chart's key is its name for
+    the first document, ``name-2`` for the second, ... A chart returning None is left out."""
+    plots = []
+    for index, document in enumerate(documents):
+        suffix = "" if index == 0 else f"-{index + 1}"
+        for name, draw in charts:
+            plot = draw(document, f"{name}{suffix}")
+            if plot is not None:
+                plots.append(plot)
+    return plots
 
 
 def new_axes(height_in: float = HEIGHT_IN) -> Axes:

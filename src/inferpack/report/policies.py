@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from inferpack.report.html import MISSING, Column, fmt, integer, num, table
-from inferpack.report.plots import Document, Plot, finish, new_axes, number
+from inferpack.report.plots import Document, Plot, finish, new_axes, number, per_document
 
 SCHEMA = "inferpack.policies/1"
 SLO_COLOUR = "#c0392b"
@@ -116,10 +116,4 @@ def _chart(document: Document, key: str) -> Plot | None:
 
 
 def policies_plots(documents: Sequence[Document]) -> list[Plot]:
-    plots = []
-    for index, document in enumerate(documents):
-        suffix = "" if index == 0 else f"-{index + 1}"
-        plot = _chart(document, f"policies-servers{suffix}")
-        if plot is not None:
-            plots.append(plot)
-    return plots
+    return per_document(documents, [("policies-servers", _chart)])

@@ -14,7 +14,15 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from inferpack.report.html import MISSING, Column, fmt, integer, num, sig3, table
-from inferpack.report.plots import Document, Plot, Result, finish, new_axes, number
+from inferpack.report.plots import (
+    Document,
+    Plot,
+    Result,
+    finish,
+    new_axes,
+    number,
+    per_document,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -161,10 +169,4 @@ def _latency_axis(ax: Axes, servers: Sequence[Result], slo: float | None) -> Non
 
 
 def simulation_plots(documents: Sequence[Document]) -> list[Plot]:
-    plots = []
-    for index, document in enumerate(documents):
-        suffix = "" if index == 0 else f"-{index + 1}"
-        plot = _chart(document, f"simulation-servers{suffix}")
-        if plot is not None:
-            plots.append(plot)
-    return plots
+    return per_document(documents, [("simulation-servers", _chart)])
