@@ -7,15 +7,21 @@ Each engine is an optional extra imported only when a model needs it, so that
 from __future__ import annotations
 
 from inferpack.backends.base import Backend
+from inferpack.backends.python.calls import ModelCalls
 from inferpack.errors import ConfigError, MissingExtraError
 from inferpack.repository import ModelSource
 
 TORCH_PLATFORMS = frozenset({"torchscript", "torch_export", "workload", "torch_aoti"})
 
 
-def load_backends(source: ModelSource) -> list[Backend]:
-    """One backend per configured instance (instances on one device may share a module)."""
+def load_backends(source: ModelSource, calls: ModelCalls | None = None) -> list[Backend]:
+    """One backend per configured instance (instances on one device may share a module).
+    ``calls``: the server's other models, for python models that call them (BLS)."""
     platform = source.config.platform
+    if platform == "python":
+        from inferpack.backends.python import load_python_backends
+
+        return list(load_python_backends(source, calls))
     if platform in TORCH_PLATFORMS:
         try:
             from inferpack.backends.torch_backend import TorchBackend

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from concurrent.futures import Executor
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from inferpack.config.model_config import ModelConfig
 from inferpack.datatypes import numpy_dtype
+from inferpack.errors import InferpackError
 from inferpack.types import Tensor
 
 
@@ -32,6 +34,25 @@ class Backend(Protocol):
         that of the model's largest batch to ``memory_bytes``. Blocking (worker thread)."""
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class RunsRequests(Protocol):
+    """A backend that takes a batch as its requests (python models): one dict of inputs per
+    request, one result per request, the outputs or the InferpackError that request alone
+    failed with. The server neither joins the requests' rows nor pads them."""
+
+    def run_requests(
+        self, payloads: list[dict[str, Tensor]]
+    ) -> list[dict[str, Tensor] | InferpackError]: ...
+
+
+@runtime_checkable
+class OwnsThread(Protocol):
+    """A backend whose batches run on an executor of its own, not the device's shared
+    worker threads (python models: a model that calls other models blocks its thread)."""
+
+    executor: Executor
 
 
 @runtime_checkable

@@ -29,11 +29,12 @@ Contract (what callers and tests rely on):
   deadline has passed is never run: it fails with DeadlineExceededError when its deadline
   passes while queued (the scheduler wakes at the earliest deadline, even while every
   instance is busy). A request already running is not interrupted.
-- ``execute(instance, items)`` must return one result per item; a length mismatch or an
-  exception fails every request of that batch and no other, and is logged with the
-  model's name and its cause once per batch, not once per request. A running batch that is
-  cancelled fails its requests with UnavailableError. The instance is free again in every
-  case.
+- ``execute(instance, items)`` must return one result per item; a result that is an
+  exception instance fails its request alone (a python model's per-request error); a
+  length mismatch or an exception fails every request of that batch and no other, and is
+  logged with the model's name and its cause once per batch, not once per request. A
+  running batch that is cancelled fails its requests with UnavailableError. The instance
+  is free again in every case.
 - Cancelled requests (client gone) are dropped before running; their futures stay
   cancelled.
 - If the scheduler stops for any reason (a bug, cancellation), every queued request fails
@@ -375,7 +376,11 @@ class DynamicBatcher(Generic[P, R]):
             raise
         else:
             for item, result in zip(batch, results, strict=True):
-                if not item.future.done():
+                if item.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    item.future.set_exception(result)
+                else:
                     item.future.set_result(result)
         finally:
             elapsed = loop.time() - started

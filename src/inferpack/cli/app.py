@@ -589,7 +589,11 @@ def catalog_list(
 def repo_init(
     directory: Annotated[Path, typer.Argument(help="Folder to write the repository into.")],
     workloads: Annotated[
-        str, typer.Option(help="Comma-separated reference workloads.")
+        str,
+        typer.Option(
+            help="Comma-separated reference workloads, or python examples "
+            "(string-identity, numpy-mlp: model.py files, docs/python-models.md)."
+        ),
     ] = "tiny-mlp,small-cnn,squeezenet,resnet50",
     seed: Annotated[int, typer.Option(help="Seed of the weights.")] = 0,
 ) -> None:

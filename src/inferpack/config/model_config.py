@@ -34,7 +34,11 @@ PLATFORMS: Final[dict[str, str]] = {
     "workload": "model.safetensors",
     "torch_aoti": "model.pt2",  # torch.export + AOTInductor package (inferpack compile)
     "onnx": "model.onnx",  # ONNX Runtime
+    "python": "model.py",  # the user's own Python (docs/python-models.md)
 }
+# How a model's instances run: threads of the server (the default), or, for python models,
+# one worker process each (isolation: docs/python-models.md).
+INSTANCE_KINDS: Final[frozenset[str]] = frozenset({"thread", "process"})
 PRECISIONS: Final[frozenset[str]] = frozenset({"fp32", "bf16", "fp16"})
 # Narrower than fp32: what weights may be kept in while computing in fp32.
 STORAGE_PRECISIONS: Final[frozenset[str]] = frozenset({"bf16", "fp16"})
@@ -53,10 +57,12 @@ class DynamicBatchingConfig:
 
 @dataclass(frozen=True, slots=True)
 class InstanceConfig:
-    """``count`` worker threads per model; device is cpu, cuda:N, cuda or auto."""
+    """``count`` instances per model (each runs one batch at a time); device is cpu,
+    cuda:N, cuda or auto; kind is thread or process (python models only)."""
 
     count: int = 1
     device: str = "auto"
+    kind: str = "thread"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +87,8 @@ class ModelConfig:
     # Uploads to tensors, tensors to answers (docs/processing.md).
     preprocess: Preprocess | None = None
     postprocess: Postprocess = Postprocess()  # noqa: RUF009 - frozen, shared safely
+    # Free-form string parameters (Triton's ``parameters``): python models read them.
+    parameters: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def batching(self) -> bool:
@@ -204,7 +212,20 @@ def _instances(raw: Any, problems: _Problems) -> InstanceConfig:
     if not isinstance(device, str) or not _valid_device(device):
         problems.add("instances.device", f"must be cpu, cuda, cuda:N or auto, got {device!r}")
         device = "auto"
-    return InstanceConfig(count=count, device=device)
+    kind = raw.get("kind", "thread")
+    if kind not in INSTANCE_KINDS:
+        problems.add("instances.kind", f"must be one of {sorted(INSTANCE_KINDS)}, got {kind!r}")
+        kind = "thread"
+    return InstanceConfig(count=count, device=device, kind=kind)
+
+
+def _parameters(raw: Any, problems: _Problems) -> dict[str, str]:
+    if isinstance(raw, Mapping) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+    ):
+        return dict(raw)
+    problems.add("parameters", f"must be a mapping of strings to strings, got {raw!r}")
+    return {}
 
 
 def _valid_device(device: str) -> bool:
@@ -295,6 +316,7 @@ def parse_model_config(raw: Any, source: str, default_name: str | None = None) -
         warmup = True
     config = ModelConfig(
         name=name,
+        parameters=_parameters(raw.get("parameters", {}), problems),
         platform=platform,
         inputs=_tensor_specs(raw.get("inputs"), "inputs", problems),
         outputs=_tensor_specs(raw.get("outputs"), "outputs", problems),
@@ -316,6 +338,11 @@ def parse_model_config(raw: Any, source: str, default_name: str | None = None) -
         ),
     )
     _check_batching(config, problems)
+    if config.instances.kind == "process" and config.platform != "python":
+        problems.add(
+            "instances.kind",
+            f"'process' runs python models only (platform {config.platform!r} runs in threads)",
+        )
     config = _with_processing(config, raw, problems)
     if problems.items:
         raise ConfigError(problems.items)
@@ -358,12 +385,16 @@ def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
             "max_queue_size": batching.max_queue_size,
         }
     data["instances"] = {"count": config.instances.count, "device": config.instances.device}
+    if config.instances.kind != "thread":
+        data["instances"]["kind"] = config.instances.kind
     data["precision"] = config.precision
     if config.storage_precision is not None:
         data["storage_precision"] = config.storage_precision
     compiled = compile_to_dict(config.compile)
     if compiled is not None:
         data["compile"] = compiled
+    if config.parameters:
+        data["parameters"] = dict(config.parameters)
     pre = preprocess_to_dict(config.preprocess)
     if pre is not None:
         data["preprocess"] = pre

@@ -32,8 +32,21 @@ from inferpack.errors import ConfigError
 
 TRITON_CONFIG_FILE: Final = "config.pbtxt"
 # Triton platform -> inferpack platform; Triton's backend names for the same.
-PLATFORMS: Final[dict[str, str]] = {"pytorch_libtorch": "torchscript", "onnxruntime_onnx": "onnx"}
-BACKENDS: Final[dict[str, str]] = {"pytorch": "pytorch_libtorch", "onnxruntime": "onnxruntime_onnx"}
+PLATFORMS: Final[dict[str, str]] = {
+    "pytorch_libtorch": "torchscript",
+    "onnxruntime_onnx": "onnx",
+    "python": "python",  # Triton has no such platform: a python model names its backend only
+}
+BACKENDS: Final[dict[str, str]] = {
+    "pytorch": "pytorch_libtorch",
+    "onnxruntime": "onnxruntime_onnx",
+    "python": "python",
+}
+# Parameters of Triton's python backend that inferpack cannot honour, and why.
+_REFUSED_PARAMETERS: Final[dict[str, str]] = {
+    "EXECUTION_ENV_PATH": "a packed conda environment per model is not supported; install "
+    "the model's packages into the server's environment",
+}
 # TYPE_<X> -> X, except Triton's TYPE_STRING, which is the v2 BYTES datatype.
 _DATATYPE_RENAMES: Final[dict[str, str]] = {"STRING": "BYTES"}
 _UNSUPPORTED: Final = pb.Unsupported.DESCRIPTOR.full_name
@@ -210,6 +223,16 @@ def _model_yaml(
     }
     if message.default_model_filename:
         raw["artifact"] = message.default_model_filename
+    if message.model_transaction_policy.decoupled:
+        problem(
+            "model_transaction_policy.decoupled",
+            "decoupled (streaming) models are not supported: inferpack answers every request "
+            "with exactly one response",
+        )
+    if message.parameters:
+        raw["parameters"] = {k: v.string_value for k, v in sorted(message.parameters.items())}
+        for key in sorted(set(message.parameters) & set(_REFUSED_PARAMETERS)):
+            problem(f"parameters.{key}", _REFUSED_PARAMETERS[key])
     labelled = [(o.name, o.label_filename) for o in message.output if o.label_filename]
     if len(labelled) > 1:
         problem("output", f"label_filename on one output is supported, got {len(labelled)}")

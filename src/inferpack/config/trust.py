@@ -6,7 +6,8 @@ A model artifact of some platforms is code, not data. Loading it runs what its a
 - ``torch_export``: a ``torch.export`` program (``.pt2``), a graph of operators with pickled
   constants;
 - ``torch_aoti``: an AOTInductor package, a compiled shared library ``dlopen``-ed into the
-  server process.
+  server process;
+- ``python``: the user's ``model.py``, imported and run as it is.
 
 ``workload`` (safetensors weights into inferpack's own model code) and ``onnx`` (an ONNX graph
 run by ONNX Runtime, which loads no custom-operator library unless the server asks) are
@@ -27,6 +28,7 @@ CODE_PLATFORMS: Final[dict[str, str]] = {
     "torchscript": "a TorchScript program",
     "torch_export": "a torch.export program with pickled constants",
     "torch_aoti": "a compiled shared library loaded into the server",
+    "python": "Python code imported into the server (or its worker processes)",
 }
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import yaml
 
 from inferpack.config.model_config import ModelConfig, model_config_to_dict
-from inferpack.errors import MissingExtraError
+from inferpack.errors import ConfigError, MissingExtraError
 from inferpack.repository.local import CONFIG_FILE
+from inferpack.repository.python_examples import PYTHON_EXAMPLES, write_python_example
 from inferpack.workloads import WorkloadSpec, get_workload
 
 log = logging.getLogger(__name__)
@@ -20,12 +21,16 @@ DEFAULT_WORKLOADS = ("tiny-mlp", "small-cnn", "squeezenet", "resnet50")
 
 def init_repository(root: Path, workloads: Sequence[str], seed: int = 0) -> list[Path]:
     """Write model.yaml, the weights (version 1, safetensors: seeded, or published for a
-    pretrained workload) and the files its processing reads for each workload."""
-    from inferpack.workloads.weights import build_seeded, save_weights
-
+    pretrained workload) and the files its processing reads for each workload; a python
+    example (PYTHON_EXAMPLES) is its model.py and model.yaml (no torch needed)."""
     written = []
     for name in workloads:
-        spec = get_workload(name)
+        if name in PYTHON_EXAMPLES:
+            written.append(write_python_example(root, name, seed))
+            continue
+        from inferpack.workloads.weights import build_seeded, save_weights
+
+        spec = _workload(name)
         config = spec.default_config(seed=seed)
         folder = root / name
         (folder / "1").mkdir(parents=True, exist_ok=True)
@@ -38,6 +43,15 @@ def init_repository(root: Path, workloads: Sequence[str], seed: int = 0) -> list
         )
         written.append(folder)
     return written
+
+
+def _workload(name: str) -> WorkloadSpec:
+    try:
+        return get_workload(name)
+    except ConfigError as error:
+        raise ConfigError(
+            [f"{error.message}; python examples: {', '.join(PYTHON_EXAMPLES)}"]
+        ) from None
 
 
 def _write_files(spec: WorkloadSpec, config: ModelConfig, folder: Path) -> ModelConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,8 +10,15 @@ from contextlib import contextmanager
 from inferpack import __version__
 from inferpack.config.control import ControlConfig, ControlMode
 from inferpack.config.model_config import ModelConfig
-from inferpack.errors import InferpackError, NotFoundError, UnavailableError, failure_reason
+from inferpack.errors import (
+    InferpackError,
+    ModelExecutionError,
+    NotFoundError,
+    UnavailableError,
+    failure_reason,
+)
 from inferpack.repository import Repository
+from inferpack.runtime.calls import EngineCalls
 from inferpack.runtime.manager import ModelManager
 from inferpack.runtime.metrics import ServingMetrics
 from inferpack.runtime.request_parameters import request_deadline, request_timeout_us
@@ -34,6 +42,8 @@ class Engine:
         self.metrics = ServingMetrics()
         self.control = control or ControlConfig()
         self.manager = ModelManager(repository, self.metrics, self.control)
+        self.calls = EngineCalls(self)  # python models calling other models (BLS)
+        self.manager.pools.calls = self.calls
         self.started = False
         self.startup_error = ""
         # Set by the server once every listener (HTTP, gRPC) accepts connections, cleared
@@ -42,6 +52,7 @@ class Engine:
 
     async def start(self) -> None:
         """Load every model of the repository; ``started`` turns true when all were tried."""
+        self.calls.bind(asyncio.get_running_loop())
         try:
             await self.manager.start()
         except InferpackError as error:
@@ -131,6 +142,11 @@ class Engine:
         model.statistics.record_request(True, elapsed_s)
         wanted = request.requested_outputs
         if wanted is not None:
+            missing = [k for k in wanted if k not in outputs]
+            if missing:  # a python model may leave outputs out
+                raise ModelExecutionError(
+                    f"model {name!r} did not return requested output(s) {missing}"
+                )
             outputs = {k: outputs[k] for k in wanted}
         return InferResponse(name, model.version, outputs, id=request.id)
 

@@ -22,7 +22,7 @@ from concurrent.futures import Executor
 import numpy as np
 
 from inferpack.backends import Backend, load_backends
-from inferpack.backends.base import warmup_inputs
+from inferpack.backends.base import OwnsThread, RunsRequests, warmup_inputs
 from inferpack.batching import BatchPolicy, DynamicBatcher, QueuedItem
 from inferpack.batching.buckets import chunk_rows
 from inferpack.config.model_config import ModelConfig
@@ -100,7 +100,10 @@ class ServedModel:
         self.statistics = ModelStatistics()
         count = len(self.backends)
         self._executors: list[Executor] = [
-            pools.executor(backend.device, at_least=count) for backend in self.backends
+            backend.executor
+            if isinstance(backend, OwnsThread)
+            else pools.executor(backend.device, at_least=count)
+            for backend in self.backends
         ]
         self.batcher: DynamicBatcher[Outputs, Outputs] = DynamicBatcher(
             self.config.name, batch_policy(self.config), self._execute, len(self.backends)
@@ -118,7 +121,7 @@ class ServedModel:
         pipeline = None
         if config.preprocess is not None or not config.postprocess.empty:
             pipeline = Pipeline.load(config, source.artifact_path.parent.parent)
-        model = cls(source, load_backends(source), metrics, pools, pipeline)
+        model = cls(source, load_backends(source, pools.calls), metrics, pools, pipeline)
         if source.config.warmup:
             inputs = warmup_inputs(source.config)
             for instance, backend in enumerate(model.backends):
@@ -240,6 +243,11 @@ class ServedModel:
         the event loop's clock (monotonic), where queue time ends."""
         began_s = time.monotonic()
         started = time.perf_counter()
+        backend = self.backends[instance]
+        if isinstance(backend, RunsRequests):  # python models: requests as they came
+            answers = backend.run_requests(payloads)  # failed ones: errors, raised per request
+            infer_s = time.perf_counter() - started
+            return answers, BatchTiming(0.0, infer_s, 0.0), began_s  # type: ignore[return-value]
         if len(payloads) == 1:
             inputs = payloads[0]
         else:

@@ -32,6 +32,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from inferpack.backends.python.calls import ModelCalls
 from inferpack.backends.threads import set_intra_op_threads
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ class DevicePools:
         self.cpu = plan_cpu_threads(cpu_threads or available_cpus())
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._processing: ThreadPoolExecutor | None = None
+        # The server's models as python models call them (BLS); set by the engine.
+        self.calls: ModelCalls | None = None
 
     def _threads(self, device: str) -> int:
         return self.cpu.workers if device == "cpu" else DEFAULT_CUDA_THREADS

@@ -156,8 +156,27 @@ class VersionPolicy(_message.Message):
     specific: Unsupported
     def __init__(self, latest: _Optional[_Union[VersionPolicy.Latest, _Mapping]] = ..., all: _Optional[_Union[VersionPolicy.All, _Mapping]] = ..., specific: _Optional[_Union[Unsupported, _Mapping]] = ...) -> None: ...
 
+class ModelParameter(_message.Message):
+    __slots__ = ("string_value",)
+    STRING_VALUE_FIELD_NUMBER: _ClassVar[int]
+    string_value: str
+    def __init__(self, string_value: _Optional[str] = ...) -> None: ...
+
+class ModelTransactionPolicy(_message.Message):
+    __slots__ = ("decoupled",)
+    DECOUPLED_FIELD_NUMBER: _ClassVar[int]
+    decoupled: bool
+    def __init__(self, decoupled: _Optional[bool] = ...) -> None: ...
+
 class ModelConfig(_message.Message):
     __slots__ = ("name", "platform", "version_policy", "max_batch_size", "input", "output", "instance_group", "default_model_filename", "cc_model_filenames", "metric_tags", "dynamic_batching", "sequence_batching", "ensemble_scheduling", "optimization", "parameters", "model_warmup", "backend", "model_operations", "model_transaction_policy", "batch_input", "batch_output", "model_repository_agents", "response_cache")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ModelParameter
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ModelParameter, _Mapping]] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     VERSION_POLICY_FIELD_NUMBER: _ClassVar[int]
@@ -195,13 +214,13 @@ class ModelConfig(_message.Message):
     sequence_batching: Unsupported
     ensemble_scheduling: Unsupported
     optimization: Unsupported
-    parameters: _containers.RepeatedCompositeFieldContainer[Unsupported]
+    parameters: _containers.MessageMap[str, ModelParameter]
     model_warmup: _containers.RepeatedCompositeFieldContainer[Unsupported]
     backend: str
     model_operations: Unsupported
-    model_transaction_policy: Unsupported
+    model_transaction_policy: ModelTransactionPolicy
     batch_input: _containers.RepeatedCompositeFieldContainer[Unsupported]
     batch_output: _containers.RepeatedCompositeFieldContainer[Unsupported]
     model_repository_agents: Unsupported
     response_cache: Unsupported
-    def __init__(self, name: _Optional[str] = ..., platform: _Optional[str] = ..., version_policy: _Optional[_Union[VersionPolicy, _Mapping]] = ..., max_batch_size: _Optional[int] = ..., input: _Optional[_Iterable[_Union[ModelInput, _Mapping]]] = ..., output: _Optional[_Iterable[_Union[ModelOutput, _Mapping]]] = ..., instance_group: _Optional[_Iterable[_Union[InstanceGroup, _Mapping]]] = ..., default_model_filename: _Optional[str] = ..., cc_model_filenames: _Optional[_Iterable[_Union[Unsupported, _Mapping]]] = ..., metric_tags: _Optional[_Iterable[_Union[Unsupported, _Mapping]]] = ..., dynamic_batching: _Optional[_Union[DynamicBatching, _Mapping]] = ..., sequence_batching: _Optional[_Union[Unsupported, _Mapping]] = ..., ensemble_scheduling: _Optional[_Union[Unsupported, _Mapping]] = ..., optimization: _Optional[_Union[Unsupported, _Mapping]] = ..., parameters: _Optional[_Iterable[_Union[Unsupported, _Mapping]]] = ..., model_warmup: _Optional[_Iterable[_Union[Unsupported, _Mapping]]] = ..., backend: _Optional[str] = ..., model_operations: _Optional[_Union[Unsupported, _Mapping]] = ..., model_transaction_policy: _Optional[_Union[Unsupported, _Mapping]] = ..., batch_input: _Optional[_Iterable[_Union[Unsupported, _Mapping]]] = ..., batch_output: _Optional[_Iterable[_Union[Unsupported, _Mapping]]] = ..., model_repository_agents: _Optional[_Union[Unsupported, _Mapping]] = ..., response_cache: _Optional[_Union[Unsupported, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., platform: _Optional[str] = ..., version_policy: _Optional[_Union[VersionPolicy, _Mapping]] = ..., max_batch_size: _Optional[int] = ..., input: _Optional[_Iterable[_Union[ModelInput, _Mapping]]] = ..., output: _Optional[_Iterable[_Union[ModelOutput, _Mapping]]] = ..., instance_group: _Optional[_Iterable[_Union[InstanceGroup, _Mapping]]] = ..., default_model_filename: _Optional[str] = ..., cc_model_filenames: _Optional[_Iterable[_Union[Unsupported, _Mapping]]] = ..., metric_tags: _Optional[_Iterable[_Union[Unsupported, _Mapping]]] = ..., dynamic_batching: _Optional[_Union[DynamicBatching, _Mapping]] = ..., sequence_batching: _Optional[_Union[Unsupported, _Mapping]] = ..., ensemble_scheduling: _Optional[_Union[Unsupported, _Mapping]] = ..., optimization: _Optional[_Union[Unsupported, _Mapping]] = ..., parameters: _Optional[_Mapping[str, ModelParameter]] = ..., model_warmup: _Optional[_Iterable[_Union[Unsupported, _Mapping]]] = ..., backend: _Optional[str] = ..., model_operations: _Optional[_Union[Unsupported, _Mapping]] = ..., model_transaction_policy: _Optional[_Union[ModelTransactionPolicy, _Mapping]] = ..., batch_input: _Optional[_Iterable[_Union[Unsupported, _Mapping]]] = ..., batch_output: _Optional[_Iterable[_Union[Unsupported, _Mapping]]] = ..., model_repository_agents: _Optional[_Union[Unsupported, _Mapping]] = ..., response_cache: _Optional[_Union[Unsupported, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,214 @@
+"""Python model instances in worker processes (``instances.kind: process``).
+
+Why: a pure-Python CPU-bound model run on a thread holds the GIL, and the server's event
+loop and every other model wait for it; code that crashes (a C extension's segfault,
+``os._exit``) would take the server down. In a process of its own the model competes for a
+core like any process, and a crash costs only its batch.
+
+One process per instance, started with ``spawn`` (no copy of the server's threads or
+locks), which imports model.py and loads the class there (``worker.main``). Each instance
+keeps its own thread in the server (``executor``) that hands the worker one batch at a
+time, the tensors through shared memory (``shm``), and answers the worker's BLS calls
+while it waits. If the worker dies, the batch it was running fails (500, naming the exit
+code) and a new worker is started at once on the same thread, before the next batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any, Final
+
+from inferpack.backends.python import shm
+from inferpack.backends.python.calls import ModelCalls
+from inferpack.backends.python.instances import ModelContext, Outputs, Result
+from inferpack.backends.python.worker import error_from, error_message, main
+from inferpack.errors import ConfigError, InferpackError, ModelExecutionError
+from inferpack.types import Tensor
+
+log = logging.getLogger(__name__)
+# A worker imports numpy and inferpack's light modules, then model.py: seconds at most,
+# unless the model's own load is long (it may be: a minute is generous, not a hang).
+START_TIMEOUT_S: Final = 120.0
+STOP_TIMEOUT_S: Final = 5.0
+
+
+class WorkerDiedError(Exception):
+    pass
+
+
+class ProcessBackend:
+    """One instance of a python model in a worker process of its own."""
+
+    def __init__(self, context: ModelContext, path: Path, calls: ModelCalls | None) -> None:
+        self.device = context.device
+        self.name = context.name
+        self._context = context
+        self._path = path
+        self._calls = calls
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"python-{context.name}")
+        self._process: BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._inputs = shm.Block.create(shm.MIN_BLOCK_BYTES)
+        self._outputs = shm.Block.create(shm.MIN_BLOCK_BYTES)
+        self._memory_bytes = 0
+        self.restarts = 0
+        try:
+            self.executor.submit(self._start).result()
+        except BaseException:
+            self._release()
+            raise
+
+    @property
+    def memory_bytes(self) -> int:
+        return self._memory_bytes
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def _start(self) -> None:
+        """Start a worker and wait until it has loaded the model (ConfigError if it fails)."""
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        process = context.Process(
+            target=main,
+            args=(theirs, self._path, self._context),
+            name=f"inferpack-python-{self.name}-{self._context.instance}",
+            daemon=True,
+        )
+        process.start()
+        theirs.close()
+        if not ours.poll(START_TIMEOUT_S):
+            process.kill()
+            raise ConfigError([f"model {self.name!r}: worker did not load in {START_TIMEOUT_S} s"])
+        try:
+            message = ours.recv()
+        except (EOFError, OSError):
+            process.join(STOP_TIMEOUT_S)
+            raise ConfigError(
+                [f"model {self.name!r}: worker exited while loading (code {process.exitcode})"]
+            ) from None
+        if message[0] == "failed":
+            process.join(STOP_TIMEOUT_S)
+            raise ConfigError([message[1]])
+        self._process, self._conn = process, ours
+        self._memory_bytes = int(message[1])
+
+    def run_requests(self, payloads: list[Outputs]) -> list[Result]:
+        """One batch through the worker (on ``executor``); a dead worker fails the batch and
+        is replaced before this returns."""
+        if self._conn is None:  # a restart failed earlier: try again
+            try:
+                self._start()
+            except ConfigError as error:
+                return [error] * len(payloads)
+        try:
+            return self._run(payloads)
+        except WorkerDiedError:
+            code = self._process.exitcode if self._process is not None else None
+            failed = ModelExecutionError(
+                f"model {self.name!r}: its worker process died (exit code {code}) while running "
+                "this batch; a new one is started"
+            )
+            self._restart()
+            return [failed] * len(payloads)
+
+    def _run(self, payloads: list[Outputs]) -> list[Result]:
+        assert self._conn is not None
+        layout = shm.write(self._inputs, payloads)
+        if layout is None:
+            self._inputs.close()
+            self._inputs = shm.Block.create(2 * shm.layout_bytes(payloads))
+            layout = shm.write(self._inputs, payloads)
+        inputs = (str(self._inputs.path), self._inputs.size)
+        outputs = (str(self._outputs.path), self._outputs.size)
+        try:
+            self._conn.send(("run", inputs, outputs, layout))
+            while True:
+                message = self._conn.recv()
+                if message[0] == "done":
+                    return self._results(message[1])
+                self._answer_call(*message[1:])
+        except (EOFError, OSError, BrokenPipeError) as error:
+            raise WorkerDiedError from error
+
+    def _results(self, answers: list[tuple[Any, ...]]) -> list[Result]:
+        results: list[Result] = []
+        inline = 0
+        for answer in answers:
+            if answer[0] == "error":
+                results.append(error_from(answer[1], answer[2]))
+            elif answer[0] == "shm":
+                results.append(shm.read(self._outputs, [answer[1]], copy=True)[0])
+            else:
+                results.append(answer[1])
+                inline += shm.layout_bytes([answer[1]])
+        if inline > self._outputs.size:  # did not fit: room for next time
+            self._outputs.close()
+            self._outputs = shm.Block.create(2 * inline)
+        return results
+
+    def _answer_call(
+        self, model: str, inputs: dict[str, Tensor], outputs: list[str] | None, version: str | None
+    ) -> None:
+        """A BLS call the worker made: run it on this server, send back the answer."""
+        assert self._conn is not None
+        try:
+            if self._calls is None:
+                raise ModelExecutionError("no server to call")
+            answer: tuple[Any, ...] = (
+                "answer",
+                self._calls.submit(model, inputs, outputs, version).result(),
+            )
+        except InferpackError as error:
+            answer = error_message(error)
+        self._conn.send(answer)
+
+    def _restart(self) -> None:
+        self._stop(kill=True)
+        self.restarts += 1
+        try:
+            self._start()
+            log.warning("model %s: worker process restarted (restart %d)", self.name, self.restarts)
+        except ConfigError as error:
+            log.error("model %s: worker restart failed: %s", self.name, error.message)
+
+    def run(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        result = self.run_requests([inputs])[0]
+        if isinstance(result, InferpackError):
+            raise result
+        return result
+
+    def warm_up(self, inputs: dict[str, Tensor]) -> None:
+        """Nothing (as for threads: python models are not warmed up with zeros)."""
+
+    def close(self) -> None:
+        """Ask the worker to unload (its ``finalize``), on the instance's thread, then free
+        the shared memory."""
+        self.executor.submit(self._release)
+        self.executor.shutdown(wait=False)
+
+    def _release(self) -> None:
+        self._stop(kill=False)
+        self._inputs.close()
+        self._outputs.close()
+
+    def _stop(self, kill: bool) -> None:
+        process, conn = self._process, self._conn
+        self._process = self._conn = None
+        if process is None or conn is None:
+            return
+        if not kill:
+            with contextlib.suppress(OSError):
+                conn.send(("close",))
+            process.join(STOP_TIMEOUT_S)
+        if process.is_alive():
+            process.kill()
+            process.join(STOP_TIMEOUT_S)
+        conn.close()

@@ -1,0 +1,130 @@
+"""The worker process of a ``kind: process`` python model instance (its ``main``).
+
+Messages on the pipe (pickled tuples, small: tensors go through shared memory)::
+
+    server -> worker   ("run", input block, output block, layout)  | ("close",)
+    worker -> server   ("ready", rss_bytes) | ("failed", message)   once, after loading
+                       ("done", results)   per batch; a result is ("shm", refs),
+                                           ("inline", tensors) or ("error", kind, message)
+                       ("call", model, inputs, outputs, version)    a BLS call
+    server -> worker   ("answer", outputs) | ("error", kind, message)   its answer
+
+A BLS call from the worker is answered before the worker goes on (``async_exec`` calls
+run one after another here, not concurrently).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from inferpack import errors
+from inferpack.backends.python import shm
+from inferpack.backends.python.instances import (
+    ModelContext,
+    Outputs,
+    Result,
+    load_instance,
+    rss_bytes,
+)
+from inferpack.errors import ConfigError, InferpackError, ModelExecutionError
+from inferpack.types import Tensor
+
+
+def error_message(error: InferpackError) -> tuple[str, str, str]:
+    return ("error", type(error).__name__, error.message)
+
+
+def error_from(kind: str, message: str) -> InferpackError:
+    """The error a worker named, as the same class here (a 500 if the name is unknown)."""
+    cls = getattr(errors, kind, None)
+    if isinstance(cls, type) and issubclass(cls, InferpackError) and kind != "OverloadedError":
+        return cls(message)
+    return ModelExecutionError(message)
+
+
+class PipeCalls:
+    """:class:`ModelCalls` inside a worker: each call goes to the server and waits."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def submit(
+        self,
+        model: str,
+        inputs: dict[str, Tensor],
+        outputs: list[str] | None = None,
+        version: str | None = None,
+    ) -> Future[dict[str, Tensor]]:
+        self._conn.send(("call", model, inputs, outputs, version))
+        answer = self._conn.recv()
+        future: Future[dict[str, Tensor]] = Future()
+        if answer[0] == "answer":
+            future.set_result(answer[1])
+        else:
+            future.set_exception(error_from(answer[1], answer[2]))
+        return future
+
+    def ready(self, model: str, version: str | None = None) -> bool:
+        raise ModelExecutionError("is_model_ready is not available to kind: process models")
+
+    def load(self, model: str) -> None:
+        raise ModelExecutionError("load_model is not available to kind: process models")
+
+    def unload(self, model: str) -> None:
+        raise ModelExecutionError("unload_model is not available to kind: process models")
+
+
+def main(conn: Connection, path: Path, context: ModelContext) -> None:
+    """Load the instance, then run batches until told to close or the server goes."""
+    try:
+        instance = load_instance(path, context, PipeCalls(conn))
+    except ConfigError as error:
+        conn.send(("failed", error.message))
+        return
+    conn.send(("ready", rss_bytes(os.getpid())))
+    blocks: dict[str, shm.Block] = {}
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the server is gone
+            break
+        if message[0] == "close":
+            instance.close()
+            break
+        _, inputs, outputs, layout = message
+        payloads = shm.read(_block(blocks, *inputs), layout, copy=False)
+        results = instance.run(payloads)
+        conn.send(("done", _answer(results, _block(blocks, *outputs))))
+    for block in blocks.values():
+        block.close()
+
+
+def _block(blocks: dict[str, shm.Block], name: str, size: int) -> shm.Block:
+    """The server's block ``name``, mapped once (a grown block has a new name)."""
+    block = blocks.get(name)
+    if block is None or block.size != size:
+        if block is not None:
+            block.close()
+        block = blocks[name] = shm.Block(Path(name), size, create=False)
+    return block
+
+
+def _answer(results: list[Result], block: shm.Block) -> list[tuple[Any, ...]]:
+    """Each result as the server reads it: errors by kind, outputs through ``block`` when
+    all fit, pickled otherwise."""
+    ok: list[Outputs] = [r for r in results if not isinstance(r, InferpackError)]
+    layout = shm.write(block, ok)
+    placed = iter(layout) if layout is not None else None
+    answer: list[tuple[Any, ...]] = []
+    for result in results:
+        if isinstance(result, InferpackError):
+            answer.append(error_message(result))
+        elif placed is not None:
+            answer.append(("shm", next(placed)))
+        else:
+            answer.append(("inline", result))
+    return answer

@@ -1,0 +1,96 @@
+"""Triton's own python-backend examples (add_sub, pytorch, BLS sync and async), vendored
+verbatim (tests/triton_python_examples), served by inferpack unmodified: Triton's example
+clients pass against it over HTTP, and the same calls pass over gRPC."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from inferpack.config import ServerConfig
+from tests.helpers import ServerThread
+
+EXAMPLES = Path(__file__).parents[1] / "triton_python_examples"
+MODELS = ["add_sub", "pytorch", "bls_sync", "bls_async"]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    repo = tmp_path_factory.mktemp("triton-python")
+    for name in MODELS:
+        shutil.copytree(EXAMPLES / "models" / name, repo / name)
+    thread = ServerThread(ServerConfig(str(repo), http_port=0, grpc_port=0)).start()
+    yield thread
+    thread.stop()
+
+
+@pytest.mark.parametrize("client", ["add_sub", "pytorch", "bls_sync", "bls_async"])
+def test_the_example_client_passes(server: ServerThread, client: str) -> None:
+    script = EXAMPLES / "clients" / f"{client}_client.py"
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "run_client.py"), str(script), server.address],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS" in done.stdout
+
+
+def _grpc_inputs(a: np.ndarray, b: np.ndarray, model: str | None) -> list[grpcclient.InferInput]:
+    inputs = [
+        grpcclient.InferInput("INPUT0", [4], "FP32"),
+        grpcclient.InferInput("INPUT1", [4], "FP32"),
+    ]
+    inputs[0].set_data_from_numpy(a)
+    inputs[1].set_data_from_numpy(b)
+    if model is not None:
+        name = grpcclient.InferInput("MODEL_NAME", [1], "BYTES")
+        name.set_data_from_numpy(np.array([model], dtype=np.object_))
+        inputs.append(name)
+    return inputs
+
+
+@pytest.mark.parametrize(
+    ("model", "called"),
+    [
+        ("add_sub", None),
+        ("pytorch", None),
+        ("bls_sync", "add_sub"),
+        ("bls_sync", "pytorch"),
+        ("bls_async", None),
+    ],
+)
+def test_the_same_over_grpc(server: ServerThread, model: str, called: str | None) -> None:
+    rng = np.random.default_rng(3)
+    a, b = rng.random(4, dtype=np.float32), rng.random(4, dtype=np.float32)
+    client = grpcclient.InferenceServerClient(server.grpc_address)
+    result = client.infer(model, _grpc_inputs(a, b, called), request_id="1")
+    np.testing.assert_allclose(result.as_numpy("OUTPUT0"), a + b, rtol=1e-6)
+    np.testing.assert_allclose(result.as_numpy("OUTPUT1"), a - b, rtol=1e-6)
+
+
+def test_a_bls_call_to_a_missing_model_fails_that_request(server: ServerThread) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_address)
+    a = np.ones(4, dtype=np.float32)
+    with pytest.raises(InferenceServerException) as raised:
+        client.infer("bls_sync", _grpc_inputs(a, a, "undefined_model"))
+    assert "undefined_model" in raised.value.message()
+    assert client.infer("add_sub", _grpc_inputs(a, a, None)).as_numpy("OUTPUT0").tolist() == [2] * 4
+
+
+def test_config_and_metadata_name_the_python_backend(server: ServerThread) -> None:
+    client = grpcclient.InferenceServerClient(server.grpc_address)
+    config = client.get_model_config("add_sub", as_json=True)["config"]
+    assert config["backend"] == "python"
+    assert [i["name"] for i in config["input"]] == ["INPUT0", "INPUT1"]
+    assert client.get_model_metadata("bls_sync", as_json=True)["inputs"][0]["datatype"] == "BYTES"
