@@ -129,6 +129,24 @@ async def test_exception_fails_its_batch_and_no_other() -> None:
     await batcher.close()
 
 
+async def test_an_exception_result_fails_its_request_alone() -> None:
+    """A python model's per-request error: the executor answers an exception instance for
+    one item; that request fails with it, the others of the batch get their results."""
+
+    async def answer(instance: int, items: Items) -> list[Any]:
+        return [InvalidInputError("odd") if item.payload % 2 else item.payload for item in items]
+
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        "m", BatchPolicy(max_batch_rows=4, max_queue_delay_s=60.0), answer, 1
+    )
+    batcher.start()
+    futures = await _submit_all(batcher, [2, 3, 4, 6])
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert results[0] == 2 and results[2:] == [4, 6]
+    assert isinstance(results[1], InvalidInputError)
+    await batcher.close()
+
+
 async def test_result_count_mismatch_fails_the_batch_with_both_numbers() -> None:
     async def short(instance: int, items: Items) -> list[int]:
         return [1]

@@ -139,10 +139,11 @@ def test_three_unsupported_fields_are_named_in_one_error() -> None:
     assert [p.split(": ")[1] for p in problems] == [
         "optimization",
         "sequence_batching",
-        "parameters",
         "model_warmup",
+        "parameters.EXECUTION_ENV_PATH",  # parameters are read; this one cannot be honoured
     ]
-    assert all("not supported by inferpack" in p for p in problems)
+    assert all("not supported by inferpack" in p for p in problems[:3])
+    assert "conda environment" in problems[3]
     assert (
         problems[0] == "resnet50/config.pbtxt: optimization: not supported by inferpack (line 20)"
     )
@@ -285,3 +286,28 @@ def test_label_filename_on_two_outputs_is_refused() -> None:
     )
     problems = _errors(text, "bert")
     assert any("label_filename on one output is supported, got 2" in p for p in problems)
+
+
+def test_parameters_are_read_and_a_decoupled_model_is_refused_by_name() -> None:
+    text = RESNET + 'parameters { key: "mode" value { string_value: "fast" } }\n'
+    assert parse_triton_config(text, "resnet50/config.pbtxt", "resnet50").parameters == {
+        "mode": "fast"
+    }
+    problems = _errors(RESNET + "model_transaction_policy { decoupled: true }\n")
+    assert problems == [
+        "resnet50/config.pbtxt: model_transaction_policy.decoupled: decoupled (streaming) "
+        "models are not supported: inferpack answers every request with exactly one response"
+    ]
+
+
+def test_a_python_backend_model_reads_as_platform_python() -> None:
+    text = (
+        'backend: "python"\nmax_batch_size: 4\n'
+        'input [{ name: "IN" data_type: TYPE_STRING dims: [ 1 ] }]\n'
+        'output [{ name: "OUT" data_type: TYPE_STRING dims: [ 1 ] }]\n'
+        "instance_group [{ kind: KIND_CPU count: 2 }]\n"
+    )
+    config = parse_triton_config(text, "ident/config.pbtxt", "ident")
+    assert (config.platform, config.artifact) == ("python", "model.py")
+    assert (config.instances.count, config.instances.kind) == (2, "thread")
+    assert config.inputs[0].datatype == "BYTES"
