@@ -6,6 +6,7 @@ process`` workers (shared-memory tensors, a crash fails only its batch and is re
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import textwrap
 from collections.abc import Iterator
@@ -242,3 +243,90 @@ def test_a_process_worker_that_dies_fails_only_its_batch(server: ServerThread) -
     outputs = {o["name"]: o["data"] for o in again.json()["outputs"]}
     assert outputs["y"] == [6.0] and outputs["pid"][0] != pid
     assert _infer(server, "caller", _x([1.0])).status_code == 200
+
+
+ECHO = textwrap.dedent(
+    """\
+    import os
+
+    import numpy as np
+
+
+    class InferpackModel:
+        def __init__(self, context):
+            pass
+
+        def execute(self, inputs):
+            x = inputs["x"]
+            if (x == -13).any():
+                os._exit(5)
+            return {"y": x * 2}
+    """
+)
+
+
+def test_process_workers_under_random_load_answer_every_request_once(tmp_path: Path) -> None:
+    """Two worker processes, random batch sizes and tensor lengths (some larger than the
+    first shared-memory block), and a few requests that kill their worker: every request
+    gets exactly one answer — its own outputs, or a 500 saying its batch's worker died —
+    and the model serves after the last crash."""
+    repo = tmp_path / "repo"
+    _python_model(
+        repo, "echo", ECHO, ["y"],
+        dynamic_batching={"max_queue_delay_us": 2000},
+        instances={"kind": "process", "count": 2},
+    )  # fmt: skip
+    config = yaml.safe_load((repo / "echo" / "model.yaml").read_text())
+    config["inputs"][0]["shape"] = [-1]
+    config["outputs"][0]["shape"] = [-1]
+    (repo / "echo" / "model.yaml").write_text(yaml.safe_dump(config))
+    rng = np.random.default_rng(5)
+    sizes = [(int(rng.integers(1, 4)), int(rng.choice([1, 7, 300_000]))) for _ in range(120)]
+    crash = set(rng.choice(len(sizes), 4, replace=False).tolist())
+    server = ServerThread(ServerConfig(str(repo), http_port=0, grpc_port=0)).start()
+
+    def call(index: int) -> tuple[int, object]:
+        rows, length = sizes[index]
+        x = np.full((rows, length), float(index), dtype=np.float32)
+        if index in crash:
+            x[0, 0] = -13.0
+        return _binary_infer(server, "echo", "x", x)
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(call, range(len(sizes))))
+        last = call(0)
+    finally:
+        server.stop()
+    for index, (status, body) in enumerate(answers):
+        if status == 200:
+            rows, length = sizes[index]
+            assert index not in crash
+            np.testing.assert_array_equal(body, np.full((rows, length), 2.0 * index))
+        else:
+            assert status == 500 and "worker process died (exit code 5)" in str(body)
+    assert all(answers[i][0] == 500 for i in crash)
+    assert last[0] == 200
+
+
+def _binary_infer(server: ServerThread, model: str, name: str, x: np.ndarray) -> tuple[int, object]:
+    """One FP32 request and answer over the binary extension (requests: thread-safe, unlike
+    tritonclient's gevent client): (200, the first output) or (status, error message)."""
+    header = {
+        "inputs": [{"name": name, "datatype": "FP32", "shape": list(x.shape),
+                    "parameters": {"binary_data_size": x.nbytes}}],
+        "parameters": {"binary_data_output": True},
+    }  # fmt: skip
+    head = json.dumps(header).encode()
+    answer = requests.post(
+        f"{server.url}/v2/models/{model}/infer",
+        data=head + x.tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(head))},
+        timeout=120,
+    )
+    if answer.status_code != 200:
+        return answer.status_code, answer.json()["error"]
+    length = int(answer.headers["Inference-Header-Content-Length"])
+    output = json.loads(answer.content[:length])["outputs"][0]
+    data = np.frombuffer(answer.content[length:], dtype=np.float32)
+    return 200, data.reshape(output["shape"])

@@ -111,7 +111,10 @@ class ProcessBackend:
         try:
             return self._run(payloads)
         except WorkerDiedError:
-            code = self._process.exitcode if self._process is not None else None
+            code = None
+            if self._process is not None:
+                self._process.join(STOP_TIMEOUT_S)  # the pipe closes just before it exits
+                code = self._process.exitcode
             failed = ModelExecutionError(
                 f"model {self.name!r}: its worker process died (exit code {code}) while running "
                 "this batch; a new one is started"
