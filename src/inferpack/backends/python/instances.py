@@ -83,6 +83,8 @@ class ModelContext:
 
 
 class ModelInstance(Protocol):
+    model: Any  # the user's object
+
     def run(self, payloads: list[Outputs]) -> list[Result]: ...
 
     def close(self) -> None: ...

@@ -11,7 +11,6 @@ and runs its ``finalize`` at unload.
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,9 +20,9 @@ from inferpack.backends.python.instances import (
     ModelInstance,
     Outputs,
     Result,
-    rss_bytes,
 )
 from inferpack.backends.python.instances import load_instance as _load_instance
+from inferpack.backends.python.memory import held_bytes
 from inferpack.backends.python.process_backend import ProcessBackend
 from inferpack.config.triton_json import triton_model_config
 from inferpack.errors import InferpackError
@@ -40,7 +39,6 @@ class PythonBackend:
         self.device = context.device
         self.name = context.name
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"python-{context.name}")
-        before = rss_bytes(os.getpid())
         try:
             self._instance: ModelInstance = self.executor.submit(
                 _load_instance, path, context, calls
@@ -48,9 +46,8 @@ class PythonBackend:
         except BaseException:
             self.executor.shutdown(wait=False)
             raise
-        # What importing and loading it grew the process by: an estimate (other loads may
-        # run at once), at least the file's size, for the LRU memory budget.
-        self._memory_bytes = max(rss_bytes(os.getpid()) - before, path.stat().st_size)
+        # What the instance holds (python_models.memory), at least the file's size.
+        self._memory_bytes = max(held_bytes(self._instance.model), path.stat().st_size)
 
     @property
     def memory_bytes(self) -> int:
