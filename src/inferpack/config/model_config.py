@@ -39,6 +39,10 @@ PLATFORMS: Final[dict[str, str]] = {
 # How a model's instances run: threads of the server (the default), or, for python models,
 # one worker process each (isolation: docs/python-models.md).
 INSTANCE_KINDS: Final[frozenset[str]] = frozenset({"thread", "process"})
+# Scheduling priority of process instances (Unix nice, 0-19): below the server's by default,
+# so a CPU-bound worker yields a contended core to the event loop and the other models
+# (docs/python-models.md has the measurement that chose it).
+DEFAULT_PROCESS_NICE: Final = 10
 PRECISIONS: Final[frozenset[str]] = frozenset({"fp32", "bf16", "fp16"})
 # Narrower than fp32: what weights may be kept in while computing in fp32.
 STORAGE_PRECISIONS: Final[frozenset[str]] = frozenset({"bf16", "fp16"})
@@ -63,6 +67,7 @@ class InstanceConfig:
     count: int = 1
     device: str = "auto"
     kind: str = "thread"
+    nice: int = 0  # process instances only
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +221,13 @@ def _instances(raw: Any, problems: _Problems) -> InstanceConfig:
     if kind not in INSTANCE_KINDS:
         problems.add("instances.kind", f"must be one of {sorted(INSTANCE_KINDS)}, got {kind!r}")
         kind = "thread"
-    return InstanceConfig(count=count, device=device, kind=kind)
+    nice = raw.get("nice", DEFAULT_PROCESS_NICE if kind == "process" else 0)
+    if isinstance(nice, bool) or not isinstance(nice, int) or not 0 <= nice <= 19:
+        problems.add("instances.nice", f"must be an integer 0..19, got {nice!r}")
+        nice = 0
+    elif nice and kind != "process":
+        problems.add("instances.nice", "applies to kind: process only")
+    return InstanceConfig(count=count, device=device, kind=kind, nice=nice)
 
 
 def _parameters(raw: Any, problems: _Problems) -> dict[str, str]:
@@ -387,6 +398,7 @@ def model_config_to_dict(config: ModelConfig) -> dict[str, Any]:
     data["instances"] = {"count": config.instances.count, "device": config.instances.device}
     if config.instances.kind != "thread":
         data["instances"]["kind"] = config.instances.kind
+        data["instances"]["nice"] = config.instances.nice
     data["precision"] = config.precision
     if config.storage_precision is not None:
         data["storage_precision"] = config.storage_precision

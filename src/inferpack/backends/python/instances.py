@@ -73,6 +73,7 @@ class ModelContext:
     device: str = "cpu"
     kind: str = "thread"
     parameters: dict[str, str] = field(default_factory=dict)
+    nice: int = 0  # a worker process's scheduling priority (kind: process)
 
     def infer(
         self, model: str, inputs: dict[str, Tensor], outputs: list[str] | None = None

@@ -102,6 +102,7 @@ def contexts(source: ModelSource) -> list[ModelContext]:
             device=device,
             kind=config.instances.kind,
             parameters=dict(config.parameters),
+            nice=config.instances.nice,
         )
         for index in range(config.instances.count)
     ]

@@ -80,6 +80,8 @@ class PipeCalls:
 
 def main(conn: Connection, path: Path, context: ModelContext) -> None:
     """Load the instance, then run batches until told to close or the server goes."""
+    if context.nice and hasattr(os, "nice"):
+        os.nice(context.nice)
     try:
         instance = load_instance(path, context, PipeCalls(conn))
     except ConfigError as error:
