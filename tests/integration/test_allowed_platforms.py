@@ -33,7 +33,12 @@ def _post(url: str, body: Any) -> tuple[int, Any]:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("platforms")
-    subprocess.run(inferpack("repo", "init", str(root), "--workloads", "tiny-mlp"), check=True)
+    workloads = "tiny-mlp,string-identity"  # a python example: its model.py is code too
+    subprocess.run(inferpack("repo", "init", str(root), "--workloads", workloads), check=True)
+    marker = root / "imported.marker"
+    source = (root / "string-identity" / "1" / "model.py").read_text()
+    opened = f"open({str(marker)!r}, 'w').close()  # proves the file ran\n"
+    (root / "string-identity" / "1" / "model.py").write_text(opened + source)
     folder = root / "scripted"
     (folder / "1").mkdir(parents=True)
     torch.jit.script(nn.Linear(16, 4)).save(str(folder / "1" / "model.pt"))
@@ -60,9 +65,18 @@ def test_a_refused_platform_is_unavailable_with_the_reason(repo: Path, tmp_path:
         assert scripted["state"] == "UNAVAILABLE"
         assert "platform 'torchscript' is not allowed" in scripted["reason"]
         assert "--allowed-platforms onnx,workload" in scripted["reason"]
-    # Without the flag the same repository serves both.
+        python = next(item for item in index if item["name"] == "string-identity")
+        assert "platform 'python' is not allowed" in python["reason"]
+        assert not (repo / "imported.marker").exists()  # refused before its file was run
+    # Without the flag the same repository serves all three.
     with serve(tmp_path / "all.log", *args) as server:
         assert _post(f"{server.url}/v2/models/scripted/infer", TINY)[0] == 200
+        words = {
+            "inputs": [{"name": "INPUT0", "datatype": "BYTES", "shape": [1, 1], "data": ["w"]}]
+        }
+        status, body = _post(f"{server.url}/v2/models/string-identity/infer", words)
+        assert status == 200 and body["outputs"][0]["data"] == ["w"]
+        assert (repo / "imported.marker").exists()
 
 
 def test_an_unknown_platform_name_is_refused(repo: Path) -> None:
