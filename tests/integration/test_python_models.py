@@ -102,7 +102,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
         _python_model(repo, name, source, ["y"], dynamic_batching=batching)
     _python_model(repo, "caller", CALLER, ["y"])
     _python_model(repo, "crasher", CRASHER, ["y", "pid"], instances={"kind": "process", "count": 1})
-    write_python_example(repo, "string-identity")
+    (repo / "no-io" / "1").mkdir(parents=True)  # a config without tensors, nothing completes it
+    (repo / "no-io" / "1" / "model.py").write_text(FAILING["bad-request"])
+    (repo / "no-io" / "model.yaml").write_text(yaml.safe_dump({"platform": "python"}))
     thread = ServerThread(ServerConfig(str(repo), http_port=0, grpc_port=0)).start()
     yield thread
     thread.stop()
@@ -192,6 +194,7 @@ def test_hook_raising_invalid_input_is_a_400(server: ServerThread) -> None:
             ["'bad-import'", "import failed", "RuntimeError: no licence file", "model.py line 3"],
         ),
         ("bad-load", ["'bad-load'", "load failed", "KeyError", "model.py line 4, in __init__"]),
+        ("no-io", ["'no-io'", "no inputs and no outputs declared", "auto_complete_config"]),
     ],
 )
 def test_a_model_that_fails_to_load_says_where(

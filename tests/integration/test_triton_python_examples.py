@@ -19,7 +19,14 @@ from inferpack.config import ServerConfig
 from tests.helpers import ServerThread
 
 EXAMPLES = Path(__file__).parents[1] / "triton_python_examples"
-MODELS = ["add_sub", "pytorch", "bls_sync", "bls_async"]
+MODELS = [
+    "add_sub",
+    "pytorch",
+    "bls_sync",
+    "bls_async",
+    "batch_auto_complete",  # no config file: the model's auto_complete_config writes it
+    "nobatch_auto_complete",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +39,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     thread.stop()
 
 
-@pytest.mark.parametrize("client", ["add_sub", "pytorch", "bls_sync", "bls_async"])
+@pytest.mark.parametrize("client", ["add_sub", "pytorch", "bls_sync", "bls_async", "auto_complete"])
 def test_the_example_client_passes(server: ServerThread, client: str) -> None:
     script = EXAMPLES / "clients" / f"{client}_client.py"
     done = subprocess.run(
@@ -94,3 +101,17 @@ def test_config_and_metadata_name_the_python_backend(server: ServerThread) -> No
     assert config["backend"] == "python"
     assert [i["name"] for i in config["input"]] == ["INPUT0", "INPUT1"]
     assert client.get_model_metadata("bls_sync", as_json=True)["inputs"][0]["datatype"] == "BYTES"
+
+
+def test_an_auto_completed_model_batches_as_its_config_says(server: ServerThread) -> None:
+    """batch_auto_complete set max_batch_size 4 and dynamic batching: a batch of 3 rows."""
+    rng = np.random.default_rng(9)
+    a, b = rng.random((3, 4), dtype=np.float32), rng.random((3, 4), dtype=np.float32)
+    pair = [grpcclient.InferInput(n, [3, 4], "FP32") for n in ("INPUT0", "INPUT1")]
+    pair[0].set_data_from_numpy(a)
+    pair[1].set_data_from_numpy(b)
+    client = grpcclient.InferenceServerClient(server.grpc_address)
+    result = client.infer("batch_auto_complete", pair)
+    np.testing.assert_allclose(result.as_numpy("OUTPUT1"), a - b, rtol=1e-6)
+    config = client.get_model_config("batch_auto_complete", as_json=True)["config"]
+    assert config["max_batch_size"] == 4 and "dynamic_batching" in config

@@ -149,7 +149,11 @@ def _int(raw: Mapping[str, Any], key: str, default: int, where: str, problems: _
     return value
 
 
-def _tensor_specs(raw: Any, field_name: str, problems: _Problems) -> tuple[TensorSpec, ...]:
+def _tensor_specs(
+    raw: Any, field_name: str, problems: _Problems, may_be_empty: bool = False
+) -> tuple[TensorSpec, ...]:
+    if may_be_empty and raw in (None, []):  # a python model's auto_complete_config adds them
+        return ()
     if not isinstance(raw, list) or not raw:
         problems.add(field_name, "must be a non-empty list of {name, datatype, shape}")
         return ()
@@ -329,8 +333,8 @@ def parse_model_config(raw: Any, source: str, default_name: str | None = None) -
         name=name,
         parameters=_parameters(raw.get("parameters", {}), problems),
         platform=platform,
-        inputs=_tensor_specs(raw.get("inputs"), "inputs", problems),
-        outputs=_tensor_specs(raw.get("outputs"), "outputs", problems),
+        inputs=_tensor_specs(raw.get("inputs"), "inputs", problems, platform == "python"),
+        outputs=_tensor_specs(raw.get("outputs"), "outputs", problems, platform == "python"),
         max_batch_size=_int(raw, "max_batch_size", 0, "", problems),
         artifact=artifact,
         workload=workload if isinstance(workload, str) else None,

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from inferpack.config.model_config import ModelConfig
+from inferpack.config.model_config import ModelConfig, model_config_to_dict, parse_model_config
 from inferpack.config.tensor_spec import TensorSpec
+from inferpack.errors import ConfigError
 
 # Triton's model-configuration names for our platforms (clients such as perf_analyzer
 # read `backend` / `platform` only to display them).
@@ -81,3 +82,37 @@ def triton_model_config(config: ModelConfig) -> dict[str, Any]:
             "default_queue_policy": {"max_queue_size": batching.max_queue_size},
         }
     return result
+
+
+def completed_config(config: ModelConfig, data: dict[str, Any], source: str) -> ModelConfig:
+    """``config`` with what a python model's ``auto_complete_config`` set in ``data``
+    (Triton's JSON): max_batch_size, inputs, outputs, dynamic batching; validated as a
+    model.yaml is. A decoupled transaction policy is refused, as in a config.pbtxt."""
+    if data.get("model_transaction_policy", {}).get("decoupled"):
+        raise ConfigError(
+            [f"{source}: auto_complete_config asks for a decoupled (streaming) model, which "
+             "inferpack does not serve"]
+        )  # fmt: skip
+    raw = model_config_to_dict(config)
+    raw["max_batch_size"] = data.get("max_batch_size", 0)
+    raw["inputs"] = [_yaml_tensor(t) for t in data.get("input", [])]
+    raw["outputs"] = [_yaml_tensor(t) for t in data.get("output", [])]
+    batching = data.get("dynamic_batching")
+    if isinstance(batching, dict) and config.dynamic_batching is None:
+        raw["dynamic_batching"] = {
+            "max_queue_delay_us": int(batching.get("max_queue_delay_microseconds", 0)),
+            "preferred_batch_sizes": [int(s) for s in batching.get("preferred_batch_size", [])],
+        }
+    return parse_model_config(raw, f"{source} (after auto_complete_config)", config.name)
+
+
+def _yaml_tensor(tensor: Any) -> dict[str, Any]:
+    if not isinstance(tensor, dict):
+        return {"name": None}  # parse_model_config names the problem
+    datatype = str(tensor.get("data_type", "")).removeprefix("TYPE_")
+    dims = tensor.get("dims", [])
+    return {
+        "name": tensor.get("name"),
+        "datatype": "BYTES" if datatype == "STRING" else datatype,
+        "shape": [int(d) for d in dims] if isinstance(dims, list) else dims,
+    }

@@ -64,6 +64,16 @@ def versions_to_serve(config: ModelConfig, versions: list[str], where: str) -> l
     return versions[-1:] if config.version_policy == "latest" else versions
 
 
+MINIMAL_PYTHON_CONFIG = 'backend: "python"\n'
+
+
+def _python_only(folder: Path) -> bool:
+    """A folder with no config file whose version folders hold a model.py."""
+    return folder.is_dir() and any(
+        p.name.isdigit() and (p / "model.py").is_file() for p in folder.iterdir()
+    )
+
+
 class LocalRepository:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -72,13 +82,20 @@ class LocalRepository:
         if not self.root.is_dir():
             raise ConfigError([f"{self.root}: model repository is not a directory"])
         return sorted(
-            p.name for p in self.root.iterdir() if any((p / f).is_file() for f in CONFIG_FILES)
+            p.name
+            for p in self.root.iterdir()
+            if any((p / f).is_file() for f in CONFIG_FILES) or _python_only(p)
         )
 
     def config(self, name: str) -> ModelConfig:
         folder = self.root / name
         present = [f for f in CONFIG_FILES if (folder / f).is_file()]
         file_name = choose_config_file(present, str(folder))
+        if file_name is None and _python_only(folder):
+            # Triton's minimal configuration: the python backend, completed at load by the
+            # model's auto_complete_config (docs/python-models.md).
+            source = f"{folder} (no config file: a python model)"
+            return parse_triton_config(MINIMAL_PYTHON_CONFIG, source, name)
         if file_name is None:
             raise NotFoundError(f"model {name!r} is not in repository {self.root}")
         path = folder / file_name

@@ -117,6 +117,10 @@ class ServedModel:
     @classmethod
     def load(cls, source: ModelSource, metrics: ServingMetrics, pools: DevicePools) -> ServedModel:
         """Blocking: load backends and warm each instance. Call off the event loop."""
+        if source.config.platform == "python":  # its auto_complete_config, if any
+            from inferpack.backends.python.autocomplete import complete_source
+
+            source = complete_source(source)
         config = source.config
         pipeline = None
         if config.preprocess is not None or not config.postprocess.empty:
