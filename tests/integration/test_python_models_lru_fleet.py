@@ -30,6 +30,7 @@ from tests.integration.test_deploy_local import (
     _free_port_block,
     _plan,
 )
+from tests.integration.test_python_models import _python_model
 from tests.integration.test_triton_python_examples import EXAMPLES
 
 # Each holds 24 MB of its own (written, so resident): three do not fit a 64 MB budget.
@@ -53,30 +54,30 @@ BUDGET_BYTES = 64 * 2**20
 
 def _heavy_repo(root: Path) -> Path:
     for name, offset in HEAVY_MODELS.items():
-        (root / name / "1").mkdir(parents=True)
-        (root / name / "1" / "model.py").write_text(HEAVY)
-        config = {
-            "platform": "python",
-            "max_batch_size": 4,
-            "inputs": [{"name": "x", "datatype": "FP32", "shape": [1]}],
-            "outputs": [{"name": "y", "datatype": "FP32", "shape": [1]}],
-            "parameters": {"offset": str(offset)},
-        }
-        (root / name / "model.yaml").write_text(yaml.safe_dump(config))
+        _python_model(root, name, HEAVY, ["y"], parameters={"offset": str(offset)})
     return root
 
 
 def test_python_models_are_evicted_and_reloaded_under_lru(tmp_path: Path) -> None:
     repo = _heavy_repo(tmp_path / "repo")
+    shutil.copytree(EXAMPLES / "models" / "add_sub", repo / "add_sub")  # Triton's contract
     control = ControlConfig(ControlMode.LRU, memory_budget_bytes=BUDGET_BYTES)
     server = ServerThread(ServerConfig(str(repo), http_port=0, grpc_port=0, control=control))
     server.start()
     rng = random.Random(11)
-    calls = [(rng.choice(list(HEAVY_MODELS)), rng.uniform(-5, 5)) for _ in range(90)]
+    # The first three at once: all load on their file's size as estimate (a few hundred
+    # bytes), measure 24 MB each, and one must be evicted as soon as it is idle.
+    calls = [(name, 0.5) for name in HEAVY_MODELS]
+    models = [*HEAVY_MODELS, "add_sub"]
+    calls += [(rng.choice(models), rng.uniform(-5, 5)) for _ in range(90)]
 
     def call(item: tuple[str, float]) -> tuple[int, list[float]]:
         model, value = item
         body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [value]}]}
+        if model == "add_sub":
+            pair = [{"name": n, "datatype": "FP32", "shape": [4], "data": [value] * 4}
+                    for n in ("INPUT0", "INPUT1")]  # fmt: skip
+            body = {"inputs": pair, "outputs": [{"name": "OUTPUT0"}]}
         answer = requests.post(f"{server.url}/v2/models/{model}/infer", json=body, timeout=120)
         data = answer.json()["outputs"][0]["data"] if answer.status_code == 200 else []
         return answer.status_code, data
@@ -90,12 +91,13 @@ def test_python_models_are_evicted_and_reloaded_under_lru(tmp_path: Path) -> Non
         server.stop()
     assert [status for status, _ in answers] == [200] * len(calls)
     for (model, value), (_, data) in zip(calls, answers, strict=True):
-        assert data == pytest.approx([value + HEAVY_MODELS[model]], abs=1e-5)
+        expected = [2 * value] * 4 if model == "add_sub" else [value + HEAVY_MODELS[model]]
+        assert data == pytest.approx(expected, abs=1e-5)
     evictions = [
         line for line in metrics.splitlines() if line.startswith("inferpack_model_evictions_total")
     ]
     assert evictions and float(evictions[0].split()[-1]) > 0, evictions
-    resident = [row for row in index if row["state"] == "READY"]
+    resident = [row for row in index if row["state"] == "READY" and row["name"] in HEAVY_MODELS]
     assert 1 <= len(resident) < len(HEAVY_MODELS)
 
 

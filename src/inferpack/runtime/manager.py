@@ -100,6 +100,9 @@ class ModelManager:
         self._load_model = model_loader
         self._descriptions: dict[str, ModelDescription] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        # A load measured more than its estimate and no model was idle to evict: trim again
+        # when one goes idle (a python model's file says little of what it will hold).
+        self._over_budget = False
         self._room_changed = asyncio.Event()
         self._shutting_down = False
         # Startup models (explicit, lru) not READY since the start: the server is not ready
@@ -251,8 +254,9 @@ class ModelManager:
         budget = self.control.memory_budget_bytes
         if self.control.mode is ControlMode.LRU and budget is not None:
             victims = plan_room(self.entries.values(), budget, 0)
+            self._over_budget = victims is None
             if victims is None:
-                log.warning("memory budget exceeded and no idle model to evict")
+                log.warning("memory budget exceeded and no idle model to evict (yet)")
             await self._evict(victims or [])
 
     async def _evict(self, victims: Iterable[ModelEntry]) -> None:
@@ -292,6 +296,13 @@ class ModelManager:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
         return task
+
+    def _trim_soon(self) -> None:
+        """Trim in a tracked task (close() waits for it), one at a time."""
+        self._over_budget = False  # set again by the trim if it cannot make room
+        task = asyncio.create_task(self._trim(), name="trim")
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _room_freed(self) -> None:
         """Wake loads waiting for room (they re-check; a new Event for the next wait)."""
@@ -336,6 +347,8 @@ class ModelManager:
             entry.inflight -= 1
             if entry.inflight == 0:
                 self._room_freed()
+                if self._over_budget and not self._shutting_down:
+                    self._trim_soon()
 
     async def _ensure_loaded(self, entry: ModelEntry) -> None:
         for _ in range(LRU_LOAD_ATTEMPTS):
