@@ -59,6 +59,33 @@ CALLER = textwrap.dedent(
             return {"y": doubled["y"] + 1}
     """
 )
+PROC_CALLER = textwrap.dedent(
+    """\
+    import numpy as np
+
+
+    class InferpackModel:
+        def __init__(self, context):
+            self.context = context
+            probe = context.infer("bad-request", {"x": np.ones((1, 1), np.float32)})
+            self.offset = float(probe["y"][0, 0])  # 2.0: a call made while loading
+
+        def execute(self, inputs):
+            doubled = self.context.infer("bad-request", {"x": inputs["x"]})
+            return {"y": doubled["y"] + self.offset}
+    """
+)
+HALF_LOADS = textwrap.dedent(
+    """\
+    class InferpackModel:
+        def __init__(self, context):
+            if context.instance == 1:
+                raise RuntimeError("the second instance cannot load")
+
+        def execute(self, inputs):
+            return {"y": inputs["x"]}
+    """
+)
 CRASHER = textwrap.dedent(
     """\
     import os
@@ -102,6 +129,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
         _python_model(repo, name, source, ["y"], dynamic_batching=batching)
     _python_model(repo, "caller", CALLER, ["y"])
     _python_model(repo, "crasher", CRASHER, ["y", "pid"], instances={"kind": "process", "count": 1})
+    process = {"kind": "process", "count": 1}
+    _python_model(repo, "proc-caller", PROC_CALLER, ["y"], instances=process)
+    _python_model(repo, "half-loads", HALF_LOADS, ["y"], instances={**process, "count": 2})
     (repo / "no-io" / "1").mkdir(parents=True)  # a config without tensors, nothing completes it
     (repo / "no-io" / "1" / "model.py").write_text(FAILING["bad-request"])
     (repo / "no-io" / "model.yaml").write_text(yaml.safe_dump({"platform": "python"}))
@@ -195,6 +225,7 @@ def test_hook_raising_invalid_input_is_a_400(server: ServerThread) -> None:
         ),
         ("bad-load", ["'bad-load'", "load failed", "KeyError", "model.py line 4, in __init__"]),
         ("no-io", ["'no-io'", "no inputs and no outputs declared", "auto_complete_config"]),
+        ("half-loads", ["'half-loads'", "RuntimeError: the second instance cannot load"]),
     ],
 )
 def test_a_model_that_fails_to_load_says_where(
@@ -225,6 +256,24 @@ def test_a_model_calls_another_in_process(server: ServerThread) -> None:
     failed = _infer(server, "caller", _x([-1.0]))
     assert failed.status_code == 500
     assert "negative input" in failed.json()["error"]
+
+
+def test_a_worker_process_calls_other_models_while_loading_and_serving(
+    server: ServerThread,
+) -> None:
+    """BLS from a worker: at load and per batch; a failed call fails that request and the
+    next request still gets its own answer (the pipe stays in step)."""
+    assert _infer(server, "proc-caller", _x([1.0, 3.0])).json()["outputs"][0]["data"] == [4, 8]
+    failed = _infer(server, "proc-caller", _x([-1.0]))
+    assert failed.status_code == 500 and "negative input" in failed.json()["error"]
+    assert _infer(server, "proc-caller", _x([5.0])).json()["outputs"][0]["data"] == [12.0]
+
+
+def test_a_half_loaded_model_leaves_no_worker_memory_behind(server: ServerThread) -> None:
+    """half-loads' first worker loaded, its second failed: the first is stopped and its
+    shared memory unlinked; the blocks left are those of the live process models."""
+    blocks = list(Path("/dev/shm").glob(f"inferpack-{os.getpid()}-*"))
+    assert len(blocks) == 2 * 2  # crasher and proc-caller: one worker each, two blocks each
 
 
 def _crasher(server: ServerThread, values: list[float]) -> requests.Response:

@@ -3,7 +3,10 @@ the shared-memory tensor blocks, and how instances answer per request."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import sys
 import textwrap
 from pathlib import Path
 
@@ -15,7 +18,7 @@ from hypothesis.extra import numpy as hnp
 
 from inferpack.backends.python import shm
 from inferpack.backends.python import triton_utils as pb
-from inferpack.backends.python.instances import ModelContext, load_instance
+from inferpack.backends.python.instances import ModelContext, as_tensor, load_instance
 from inferpack.errors import ConfigError, InvalidInputError, ModelExecutionError, NotFoundError
 
 CONFIG = {
@@ -74,8 +77,10 @@ def test_auto_complete_config_object() -> None:
     config.set_dynamic_batching()
     assert config.as_dict()["input"][0]["name"] == "a"
     assert config.as_dict()["max_batch_size"] == 4 and "dynamic_batching" in config.as_dict()
-    with pytest.raises(ValueError, match="already"):
-        config.add_input({"name": "a", "data_type": "TYPE_FP32", "dims": [4]})
+    config.add_input({"name": "a", "data_type": "TYPE_FP32", "dims": [4]})  # as listed: kept
+    assert len(config.as_dict()["input"]) == 1
+    with pytest.raises(ValueError, match="is in the config as"):
+        config.add_input({"name": "a", "data_type": "TYPE_INT64", "dims": [4]})
 
 
 def test_a_bls_call_outside_model_code_answers_an_error() -> None:
@@ -211,3 +216,46 @@ def test_undeclared_outputs_and_missing_classes_are_named(tmp_path: Path) -> Non
         _instance(tmp_path / "b", "x = 1\n")
     with pytest.raises(ConfigError, match=r"SyntaxError.*model.py line 1"):
         _instance(tmp_path / "c", "def (:\n")
+
+
+HELPER_USER = """\
+    import helpers
+
+    class InferpackModel:
+        def __init__(self, context):
+            pass
+
+        def execute(self, inputs):
+            return {"y": inputs["x"] * 0 + helpers.VALUE}
+    """
+
+
+def test_each_model_imports_its_own_helpers(tmp_path: Path) -> None:
+    """Two models each with a helpers.py beside model.py: neither gets the other's from the
+    module cache, and nothing of theirs is left in sys.modules."""
+    answers = []
+    for value in (1.0, 2.0):
+        folder = tmp_path / f"m{value:.0f}"
+        (folder / "1").mkdir(parents=True)
+        (folder / "1" / "helpers.py").write_text(f"VALUE = {value}\n")
+        instance = _instance(folder, HELPER_USER)
+        answers.append(instance.run([{"x": np.zeros((1, 1), np.float32)}])[0]["y"].item())  # type: ignore[attr-defined]
+    assert answers == [1.0, 2.0]
+    assert "helpers" not in sys.modules
+
+
+def test_bytes_outputs_are_encoded_as_triton_does() -> None:
+    out = as_tensor(np.array([b"raw", "text", 7, np.int64(3)], dtype=np.object_))
+    assert out.tolist() == [b"raw", b"text", b"7", b"3"]
+    assert as_tensor(np.array(["a", "bc"])).tolist() == [b"a", b"bc"]
+
+
+def test_a_full_shared_memory_is_an_error_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(fd: int, offset: int, size: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    before = set(Path("/dev/shm").glob("inferpack-*"))
+    with pytest.raises(OSError, match="No space left"):
+        shm.Block.create(shm.MIN_BLOCK_BYTES)
+    assert set(Path("/dev/shm").glob("inferpack-*")) == before  # nothing left behind

@@ -138,15 +138,18 @@ class Engine:
                 model.statistics.record_request(False, time.perf_counter() - started)
             raise
         elapsed_s = time.perf_counter() - started
+        wanted = request.requested_outputs
+        missing = [k for k in wanted or () if k not in outputs]
+        if missing:  # a python model may leave outputs out
+            left_out = ModelExecutionError(
+                f"model {name!r} did not return requested output(s) {missing}"
+            )
+            self.record_failure(name, left_out)
+            model.statistics.record_request(False, elapsed_s)
+            raise left_out
         self.metrics.record_request(name, elapsed_s)
         model.statistics.record_request(True, elapsed_s)
-        wanted = request.requested_outputs
         if wanted is not None:
-            missing = [k for k in wanted if k not in outputs]
-            if missing:  # a python model may leave outputs out
-                raise ModelExecutionError(
-                    f"model {name!r} did not return requested output(s) {missing}"
-                )
             outputs = {k: outputs[k] for k in wanted}
         return InferResponse(name, model.version, outputs, id=request.id)
 

@@ -254,6 +254,9 @@ class ModelManager:
         budget = self.control.memory_budget_bytes
         if self.control.mode is ControlMode.LRU and budget is not None:
             victims = plan_room(self.entries.values(), budget, 0)
+            ready = sum(1 for e in self.entries.values() if e.state is ModelState.READY)
+            if victims and len(victims) >= ready:  # the last model stays, even one larger
+                victims = []  # than the budget (plan_room loads such a model alone)
             self._over_budget = victims is None
             if victims is None:
                 log.warning("memory budget exceeded and no idle model to evict (yet)")

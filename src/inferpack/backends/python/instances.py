@@ -85,6 +85,7 @@ class ModelContext:
 
 class ModelInstance(Protocol):
     model: Any  # the user's object
+    name: str
 
     def run(self, payloads: list[Outputs]) -> list[Result]: ...
 
@@ -103,6 +104,7 @@ def load_instance(path: Path, context: ModelContext, calls: ModelCalls | None) -
 class _Instance:
     def __init__(self, context: ModelContext, path: Path, calls: ModelCalls | None) -> None:
         self.context = context
+        self.name = context.name
         self.path = path
         self.calls = calls
         self.outputs = [o["name"] for o in context.config.get("output", [])]
@@ -140,12 +142,21 @@ class _Instance:
 
 
 def as_tensor(value: Any) -> Tensor:
+    """An output as inferpack's tensor: BYTES (string, bytes or object arrays) become
+    object arrays of bytes, each element encoded as Triton does (bytes as they are, str as
+    UTF-8, anything else as its str)."""
     array = np.asarray(value)
-    if array.dtype.kind in "SU":  # BYTES travel as object arrays of bytes
+    if array.dtype.kind in "SUO":
         flat = np.empty(array.size, dtype=np.object_)
-        flat[:] = [x.encode() if isinstance(x, str) else bytes(x) for x in array.reshape(-1)]
+        flat[:] = [as_bytes(x) for x in array.reshape(-1)]
         array = flat.reshape(array.shape)
     return array
+
+
+def as_bytes(item: Any) -> bytes:
+    if isinstance(item, bytes | bytearray | memoryview):
+        return bytes(item)
+    return (item if isinstance(item, str) else str(item)).encode("utf-8")
 
 
 class NativeInstance(_Instance):
@@ -202,12 +213,12 @@ class NativeInstance(_Instance):
             names = list(ready[0][1])
             joined = {n: np.concatenate([payload[n] for _, payload in ready]) for n in names}
             outputs = self._checked(self._user("execute", self.model.execute, joined), "execute")
+            if isinstance(outputs, InferpackError) or any(
+                a.ndim == 0 or len(a) != sum(rows) for a in outputs.values()
+            ):
+                raise _BatchFailedError
         except BaseException as error:
             raise _BatchFailedError from error
-        if isinstance(outputs, InferpackError) or any(
-            len(a) != sum(rows) for a in outputs.values()
-        ):
-            raise _BatchFailedError
         bounds = np.cumsum([0, *rows])
         return [
             (index, {n: a[bounds[i] : bounds[i + 1]] for n, a in outputs.items()})
@@ -236,8 +247,13 @@ class TritonInstance(_Instance):
         if inspect.iscoroutinefunction(self.model.execute):
             self.loop = asyncio.new_event_loop()  # this instance's own, for async execute
         initialize = getattr(self.model, "initialize", None)
-        if initialize is not None:
-            self._loaded("initialize", initialize, triton_args(context))
+        try:
+            if initialize is not None:
+                self._loaded("initialize", initialize, triton_args(context))
+        except BaseException:
+            if self.loop is not None:
+                self.loop.close()
+            raise
 
     def run(self, payloads: list[Outputs]) -> list[Result]:
         requests = [

@@ -3,7 +3,10 @@
 Every load imports the file afresh under a name of its own (``inferpack_model.<model>.v<N>.
 <count>``), so two versions, two models with the same file name, and a reload after an
 edit never share module state; the version folder is put first on ``sys.path`` while the
-file imports, so helpers beside it import as they would under Triton.
+file imports, so helpers beside it import as they would under Triton, and the helpers are
+dropped from ``sys.modules`` afterwards (another model's ``helpers.py`` is its own). A
+helper imported lazily, inside a function, after the load is not found: import helpers at
+the top of model.py.
 
 A model.py defines one of two classes (docs/python-models.md):
 
@@ -44,16 +47,27 @@ def import_model_file(path: Path, model: str, version: str) -> ModuleType:
         raise ConfigError([f"model {model!r}: {path} cannot be imported"])
     module = importlib.util.module_from_spec(spec)
     with _import_lock:
+        before = set(sys.modules)
         sys.path.insert(0, str(path.parent))
         try:
             spec.loader.exec_module(module)
         except BaseException as error:  # SystemExit in user code must not stop the server
-            raise ConfigError(
-                [f"model {model!r}: import failed: {describe(error, path)}"]
-            ) from None
+            what = describe(error, path)
+            raise ConfigError([f"model {model!r}: import failed: {what}"]) from None
         finally:
             sys.path.remove(str(path.parent))
+            _forget_helpers(set(sys.modules) - before, path.parent)
     return module
+
+
+def _forget_helpers(names: set[str], folder: Path) -> None:
+    """Drop the modules imported from the model's own folder from ``sys.modules``: the
+    model keeps them (it holds references), but another model's ``helpers.py`` must not
+    be served this one's from the cache, nor an edited one its old copy on reload."""
+    for name in names:
+        where = getattr(sys.modules.get(name), "__file__", None)
+        if where and Path(where).resolve().is_relative_to(folder.resolve()):
+            del sys.modules[name]
 
 
 def model_class(module: ModuleType, model: str, path: Path) -> tuple[str, type[Any]]:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
-from concurrent.futures import ThreadPoolExecutor
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -28,7 +30,7 @@ from inferpack.backends.python import shm
 from inferpack.backends.python.calls import ModelCalls
 from inferpack.backends.python.instances import ModelContext, Outputs, Result
 from inferpack.backends.python.worker import error_from, error_message, main
-from inferpack.errors import ConfigError, InferpackError, ModelExecutionError
+from inferpack.errors import ConfigError, InferpackError, ModelExecutionError, UnavailableError
 from inferpack.types import Tensor
 
 log = logging.getLogger(__name__)
@@ -36,10 +38,12 @@ log = logging.getLogger(__name__)
 # unless the model's own load is long (it may be: a minute is generous, not a hang).
 START_TIMEOUT_S: Final = 120.0
 STOP_TIMEOUT_S: Final = 5.0
+# How long an unload waits for a batch still running in the worker before killing it.
+CLOSE_GRACE_S: Final = 30.0
 
 
 class WorkerDiedError(Exception):
-    pass
+    """The pipe to the worker closed: it exited (or was killed)."""
 
 
 class ProcessBackend:
@@ -57,6 +61,7 @@ class ProcessBackend:
         self._inputs = shm.Block.create(shm.MIN_BLOCK_BYTES)
         self._outputs = shm.Block.create(shm.MIN_BLOCK_BYTES)
         self._memory_bytes = 0
+        self._closing = False
         self.restarts = 0
         try:
             self.executor.submit(self._start).result()
@@ -84,25 +89,42 @@ class ProcessBackend:
         )
         process.start()
         theirs.close()
-        if not ours.poll(START_TIMEOUT_S):
-            process.kill()
-            raise ConfigError([f"model {self.name!r}: worker did not load in {START_TIMEOUT_S} s"])
         try:
-            message = ours.recv()
-        except (EOFError, OSError):
-            process.join(STOP_TIMEOUT_S)
-            raise ConfigError(
-                [f"model {self.name!r}: worker exited while loading (code {process.exitcode})"]
-            ) from None
-        if message[0] == "failed":
-            process.join(STOP_TIMEOUT_S)
-            raise ConfigError([message[1]])
+            message = self._loaded(process, ours)
+        except ConfigError:
+            _reap(process)
+            ours.close()
+            raise
         self._process, self._conn = process, ours
         self._memory_bytes = int(message[1])
+
+    def _loaded(self, process: BaseProcess, conn: Connection) -> tuple[Any, ...]:
+        """The worker's "ready" message, answering the calls its load makes (BLS in
+        ``initialize``); ConfigError if it fails, exits or takes too long."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if not conn.poll(max(deadline - time.monotonic(), 0)):
+                raise ConfigError(
+                    [f"model {self.name!r}: worker did not load in {START_TIMEOUT_S:.0f} s"]
+                )
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                process.join(STOP_TIMEOUT_S)
+                raise ConfigError(
+                    [f"model {self.name!r}: worker exited while loading (code {process.exitcode})"]
+                ) from None
+            if message[0] == "failed":
+                raise ConfigError([message[1]])
+            if message[0] == "ready":
+                return tuple(message)
+            self._answer_call(conn, *message[1:])
 
     def run_requests(self, payloads: list[Outputs]) -> list[Result]:
         """One batch through the worker (on ``executor``); a dead worker fails the batch and
         is replaced before this returns."""
+        if self._closing:
+            return [UnavailableError(f"model {self.name!r} is unloading")] * len(payloads)
         if self._conn is None:  # a restart failed earlier: try again
             try:
                 self._start()
@@ -119,15 +141,24 @@ class ProcessBackend:
                 f"model {self.name!r}: its worker process died (exit code {code}) while running "
                 "this batch; a new one is started"
             )
+        except OSError as error:  # shared memory could not grow: this batch only
+            return [ModelExecutionError(f"model {self.name!r}: {error}")] * len(payloads)
+        except Exception as error:  # the exchange broke mid-way: the pipe cannot be trusted
+            failed = ModelExecutionError(
+                f"model {self.name!r}: the exchange with its worker failed "
+                f"({type(error).__name__}: {error}); a new worker is started"
+            )
+        if not self._closing:
             self._restart()
-            return [failed] * len(payloads)
+        return [failed] * len(payloads)
 
     def _run(self, payloads: list[Outputs]) -> list[Result]:
         assert self._conn is not None
         layout = shm.write(self._inputs, payloads)
         if layout is None:
+            grown = shm.Block.create(2 * shm.layout_bytes(payloads))  # OSError: no room
             self._inputs.close()
-            self._inputs = shm.Block.create(2 * shm.layout_bytes(payloads))
+            self._inputs = grown
             layout = shm.write(self._inputs, payloads)
         inputs = (str(self._inputs.path), self._inputs.size)
         outputs = (str(self._outputs.path), self._outputs.size)
@@ -136,10 +167,11 @@ class ProcessBackend:
             while True:
                 message = self._conn.recv()
                 if message[0] == "done":
-                    return self._results(message[1])
-                self._answer_call(*message[1:])
-        except (EOFError, OSError, BrokenPipeError) as error:
+                    break
+                self._answer_call(self._conn, *message[1:])
+        except (EOFError, OSError) as error:
             raise WorkerDiedError from error
+        return self._results(message[1])
 
     def _results(self, answers: list[tuple[Any, ...]]) -> list[Result]:
         results: list[Result] = []
@@ -152,16 +184,23 @@ class ProcessBackend:
             else:
                 results.append(answer[1])
                 inline += shm.layout_bytes([answer[1]])
-        if inline > self._outputs.size:  # did not fit: room for next time
-            self._outputs.close()
-            self._outputs = shm.Block.create(2 * inline)
+        if inline > self._outputs.size:  # did not fit: room for next time, if there is room
+            with contextlib.suppress(OSError):
+                grown = shm.Block.create(2 * inline)
+                self._outputs.close()
+                self._outputs = grown
         return results
 
     def _answer_call(
-        self, model: str, inputs: dict[str, Tensor], outputs: list[str] | None, version: str | None
+        self,
+        conn: Connection,
+        model: str,
+        inputs: dict[str, Tensor],
+        outputs: list[str] | None,
+        version: str | None,
     ) -> None:
-        """A BLS call the worker made: run it on this server, send back the answer."""
-        assert self._conn is not None
+        """A BLS call the worker made: run it on this server, send back the answer. Every
+        call gets one answer, whatever fails: the worker waits for it."""
         try:
             if self._calls is None:
                 raise ModelExecutionError("no server to call")
@@ -171,7 +210,10 @@ class ProcessBackend:
             )
         except InferpackError as error:
             answer = error_message(error)
-        self._conn.send(answer)
+        except BaseException as error:
+            what = f"a call to model {model!r} failed: {type(error).__name__}: {error}"
+            answer = error_message(ModelExecutionError(what))
+        conn.send(answer)
 
     def _restart(self) -> None:
         self._stop(kill=True)
@@ -193,9 +235,20 @@ class ProcessBackend:
 
     def close(self) -> None:
         """Ask the worker to unload (its ``finalize``), on the instance's thread, then free
-        the shared memory."""
-        self.executor.submit(self._release)
+        the shared memory. A worker still running a batch after CLOSE_GRACE_S is killed (the
+        batch fails, no new worker starts), so an unload or a shutdown never hangs on it."""
+        self._closing = True
+        released = self.executor.submit(self._release)
         self.executor.shutdown(wait=False)
+        timer = threading.Timer(CLOSE_GRACE_S, self._kill_if_stuck, args=(released,))
+        timer.daemon = True
+        timer.start()
+
+    def _kill_if_stuck(self, released: Future[None]) -> None:
+        process = self._process
+        if not released.done() and process is not None and process.is_alive():
+            log.warning("model %s: worker still busy at unload; killed", self.name)
+            process.kill()
 
     def _release(self) -> None:
         self._stop(kill=False)
@@ -207,11 +260,18 @@ class ProcessBackend:
         self._process = self._conn = None
         if process is None or conn is None:
             return
-        if not kill:
+        if kill:
+            process.kill()
+        else:
             with contextlib.suppress(OSError):
                 conn.send(("close",))
-            process.join(STOP_TIMEOUT_S)
-        if process.is_alive():
-            process.kill()
-            process.join(STOP_TIMEOUT_S)
+        _reap(process)
         conn.close()
+
+
+def _reap(process: BaseProcess) -> None:
+    """Join a worker that is exiting; kill it if it does not."""
+    process.join(STOP_TIMEOUT_S)
+    if process.is_alive():
+        process.kill()
+        process.join(STOP_TIMEOUT_S)

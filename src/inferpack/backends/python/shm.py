@@ -13,10 +13,11 @@ crash leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import mmap
 import os
+import secrets
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -29,7 +30,6 @@ from inferpack.types import Tensor
 _SHM_DIR: Final = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
 _ALIGN: Final = 64  # every tensor starts on a cache line (and any dtype's alignment)
 MIN_BLOCK_BYTES: Final = 1 << 20
-_counter = itertools.count()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,26 +52,44 @@ class Block:
     def __init__(self, path: Path, size: int, create: bool) -> None:
         self.path = path
         self.size = size
-        self._owner = create
         flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
         fd = os.open(path, flags, 0o600)
+        # The owner unlinks the file however the block ends (closed, or dropped by a load
+        # that failed half-way); unlinking twice is harmless.
+        self._unlink = weakref.finalize(self, path.unlink, missing_ok=True) if create else None
         try:
             if create:
-                os.ftruncate(fd, size)
+                _reserve(fd, size)
             self.map = mmap.mmap(fd, size)
+        except BaseException:
+            self.close()
+            raise
         finally:
             os.close(fd)
 
     @classmethod
     def create(cls, size: int) -> Block:
-        path = _SHM_DIR / f"inferpack-{os.getpid()}-{next(_counter)}"
+        """A new block of at least ``size`` bytes; OSError (ENOSPC) if /dev/shm is full."""
+        path = _SHM_DIR / f"inferpack-{os.getpid()}-{secrets.token_hex(8)}"
         return cls(path, max(size, MIN_BLOCK_BYTES), create=True)
 
     def close(self) -> None:
-        with contextlib.suppress(BufferError):  # a view is still held: unmapped when it goes
-            self.map.close()
-        if self._owner:
-            self.path.unlink(missing_ok=True)
+        mapped = getattr(self, "map", None)
+        if mapped is not None:
+            with contextlib.suppress(BufferError):  # a view is still held: unmapped with it
+                mapped.close()
+        if self._unlink is not None:
+            self._unlink()
+
+
+def _reserve(fd: int, size: int) -> None:
+    """Give the file its pages now. A sparse tmpfs file (``ftruncate`` alone) takes pages
+    when they are first written through the mapping, and a full /dev/shm then kills the
+    process with SIGBUS instead of failing here with ENOSPC."""
+    if hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(fd, 0, size)
+    else:  # pragma: no cover - not Linux
+        os.ftruncate(fd, size)
 
 
 def layout_bytes(batches: list[dict[str, Tensor]]) -> int:

@@ -83,9 +83,18 @@ class PythonBackend:
 def load_python_backends(
     source: ModelSource, calls: ModelCalls | None
 ) -> list[PythonBackend | ProcessBackend]:
-    """One backend per configured instance, each loading its own instance of the class."""
+    """One backend per configured instance, each loading its own instance of the class; if
+    one fails, those already loaded are closed (their workers, threads and memory freed)."""
     kind = ProcessBackend if source.config.instances.kind == "process" else PythonBackend
-    return [kind(context, source.artifact_path, calls) for context in contexts(source)]
+    backends: list[PythonBackend | ProcessBackend] = []
+    try:
+        for context in contexts(source):
+            backends.append(kind(context, source.artifact_path, calls))
+    except BaseException:
+        for backend in backends:
+            backend.close()
+        raise
+    return backends
 
 
 def contexts(source: ModelSource) -> list[ModelContext]:

@@ -103,10 +103,10 @@ class Tensor:
 
     def __init__(self, name: str, data: Any) -> None:
         array = np.asarray(data)
-        if array.dtype.kind in "SU":
-            array = np.array([_as_bytes(x) for x in array.reshape(-1)], dtype=np.object_).reshape(
-                array.shape
-            )
+        if array.dtype.kind in "SU":  # numpy strings: BYTES, as Triton's Tensor takes them
+            flat = np.empty(array.size, dtype=np.object_)
+            flat[:] = [_as_bytes(x) for x in array.reshape(-1)]
+            array = flat.reshape(array.shape)
         self._name = name
         self._array = array
 
@@ -409,9 +409,17 @@ class ModelConfig:
         self._config["model_transaction_policy"] = dict(transaction_policy_dict)
 
     def _add(self, kind: str, tensor: dict[str, Any]) -> None:
+        """Add a tensor; one of the same name is accepted when its data_type and dims
+        agree (the config may list it already), refused when they differ."""
         missing = [k for k in ("name", "data_type", "dims") if k not in tensor]
         if missing:
             raise ValueError(f"add_{kind}: {tensor!r} lacks {missing}")
-        if any(t["name"] == tensor["name"] for t in self._config[kind]):
-            raise ValueError(f"add_{kind}: {tensor['name']!r} is already in the config")
-        self._config[kind].append(dict(tensor))
+        same = next((t for t in self._config[kind] if t["name"] == tensor["name"]), None)
+        if same is None:
+            self._config[kind].append(dict(tensor))
+        elif same.get("data_type") != tensor["data_type"] or [
+            int(d) for d in same.get("dims", [])
+        ] != [int(d) for d in tensor["dims"]]:
+            raise ValueError(
+                f"add_{kind}: {tensor['name']!r} is in the config as {same!r}, not {tensor!r}"
+            )

@@ -25,12 +25,13 @@ from inferpack import errors
 from inferpack.backends.python import shm
 from inferpack.backends.python.instances import (
     ModelContext,
+    ModelInstance,
     Outputs,
     Result,
     load_instance,
     rss_bytes,
 )
-from inferpack.errors import ConfigError, InferpackError, ModelExecutionError
+from inferpack.errors import ConfigError, InferpackError, ModelExecutionError, UnavailableError
 from inferpack.types import Tensor
 
 
@@ -41,9 +42,18 @@ def error_message(error: InferpackError) -> tuple[str, str, str]:
 def error_from(kind: str, message: str) -> InferpackError:
     """The error a worker named, as the same class here (a 500 if the name is unknown)."""
     cls = getattr(errors, kind, None)
-    if isinstance(cls, type) and issubclass(cls, InferpackError) and kind != "OverloadedError":
+    if not (isinstance(cls, type) and issubclass(cls, InferpackError)):
+        return ModelExecutionError(message)
+    if issubclass(cls, ConfigError):
+        return cls([message])
+    try:
         return cls(message)
-    return ModelExecutionError(message)
+    except TypeError:  # a class whose constructor takes other arguments
+        return (
+            UnavailableError(message)
+            if issubclass(cls, UnavailableError)
+            else ModelExecutionError(message)
+        )
 
 
 class PipeCalls:
@@ -98,20 +108,36 @@ def main(conn: Connection, path: Path, context: ModelContext) -> None:
             instance.close()
             break
         _, inputs, outputs, layout = message
-        payloads = shm.read(_block(blocks, *inputs), layout, copy=False)
-        results = instance.run(payloads)
-        conn.send(("done", _answer(results, _block(blocks, *outputs))))
+        conn.send(("done", _batch(instance, blocks, inputs, outputs, layout)))
     for block in blocks.values():
         block.close()
 
 
-def _block(blocks: dict[str, shm.Block], name: str, size: int) -> shm.Block:
-    """The server's block ``name``, mapped once (a grown block has a new name)."""
-    block = blocks.get(name)
-    if block is None or block.size != size:
+def _batch(
+    instance: ModelInstance,
+    blocks: dict[str, shm.Block],
+    inputs: tuple[str, int],
+    outputs: tuple[str, int],
+    layout: shm.Layout,
+) -> list[tuple[Any, ...]]:
+    """One batch's answers; whatever goes wrong, one answer per request (not a dead worker)."""
+    try:
+        payloads = shm.read(_block(blocks, "inputs", *inputs), layout, copy=False)
+        results = instance.run(payloads)
+        return _answer(results, _block(blocks, "outputs", *outputs))
+    except Exception as error:
+        failed = ModelExecutionError(f"model {instance.name!r}: {type(error).__name__}: {error}")
+        return [error_message(failed)] * len(layout)
+
+
+def _block(blocks: dict[str, shm.Block], role: str, name: str, size: int) -> shm.Block:
+    """The server's block for ``role``, mapped once; a grown block (a new name) replaces
+    the old mapping."""
+    block = blocks.get(role)
+    if block is None or block.path != Path(name) or block.size != size:
         if block is not None:
             block.close()
-        block = blocks[name] = shm.Block(Path(name), size, create=False)
+        block = blocks[role] = shm.Block(Path(name), size, create=False)
     return block
 
 
