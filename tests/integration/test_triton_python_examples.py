@@ -4,6 +4,7 @@ clients pass against it over HTTP, and the same calls pass over gRPC."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -115,3 +116,68 @@ def test_an_auto_completed_model_batches_as_its_config_says(server: ServerThread
     np.testing.assert_allclose(result.as_numpy("OUTPUT1"), a - b, rtol=1e-6)
     config = client.get_model_config("batch_auto_complete", as_json=True)["config"]
     assert config["max_batch_size"] == 4 and "dynamic_batching" in config
+
+
+ECHO_META = """\
+import json
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            found = {
+                "REQUEST_ID": request.request_id(),
+                "PARAMETERS": request.parameters(),
+                "WANTED": json.dumps(request.requested_output_names()),
+            }
+            tensors = [
+                pb_utils.Tensor(name, np.array([found[name].encode()], dtype=np.object_))
+                for name in request.requested_output_names()
+            ]
+            responses.append(pb_utils.InferenceResponse(tensors))
+        return responses
+"""
+ECHO_CONFIG = """\
+backend: "python"
+input [{ name: "X" data_type: TYPE_FP32 dims: [ 1 ] }]
+output [{ name: "REQUEST_ID" data_type: TYPE_STRING dims: [ 1 ] },
+        { name: "PARAMETERS" data_type: TYPE_STRING dims: [ 1 ] },
+        { name: "WANTED" data_type: TYPE_STRING dims: [ 1 ] }]
+"""
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_a_triton_model_sees_the_request_id_parameters_and_wanted_outputs(
+    tmp_path: Path, kind: str
+) -> None:
+    folder = tmp_path / "echo"
+    (folder / "1").mkdir(parents=True)
+    (folder / "1" / "model.py").write_text(ECHO_META)
+    (folder / "config.pbtxt").write_text(ECHO_CONFIG)
+    if kind == "process":  # config.pbtxt has no kind: a model.yaml beside it says process
+        (folder / "model.yaml").write_text(
+            "platform: python\ninputs: [{name: X, datatype: FP32, shape: [1]}]\n"
+            "outputs: [{name: REQUEST_ID, datatype: BYTES, shape: [1]},\n"
+            "  {name: PARAMETERS, datatype: BYTES, shape: [1]},\n"
+            "  {name: WANTED, datatype: BYTES, shape: [1]}]\n"
+            "instances: {kind: process}\n"
+        )
+    server = ServerThread(ServerConfig(str(tmp_path), http_port=0, grpc_port=0)).start()
+    try:
+        client = grpcclient.InferenceServerClient(server.grpc_address)
+        x = grpcclient.InferInput("X", [1], "FP32")
+        x.set_data_from_numpy(np.ones(1, dtype=np.float32))
+        wanted = [grpcclient.InferRequestedOutput(n) for n in ("REQUEST_ID", "PARAMETERS")]
+        result = client.infer(
+            "echo", [x], request_id="req-7", outputs=wanted, parameters={"temperature": "0.5"}
+        )
+        client.close()
+    finally:
+        server.stop()
+    assert result.as_numpy("REQUEST_ID").tolist() == [b"req-7"]
+    assert json.loads(result.as_numpy("PARAMETERS")[0]) == {"temperature": "0.5"}
+    assert result.as_numpy("WANTED") is None  # not asked for: not computed, not sent

@@ -18,7 +18,12 @@ from hypothesis.extra import numpy as hnp
 
 from inferpack.backends.python import shm
 from inferpack.backends.python import triton_utils as pb
-from inferpack.backends.python.instances import ModelContext, as_tensor, load_instance
+from inferpack.backends.python.instances import (
+    ModelContext,
+    PythonRequest,
+    as_tensor,
+    load_instance,
+)
 from inferpack.errors import ConfigError, InvalidInputError, ModelExecutionError, NotFoundError
 
 CONFIG = {
@@ -27,6 +32,11 @@ CONFIG = {
     "input": [{"name": "x", "data_type": "TYPE_FP32", "dims": [1]}],
     "output": [{"name": "y", "data_type": "TYPE_FP32", "dims": [1]}],
 }
+
+
+def _run(instance: object, payloads: list[dict[str, np.ndarray]]) -> list[object]:
+    requests = [PythonRequest(p) for p in payloads]
+    return instance.run(requests)  # type: ignore[attr-defined,no-any-return]
 
 
 def _instance(tmp_path: Path, source: str, config: dict[str, object] = CONFIG) -> object:
@@ -155,11 +165,11 @@ NATIVE = """\
 def test_native_batch_runs_once_and_a_bad_request_fails_alone(tmp_path: Path) -> None:
     instance = _instance(tmp_path, NATIVE)
     ok = [{"x": np.array([[1.0]], np.float32)}, {"x": np.array([[2.0], [3.0]], np.float32)}]
-    results = instance.run(ok)  # type: ignore[attr-defined]
+    results = _run(instance, ok)  # type: ignore[attr-defined]
     assert [r["y"].tolist() for r in results] == [[[2.0]], [[4.0], [6.0]]]
     assert instance.model.calls == 1  # type: ignore[attr-defined]
     mixed = [ok[0], {"x": np.array([[-1.0]], np.float32)}, {"x": np.array([[101.0]], np.float32)}]
-    first, negative, too_big = instance.run(mixed)  # type: ignore[attr-defined]
+    first, negative, too_big = _run(instance, mixed)  # type: ignore[attr-defined]
     assert first["y"].tolist() == [[2.0]]
     assert isinstance(negative, ModelExecutionError)
     assert "ValueError: negative (model.py line 16, in execute)" in str(negative)
@@ -191,11 +201,11 @@ TRITON = """\
 def test_triton_async_execute_and_response_errors(tmp_path: Path) -> None:
     instance = _instance(tmp_path, TRITON)
     one, negative, zero = [{"x": np.array([[v]], np.float32)} for v in (1.0, -1.0, 0.0)]
-    good, bad = instance.run([one, negative])  # type: ignore[attr-defined]
+    good, bad = _run(instance, [one, negative])  # type: ignore[attr-defined]
     assert good["y"].tolist() == [[2.0]]
     assert isinstance(bad, InvalidInputError) and str(bad) == "negative"
-    assert isinstance(instance.run([zero])[0], NotFoundError)  # type: ignore[attr-defined]
-    wrong = instance.run([one, one, one])  # type: ignore[attr-defined]
+    assert isinstance(_run(instance, [zero])[0], NotFoundError)  # type: ignore[attr-defined]
+    wrong = _run(instance, [one, one, one])  # type: ignore[attr-defined]
     instance.close()  # type: ignore[attr-defined]
     assert all(isinstance(r, ModelExecutionError) for r in wrong)
     assert "execute returned 1 responses for 3 requests" in str(wrong[0])
@@ -210,7 +220,7 @@ def test_undeclared_outputs_and_missing_classes_are_named(tmp_path: Path) -> Non
             def execute(self, inputs):
                 return {"z": inputs["x"]}
         """
-    (result,) = _instance(tmp_path / "a", source).run([{"x": np.ones((1, 1))}])  # type: ignore[attr-defined]
+    (result,) = _run(_instance(tmp_path / "a", source), [{"x": np.ones((1, 1))}])
     assert "returned output(s) ['z'] the config does not declare" in str(result)
     with pytest.raises(ConfigError, match="defines neither class InferpackModel nor"):
         _instance(tmp_path / "b", "x = 1\n")
@@ -239,7 +249,7 @@ def test_each_model_imports_its_own_helpers(tmp_path: Path) -> None:
         (folder / "1").mkdir(parents=True)
         (folder / "1" / "helpers.py").write_text(f"VALUE = {value}\n")
         instance = _instance(folder, HELPER_USER)
-        answers.append(instance.run([{"x": np.zeros((1, 1), np.float32)}])[0]["y"].item())  # type: ignore[attr-defined]
+        answers.append(_run(instance, [{"x": np.zeros((1, 1), np.float32)}])[0]["y"].item())  # type: ignore[attr-defined]
     assert answers == [1.0, 2.0]
     assert "helpers" not in sys.modules
 

@@ -8,6 +8,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from inferpack.backends.python.instances import PythonRequest
 from inferpack.config.model_config import ModelConfig
 from inferpack.datatypes import numpy_dtype
 from inferpack.errors import InferpackError
@@ -38,12 +39,13 @@ class Backend(Protocol):
 
 @runtime_checkable
 class RunsRequests(Protocol):
-    """A backend that takes a batch as its requests (python models): one dict of inputs per
-    request, one result per request, the outputs or the InferpackError that request alone
-    failed with. The server neither joins the requests' rows nor pads them."""
+    """A backend that takes a batch as its requests (python models): each request's inputs
+    with its id, custom parameters and requested outputs (``PythonRequest``), one result
+    per request, the outputs or the InferpackError that request alone failed with. The
+    server neither joins the requests' rows nor pads them."""
 
     def run_requests(
-        self, payloads: list[dict[str, Tensor]]
+        self, requests: list[PythonRequest]
     ) -> list[dict[str, Tensor] | InferpackError]: ...
 
 

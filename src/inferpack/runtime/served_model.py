@@ -18,11 +18,13 @@ import itertools
 import time
 from collections.abc import Hashable, Sequence
 from concurrent.futures import Executor
+from typing import Any
 
 import numpy as np
 
 from inferpack.backends import Backend, load_backends
 from inferpack.backends.base import OwnsThread, RunsRequests, warmup_inputs
+from inferpack.backends.python.instances import PythonRequest
 from inferpack.batching import BatchPolicy, DynamicBatcher, QueuedItem
 from inferpack.batching.buckets import chunk_rows
 from inferpack.config.model_config import ModelConfig
@@ -74,6 +76,7 @@ class ServedModel:
     __slots__ = (
         "_executors",
         "_metrics",
+        "_per_request",
         "_processing",
         "backends",
         "batcher",
@@ -105,7 +108,9 @@ class ServedModel:
             else pools.executor(backend.device, at_least=count)
             for backend in self.backends
         ]
-        self.batcher: DynamicBatcher[Outputs, Outputs] = DynamicBatcher(
+        # Python backends take each request with its id, parameters and requested outputs.
+        self._per_request = all(isinstance(b, RunsRequests) for b in self.backends)
+        self.batcher: DynamicBatcher[Any, Outputs] = DynamicBatcher(
             self.config.name, batch_policy(self.config), self._execute, len(self.backends)
         )
 
@@ -144,7 +149,11 @@ class ServedModel:
         inputs = prepared.inputs if prepared is not None else request.inputs
         rows, key = validate_request(self.config, request, inputs)
         largest = self.config.compile.largest_bucket
-        if largest is None or rows <= largest:
+        if self._per_request:
+            meta = (request.id, request.parameters, request.requested_outputs)
+            payload = PythonRequest.of(inputs, *meta)
+            outputs = await self.batcher.submit(payload, rows, key, deadline_s)
+        elif largest is None or rows <= largest:
             outputs = await self.batcher.submit(inputs, rows, key, deadline_s)
         else:
             outputs = await self._infer_chunks(inputs, chunk_rows(rows, largest), key, deadline_s)
@@ -216,9 +225,7 @@ class ServedModel:
                 future.cancel()  # a no-op once done
         return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
-    async def _execute(
-        self, instance: int, items: list[QueuedItem[Outputs, Outputs]]
-    ) -> list[Outputs]:
+    async def _execute(self, instance: int, items: list[QueuedItem[Any, Outputs]]) -> list[Outputs]:
         loop = asyncio.get_running_loop()
         payloads = [item.payload for item in items]
         rows = [item.rows for item in items]
@@ -239,7 +246,7 @@ class ServedModel:
         return results
 
     def _run_batch(
-        self, instance: int, payloads: list[Outputs], rows: list[int]
+        self, instance: int, payloads: list[Any], rows: list[int]
     ) -> tuple[list[Outputs], BatchTiming, float]:
         """Worker thread: concatenate rows (padded to the next bucket), run the model, split
         outputs back by rows; time each of the three phases (Triton's compute_input /

@@ -30,7 +30,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 
@@ -55,6 +55,33 @@ from inferpack.types import Tensor
 
 Outputs = dict[str, Tensor]
 Result = Outputs | InferpackError
+# Request parameters the protocols consume themselves; the rest reach the model
+# (Triton's request.parameters()).
+PROTOCOL_PARAMETERS: Final = frozenset(
+    {"binary_data_output", "timeout", "priority", "sequence_id", "sequence_start", "sequence_end"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PythonRequest:
+    """One request as a python model gets it: its tensors and what else the client said
+    (id, custom parameters, the outputs it asked for; None: all)."""
+
+    inputs: Outputs
+    id: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    outputs: list[str] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        inputs: Outputs,
+        id: str | None,
+        parameters: dict[str, Any],
+        outputs: list[str] | None,
+    ) -> PythonRequest:
+        custom = {k: v for k, v in parameters.items() if k not in PROTOCOL_PARAMETERS}
+        return cls(inputs, id or "", custom, outputs)
 
 
 @dataclass(frozen=True)
@@ -87,7 +114,7 @@ class ModelInstance(Protocol):
     model: Any  # the user's object
     name: str
 
-    def run(self, payloads: list[Outputs]) -> list[Result]: ...
+    def run(self, requests: list[PythonRequest]) -> list[Result]: ...
 
     def close(self) -> None: ...
 
@@ -171,10 +198,10 @@ class NativeInstance(_Instance):
         self._pre = getattr(self.model, "preprocess", None)
         self._post = getattr(self.model, "postprocess", None)
 
-    def run(self, payloads: list[Outputs]) -> list[Result]:
-        results: list[Result | None] = [None] * len(payloads)
+    def run(self, requests: list[PythonRequest]) -> list[Result]:
+        results: list[Result | None] = [None] * len(requests)
         ready: list[tuple[int, Outputs]] = []
-        for index, payload in enumerate(payloads):
+        for index, payload in enumerate(r.inputs for r in requests):
             if self._pre is None:
                 ready.append((index, payload))
                 continue
@@ -255,18 +282,21 @@ class TritonInstance(_Instance):
                 self.loop.close()
             raise
 
-    def run(self, payloads: list[Outputs]) -> list[Result]:
-        requests = [
+    def run(self, requests: list[PythonRequest]) -> list[Result]:
+        triton_requests = [
             pb.InferenceRequest(
-                inputs=[pb.Tensor(n, a) for n, a in p.items()], requested_output_names=self.outputs
+                inputs=[pb.Tensor(n, a) for n, a in r.inputs.items()],
+                requested_output_names=r.outputs or self.outputs,
+                request_id=r.id,
+                parameters=r.parameters,
             )
-            for p in payloads
+            for r in requests
         ]
         try:
-            responses = self._user("execute", self._execute, requests)
+            responses = self._user("execute", self._execute, triton_requests)
         except BaseException as error:
             failed = self._error(error, "execute")
-            return [failed] * len(payloads)
+            return [failed] * len(requests)
         if not isinstance(responses, list | tuple) or len(responses) != len(requests):
             got = (
                 len(responses) if isinstance(responses, list | tuple) else type(responses).__name__
@@ -275,7 +305,7 @@ class TritonInstance(_Instance):
                 f"model {self.context.name!r}: execute returned {got} responses for "
                 f"{len(requests)} requests"
             )
-            return [failed] * len(payloads)
+            return [failed] * len(requests)
         return [self._result(response) for response in responses]
 
     def _execute(self, requests: list[pb.InferenceRequest]) -> Any:

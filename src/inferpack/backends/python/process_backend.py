@@ -28,7 +28,7 @@ from typing import Any, Final
 
 from inferpack.backends.python import shm
 from inferpack.backends.python.calls import ModelCalls
-from inferpack.backends.python.instances import ModelContext, Outputs, Result
+from inferpack.backends.python.instances import ModelContext, PythonRequest, Result
 from inferpack.backends.python.worker import error_from, error_message, main
 from inferpack.errors import ConfigError, InferpackError, ModelExecutionError, UnavailableError
 from inferpack.types import Tensor
@@ -120,18 +120,18 @@ class ProcessBackend:
                 return tuple(message)
             self._answer_call(conn, *message[1:])
 
-    def run_requests(self, payloads: list[Outputs]) -> list[Result]:
+    def run_requests(self, requests: list[PythonRequest]) -> list[Result]:
         """One batch through the worker (on ``executor``); a dead worker fails the batch and
         is replaced before this returns."""
         if self._closing:
-            return [UnavailableError(f"model {self.name!r} is unloading")] * len(payloads)
+            return [UnavailableError(f"model {self.name!r} is unloading")] * len(requests)
         if self._conn is None:  # a restart failed earlier: try again
             try:
                 self._start()
             except ConfigError as error:
-                return [error] * len(payloads)
+                return [error] * len(requests)
         try:
-            return self._run(payloads)
+            return self._run(requests)
         except WorkerDiedError:
             code = None
             if self._process is not None:
@@ -142,7 +142,7 @@ class ProcessBackend:
                 "this batch; a new one is started"
             )
         except OSError as error:  # shared memory could not grow: this batch only
-            return [ModelExecutionError(f"model {self.name!r}: {error}")] * len(payloads)
+            return [ModelExecutionError(f"model {self.name!r}: {error}")] * len(requests)
         except Exception as error:  # the exchange broke mid-way: the pipe cannot be trusted
             failed = ModelExecutionError(
                 f"model {self.name!r}: the exchange with its worker failed "
@@ -150,10 +150,12 @@ class ProcessBackend:
             )
         if not self._closing:
             self._restart()
-        return [failed] * len(payloads)
+        return [failed] * len(requests)
 
-    def _run(self, payloads: list[Outputs]) -> list[Result]:
+    def _run(self, requests: list[PythonRequest]) -> list[Result]:
         assert self._conn is not None
+        payloads = [r.inputs for r in requests]
+        meta = [(r.id, r.parameters, r.outputs) for r in requests]
         layout = shm.write(self._inputs, payloads)
         if layout is None:
             grown = shm.Block.create(2 * shm.layout_bytes(payloads))  # OSError: no room
@@ -163,7 +165,7 @@ class ProcessBackend:
         inputs = (str(self._inputs.path), self._inputs.size)
         outputs = (str(self._outputs.path), self._outputs.size)
         try:
-            self._conn.send(("run", inputs, outputs, layout))
+            self._conn.send(("run", inputs, outputs, layout, meta))
             while True:
                 message = self._conn.recv()
                 if message[0] == "done":
@@ -225,7 +227,7 @@ class ProcessBackend:
             log.error("model %s: worker restart failed: %s", self.name, error.message)
 
     def run(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        result = self.run_requests([inputs])[0]
+        result = self.run_requests([PythonRequest(inputs)])[0]
         if isinstance(result, InferpackError):
             raise result
         return result

@@ -18,7 +18,7 @@ from inferpack.backends.python.calls import ModelCalls
 from inferpack.backends.python.instances import (
     ModelContext,
     ModelInstance,
-    Outputs,
+    PythonRequest,
     Result,
 )
 from inferpack.backends.python.instances import load_instance as _load_instance
@@ -53,12 +53,12 @@ class PythonBackend:
     def memory_bytes(self) -> int:
         return self._memory_bytes
 
-    def run_requests(self, payloads: list[Outputs]) -> list[Result]:
+    def run_requests(self, requests: list[PythonRequest]) -> list[Result]:
         """A batch as its requests, one result each (called on ``executor``)."""
-        return self._instance.run(payloads)
+        return self._instance.run(requests)
 
     def run(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        result = self._instance.run([inputs])[0]
+        result = self._instance.run([PythonRequest(inputs)])[0]
         if isinstance(result, InferpackError):
             raise result
         return result

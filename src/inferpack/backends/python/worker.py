@@ -2,7 +2,8 @@
 
 Messages on the pipe (pickled tuples, small: tensors go through shared memory)::
 
-    server -> worker   ("run", input block, output block, layout)  | ("close",)
+    server -> worker   ("run", input block, output block, layout, [(id, parameters,
+                       requested outputs) per request])  | ("close",)
     worker -> server   ("ready", rss_bytes) | ("failed", message)   once, after loading
                        ("done", results)   per batch; a result is ("shm", refs),
                                            ("inline", tensors) or ("error", kind, message)
@@ -27,6 +28,7 @@ from inferpack.backends.python.instances import (
     ModelContext,
     ModelInstance,
     Outputs,
+    PythonRequest,
     Result,
     load_instance,
     rss_bytes,
@@ -107,23 +109,22 @@ def main(conn: Connection, path: Path, context: ModelContext) -> None:
         if message[0] == "close":
             instance.close()
             break
-        _, inputs, outputs, layout = message
-        conn.send(("done", _batch(instance, blocks, inputs, outputs, layout)))
+        conn.send(("done", _batch(instance, blocks, message)))
     for block in blocks.values():
         block.close()
 
 
 def _batch(
-    instance: ModelInstance,
-    blocks: dict[str, shm.Block],
-    inputs: tuple[str, int],
-    outputs: tuple[str, int],
-    layout: shm.Layout,
+    instance: ModelInstance, blocks: dict[str, shm.Block], message: tuple[Any, ...]
 ) -> list[tuple[Any, ...]]:
-    """One batch's answers; whatever goes wrong, one answer per request (not a dead worker)."""
+    """One batch's answers (``message``: "run", the input and output blocks, the layout,
+    each request's id, parameters and requested outputs); whatever goes wrong, one answer
+    per request (not a dead worker)."""
+    _, inputs, outputs, layout, meta = message
     try:
         payloads = shm.read(_block(blocks, "inputs", *inputs), layout, copy=False)
-        results = instance.run(payloads)
+        requests = [PythonRequest(p, *m) for p, m in zip(payloads, meta, strict=True)]
+        results = instance.run(requests)
         return _answer(results, _block(blocks, "outputs", *outputs))
     except Exception as error:
         failed = ModelExecutionError(f"model {instance.name!r}: {type(error).__name__}: {error}")
