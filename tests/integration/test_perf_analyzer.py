@@ -37,6 +37,7 @@ from benchmarks.perf_analyzer import (
 from inferpack.config import ServerConfig
 from inferpack.datatypes import numpy_dtype
 from inferpack.repository.init import init_repository
+from inferpack.repository.python_examples import PYTHON_EXAMPLES
 from inferpack.workloads import WORKLOADS, get_workload
 from tests.helpers import ServerThread
 
@@ -105,7 +106,7 @@ PROTOCOL_IDS = ["http", "grpc", "grpc-stream"]
 def workloads(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """Every workload `repo init` writes (those whose extras are installed), served."""
     root = tmp_path_factory.mktemp("workloads")
-    init_repository(root, AVAILABLE, seed=0)
+    init_repository(root, [*AVAILABLE, *PYTHON_EXAMPLES], seed=0)
     thread = ServerThread(ServerConfig(str(root), http_port=0, grpc_port=0)).start()
     yield thread
     thread.stop()
@@ -193,6 +194,28 @@ def test_perf_analyzer_runs_every_repo_init_workload(
     """The model's tensors, as perf_analyzer reads them from metadata and the config."""
     metadata = httpclient.InferenceServerClient(workloads.address).get_model_metadata(model)
     _run(perf_analyzer, workloads, tmp_path, model, _tensor_step(metadata), protocol, extra)
+
+
+# The python examples: numpy-mlp's tensor; string-identity's BYTES (a variable dim of 2).
+PYTHON_STEPS: dict[str, dict[str, Any]] = {
+    "string-identity": {"INPUT0": {"content": ["perf", "analyzer"], "shape": [2]}},
+}
+
+
+@pytest.mark.parametrize(("protocol", "extra"), PROTOCOLS, ids=PROTOCOL_IDS)
+@pytest.mark.parametrize("model", PYTHON_EXAMPLES)
+def test_perf_analyzer_runs_the_python_examples(
+    perf_analyzer: PerfAnalyzer,
+    workloads: ServerThread,
+    tmp_path: Path,
+    model: str,
+    protocol: str,
+    extra: list[str],
+) -> None:
+    """Python models' statistics and configuration satisfy perf_analyzer too."""
+    metadata = httpclient.InferenceServerClient(workloads.address).get_model_metadata(model)
+    step = PYTHON_STEPS.get(model) or _tensor_step(metadata)
+    _run(perf_analyzer, workloads, tmp_path, model, step, protocol, extra)
 
 
 UPLOADERS = [name for name in ("small-cnn", "minilm") if name in AVAILABLE]

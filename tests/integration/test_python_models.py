@@ -75,6 +75,21 @@ PROC_CALLER = textwrap.dedent(
             return {"y": doubled["y"] + self.offset}
     """
 )
+THREAD_CALLER = textwrap.dedent(
+    """\
+    from concurrent.futures import ThreadPoolExecutor
+
+
+    class InferpackModel:
+        def __init__(self, context):
+            self.context = context
+            self.pool = ThreadPoolExecutor(1)  # the model's own thread
+
+        def execute(self, inputs):
+            call = self.pool.submit(self.context.infer, "bad-request", {"x": inputs["x"]})
+            return {"y": call.result()["y"]}
+    """
+)
 HALF_LOADS = textwrap.dedent(
     """\
     class InferpackModel:
@@ -132,6 +147,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     process = {"kind": "process", "count": 1}
     _python_model(repo, "proc-caller", PROC_CALLER, ["y"], instances=process)
     _python_model(repo, "half-loads", HALF_LOADS, ["y"], instances={**process, "count": 2})
+    _python_model(repo, "thread-caller", THREAD_CALLER, ["y"], instances=process)
     (repo / "no-io" / "1").mkdir(parents=True)  # a config without tensors, nothing completes it
     (repo / "no-io" / "1" / "model.py").write_text(FAILING["bad-request"])
     (repo / "no-io" / "model.yaml").write_text(yaml.safe_dump({"platform": "python"}))
@@ -267,13 +283,15 @@ def test_a_worker_process_calls_other_models_while_loading_and_serving(
     failed = _infer(server, "proc-caller", _x([-1.0]))
     assert failed.status_code == 500 and "negative input" in failed.json()["error"]
     assert _infer(server, "proc-caller", _x([5.0])).json()["outputs"][0]["data"] == [12.0]
+    # From a thread the model started: the worker's only server answers.
+    assert _infer(server, "thread-caller", _x([4.0])).json()["outputs"][0]["data"] == [8.0]
 
 
 def test_a_half_loaded_model_leaves_no_worker_memory_behind(server: ServerThread) -> None:
     """half-loads' first worker loaded, its second failed: the first is stopped and its
     shared memory unlinked; the blocks left are those of the live process models."""
     blocks = list(Path("/dev/shm").glob(f"inferpack-{os.getpid()}-*"))
-    assert len(blocks) == 2 * 2  # crasher and proc-caller: one worker each, two blocks each
+    assert len(blocks) == 3 * 2  # crasher, proc-caller, thread-caller: two blocks a worker
 
 
 def _crasher(server: ServerThread, values: list[float]) -> requests.Response:

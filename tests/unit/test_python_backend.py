@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import textwrap
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from inferpack.backends.python import shm
+from inferpack.backends.python import calls, shm
 from inferpack.backends.python import triton_utils as pb
 from inferpack.backends.python.instances import (
     ModelContext,
@@ -93,7 +94,8 @@ def test_auto_complete_config_object() -> None:
         config.add_input({"name": "a", "data_type": "TYPE_INT64", "dims": [4]})
 
 
-def test_a_bls_call_outside_model_code_answers_an_error() -> None:
+def test_a_bls_call_outside_model_code_answers_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(calls, "_servers", weakref.WeakSet())  # no server in this process
     response = pb.InferenceRequest(model_name="x").exec()
     assert response.has_error()
     assert "no server to call" in response.error().message()  # type: ignore[union-attr]

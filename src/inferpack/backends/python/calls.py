@@ -12,6 +12,7 @@ several servers share one process (the test suite does).
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import Future
 from contextvars import ContextVar
@@ -43,6 +44,8 @@ class ModelCalls(Protocol):
 
 
 _current: ContextVar[ModelCalls | None] = ContextVar("inferpack_model_calls", default=None)
+# Every server (ModelCalls) with python models loaded in this process, held weakly.
+_servers: weakref.WeakSet[ModelCalls] = weakref.WeakSet()
 
 
 @contextlib.contextmanager
@@ -55,9 +58,18 @@ def calls_in_effect(calls: ModelCalls | None) -> Iterator[None]:
         _current.reset(token)
 
 
+def remember(calls: ModelCalls) -> None:
+    """Note a server whose models may call others (once per loaded instance)."""
+    _servers.add(calls)
+
+
 def current_calls() -> ModelCalls:
-    """The server of the model running now; UnavailableError outside a model's code."""
+    """The server of the model running now. Outside a model's ``initialize``/``execute``
+    context (a thread the model started itself), the process's only server if it has just
+    one (a worker process, a deployed server); UnavailableError otherwise."""
     calls = _current.get()
+    if calls is None and len(_servers) == 1:
+        calls = next(iter(_servers))
     if calls is None:
         raise UnavailableError(
             "no server to call: in-process model calls work only inside a served model's "

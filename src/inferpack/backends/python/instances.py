@@ -35,7 +35,12 @@ from typing import Any, Final, Protocol
 import numpy as np
 
 from inferpack.backends.python import triton_utils as pb
-from inferpack.backends.python.calls import ModelCalls, calls_in_effect, current_calls
+from inferpack.backends.python.calls import (
+    ModelCalls,
+    calls_in_effect,
+    current_calls,
+    remember,
+)
 from inferpack.backends.python.module import (
     NATIVE_CLASS,
     describe,
@@ -134,6 +139,8 @@ class _Instance:
         self.name = context.name
         self.path = path
         self.calls = calls
+        if calls is not None:
+            remember(calls)
         self.outputs = [o["name"] for o in context.config.get("output", [])]
 
     def _user(self, during: str, call: Callable[..., Any], *args: Any) -> Any:
