@@ -106,6 +106,21 @@ def checked_shape(dims: Any, name: str, datatype: str | None = None) -> tuple[in
     return shape
 
 
+def bytes_elements(array: npt.NDArray[np.generic]) -> npt.NDArray[np.object_]:
+    """``array`` as inferpack holds BYTES: an object array of ``bytes`` of the same shape,
+    each element encoded as Triton's python backend does (bytes as they are, ``str`` as
+    UTF-8, anything else as its ``str``)."""
+    flat = np.empty(array.size, dtype=np.object_)
+    flat[:] = [_element_bytes(item) for item in array.reshape(-1)]
+    return flat.reshape(array.shape)
+
+
+def _element_bytes(item: Any) -> bytes:
+    if isinstance(item, bytes | bytearray | memoryview):
+        return bytes(item)
+    return (item if isinstance(item, str) else str(item)).encode("utf-8")
+
+
 def serialize_bytes_tensor(array: npt.NDArray[np.generic]) -> bytes:
     """Length-prefixed concatenation of the elements of a BYTES tensor, row-major."""
     parts: list[bytes] = []

@@ -121,7 +121,7 @@ ARRAYS = st.one_of(
 def test_blocks_carry_any_batch_exactly(batches: list[dict[str, np.ndarray]]) -> None:
     block = shm.Block.create(shm.MIN_BLOCK_BYTES)
     try:
-        layout = shm.write(block, batches)
+        layout = shm.write(block, shm.pack(batches))
         assert layout is not None
         back = shm.read(block, layout, copy=True)
     finally:
@@ -137,8 +137,10 @@ def test_blocks_carry_any_batch_exactly(batches: list[dict[str, np.ndarray]]) ->
 def test_a_batch_too_big_for_a_block_is_not_written() -> None:
     block = shm.Block.create(shm.MIN_BLOCK_BYTES)
     try:
-        assert shm.write(block, [{"x": np.zeros(shm.MIN_BLOCK_BYTES, dtype=np.uint8)}]) is not None
-        assert shm.write(block, [{"x": np.zeros(shm.MIN_BLOCK_BYTES + 1, dtype=np.uint8)}]) is None
+        fits = shm.pack([{"x": np.zeros(shm.MIN_BLOCK_BYTES, dtype=np.uint8)}])
+        assert shm.write(block, fits) is not None
+        too_big = shm.pack([{"x": np.zeros(shm.MIN_BLOCK_BYTES + 1, dtype=np.uint8)}])
+        assert shm.write(block, too_big) is None
     finally:
         block.close()
 

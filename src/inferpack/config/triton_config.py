@@ -28,6 +28,7 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from inferpack.config.model_config import ModelConfig, parse_model_config
 from inferpack.config.proto import triton_model_config_pb2 as pb
+from inferpack.config.triton_json import v2_datatype
 from inferpack.errors import ConfigError
 
 TRITON_CONFIG_FILE: Final = "config.pbtxt"
@@ -47,8 +48,6 @@ _REFUSED_PARAMETERS: Final[dict[str, str]] = {
     "EXECUTION_ENV_PATH": "a packed conda environment per model is not supported; install "
     "the model's packages into the server's environment",
 }
-# TYPE_<X> -> X, except Triton's TYPE_STRING, which is the v2 BYTES datatype.
-_DATATYPE_RENAMES: Final[dict[str, str]] = {"STRING": "BYTES"}
 _UNSUPPORTED: Final = pb.Unsupported.DESCRIPTOR.full_name
 _OPENERS: Final = frozenset({"{", "<", "["})
 _CLOSERS: Final = frozenset({"}", ">", "]"})
@@ -278,8 +277,7 @@ def _tensor(
     if tensor.data_type == pb.TYPE_INVALID:
         problem(f"{where}.data_type", "missing (e.g. TYPE_FP32)")
     else:
-        name = pb.DataType.Name(tensor.data_type).removeprefix("TYPE_")
-        datatype = _DATATYPE_RENAMES.get(name, name)
+        datatype = v2_datatype(pb.DataType.Name(tensor.data_type))
     return {"name": tensor.name, "datatype": datatype, "shape": list(tensor.dims)}
 
 

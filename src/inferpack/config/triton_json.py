@@ -33,8 +33,19 @@ def served_inputs(config: ModelConfig) -> tuple[TensorSpec, ...]:
 
 
 def _config_tensor(spec: TensorSpec) -> dict[str, Any]:
-    datatype = "STRING" if spec.datatype == "BYTES" else spec.datatype
-    return {"name": spec.name, "data_type": f"TYPE_{datatype}", "dims": list(spec.dims)}
+    return {"name": spec.name, "data_type": triton_datatype(spec.datatype), "dims": list(spec.dims)}
+
+
+def triton_datatype(datatype: str) -> str:
+    """A v2 datatype as Triton's config names it: ``FP32`` -> ``TYPE_FP32``; BYTES is
+    Triton's ``TYPE_STRING``."""
+    return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
+
+
+def v2_datatype(triton_type: str) -> str:
+    """The inverse of :func:`triton_datatype` (``TYPE_STRING`` -> ``BYTES``)."""
+    name = triton_type.removeprefix("TYPE_")
+    return "BYTES" if name == "STRING" else name
 
 
 def _config_inputs(config: ModelConfig) -> list[dict[str, Any]]:
@@ -109,10 +120,9 @@ def completed_config(config: ModelConfig, data: dict[str, Any], source: str) -> 
 def _yaml_tensor(tensor: Any) -> dict[str, Any]:
     if not isinstance(tensor, dict):
         return {"name": None}  # parse_model_config names the problem
-    datatype = str(tensor.get("data_type", "")).removeprefix("TYPE_")
     dims = tensor.get("dims", [])
     return {
         "name": tensor.get("name"),
-        "datatype": "BYTES" if datatype == "STRING" else datatype,
+        "datatype": v2_datatype(str(tensor.get("data_type", ""))),
         "shape": [int(d) for d in dims] if isinstance(dims, list) else dims,
     }

@@ -18,7 +18,7 @@ import itertools
 import time
 from collections.abc import Hashable, Sequence
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -150,8 +150,9 @@ class ServedModel:
         rows, key = validate_request(self.config, request, inputs)
         largest = self.config.compile.largest_bucket
         if self._per_request:
-            meta = (request.id, request.parameters, request.requested_outputs)
-            payload = PythonRequest.of(inputs, *meta)
+            payload = PythonRequest.of(
+                inputs, request.id, request.parameters, request.requested_outputs
+            )
             outputs = await self.batcher.submit(payload, rows, key, deadline_s)
         elif largest is None or rows <= largest:
             outputs = await self.batcher.submit(inputs, rows, key, deadline_s)
@@ -254,8 +255,8 @@ class ServedModel:
         the event loop's clock (monotonic), where queue time ends."""
         began_s = time.monotonic()
         started = time.perf_counter()
-        backend = self.backends[instance]
-        if isinstance(backend, RunsRequests):  # python models: requests as they came
+        if self._per_request:  # python models: requests as they came
+            backend = cast(RunsRequests, self.backends[instance])
             answers = backend.run_requests(payloads)  # failed ones: errors, raised per request
             infer_s = time.perf_counter() - started
             return answers, BatchTiming(0.0, infer_s, 0.0), began_s  # type: ignore[return-value]

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import inspect
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,7 @@ from inferpack.backends.python.module import (
     model_class,
     user_error,
 )
+from inferpack.datatypes import bytes_elements
 from inferpack.errors import (
     ConfigError,
     InferpackError,
@@ -143,14 +143,14 @@ class _Instance:
             remember(calls)
         self.outputs = [o["name"] for o in context.config.get("output", [])]
 
-    def _user(self, during: str, call: Callable[..., Any], *args: Any) -> Any:
+    def _user(self, call: Callable[..., Any], *args: Any) -> Any:
         """Call model code with this server's calls in effect."""
         with calls_in_effect(self.calls):
             return call(*args)
 
     def _loaded(self, during: str, call: Callable[..., Any], *args: Any) -> Any:
         try:
-            return self._user(during, call, *args)
+            return self._user(call, *args)
         except BaseException as error:
             raise ConfigError(
                 [f"model {self.context.name!r}: {during} failed: {describe(error, self.path)}"]
@@ -180,17 +180,7 @@ def as_tensor(value: Any) -> Tensor:
     object arrays of bytes, each element encoded as Triton does (bytes as they are, str as
     UTF-8, anything else as its str)."""
     array = np.asarray(value)
-    if array.dtype.kind in "SUO":
-        flat = np.empty(array.size, dtype=np.object_)
-        flat[:] = [as_bytes(x) for x in array.reshape(-1)]
-        array = flat.reshape(array.shape)
-    return array
-
-
-def as_bytes(item: Any) -> bytes:
-    if isinstance(item, bytes | bytearray | memoryview):
-        return bytes(item)
-    return (item if isinstance(item, str) else str(item)).encode("utf-8")
+    return bytes_elements(array) if array.dtype.kind in "SUO" else array
 
 
 class NativeInstance(_Instance):
@@ -213,7 +203,7 @@ class NativeInstance(_Instance):
                 ready.append((index, payload))
                 continue
             try:
-                ready.append((index, self._user("preprocess", self._pre, payload)))
+                ready.append((index, self._user(self._pre, payload)))
             except BaseException as error:
                 results[index] = self._error(error, "preprocess")
         for index, outputs in self._execute(ready):
@@ -224,7 +214,7 @@ class NativeInstance(_Instance):
         if self._post is None or isinstance(outputs, InferpackError):
             return outputs
         try:
-            return self._checked(self._user("postprocess", self._post, outputs), "postprocess")
+            return self._checked(self._user(self._post, outputs), "postprocess")
         except BaseException as error:
             return self._error(error, "postprocess")
 
@@ -236,7 +226,7 @@ class NativeInstance(_Instance):
 
     def _execute_one(self, payload: Outputs) -> Result:
         try:
-            return self._checked(self._user("execute", self.model.execute, payload), "execute")
+            return self._checked(self._user(self.model.execute, payload), "execute")
         except BaseException as error:
             return self._error(error, "execute")
 
@@ -246,7 +236,7 @@ class NativeInstance(_Instance):
             rows = [len(next(iter(payload.values()))) for _, payload in ready]
             names = list(ready[0][1])
             joined = {n: np.concatenate([payload[n] for _, payload in ready]) for n in names}
-            outputs = self._checked(self._user("execute", self.model.execute, joined), "execute")
+            outputs = self._checked(self._user(self.model.execute, joined), "execute")
             if isinstance(outputs, InferpackError) or any(
                 a.ndim == 0 or len(a) != sum(rows) for a in outputs.values()
             ):
@@ -262,7 +252,7 @@ class NativeInstance(_Instance):
     def close(self) -> None:
         unload = getattr(self.model, "unload", None)
         if unload is not None:
-            self._user("unload", unload)
+            self._user(unload)
 
 
 class _BatchFailedError(Exception):
@@ -300,7 +290,7 @@ class TritonInstance(_Instance):
             for r in requests
         ]
         try:
-            responses = self._user("execute", self._execute, triton_requests)
+            responses = self._user(self._execute, triton_requests)
         except BaseException as error:
             failed = self._error(error, "execute")
             return [failed] * len(requests)
@@ -335,19 +325,10 @@ class TritonInstance(_Instance):
         finalize = getattr(self.model, "finalize", None)
         try:
             if finalize is not None:
-                self._user("finalize", finalize)
+                self._user(finalize)
         finally:
             if self.loop is not None:
                 self.loop.close()
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of process ``pid`` (Linux /proc; 0 elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/statm") as statm:
-            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def triton_error(error: pb.TritonError) -> InferpackError:

@@ -12,6 +12,7 @@ it, and memory freed by an evicted model and reused by the next load hides it en
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import types
 from typing import Any, Final
@@ -37,6 +38,16 @@ def held_bytes(root: Any) -> int:
         total += _own_bytes(obj)
         stack.extend(gc.get_referents(obj))
     return total
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` (Linux /proc; 0 elsewhere): what a ``kind:
+    process`` instance's worker holds, read by the worker once it has loaded."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _own_bytes(obj: Any) -> int:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from inferpack.backends.python import shm
+from inferpack.backends.python.backend_base import PythonBackendBase
 from inferpack.backends.python.calls import ModelCalls
 from inferpack.backends.python.instances import ModelContext, PythonRequest, Result
 from inferpack.backends.python.worker import error_from, error_message, main
@@ -46,7 +47,7 @@ class WorkerDiedError(Exception):
     """The pipe to the worker closed: it exited (or was killed)."""
 
 
-class ProcessBackend:
+class ProcessBackend(PythonBackendBase):
     """One instance of a python model in a worker process of its own."""
 
     def __init__(self, context: ModelContext, path: Path, calls: ModelCalls | None) -> None:
@@ -68,10 +69,6 @@ class ProcessBackend:
         except BaseException:
             self._release()
             raise
-
-    @property
-    def memory_bytes(self) -> int:
-        return self._memory_bytes
 
     @property
     def pid(self) -> int | None:
@@ -156,12 +153,13 @@ class ProcessBackend:
         assert self._conn is not None
         payloads = [r.inputs for r in requests]
         meta = [(r.id, r.parameters, r.outputs) for r in requests]
-        layout = shm.write(self._inputs, payloads)
+        packed = shm.pack(payloads)
+        layout = shm.write(self._inputs, packed)
         if layout is None:
-            grown = shm.Block.create(2 * shm.layout_bytes(payloads))  # OSError: no room
+            grown = shm.Block.create(2 * packed.nbytes)  # OSError: no room
             self._inputs.close()
             self._inputs = grown
-            layout = shm.write(self._inputs, payloads)
+            layout = shm.write(self._inputs, packed)
         inputs = (str(self._inputs.path), self._inputs.size)
         outputs = (str(self._outputs.path), self._outputs.size)
         try:
@@ -185,7 +183,7 @@ class ProcessBackend:
                 results.append(shm.read(self._outputs, [answer[1]], copy=True)[0])
             else:
                 results.append(answer[1])
-                inline += shm.layout_bytes([answer[1]])
+                inline += shm.pack([answer[1]]).nbytes
         if inline > self._outputs.size:  # did not fit: room for next time, if there is room
             with contextlib.suppress(OSError):
                 grown = shm.Block.create(2 * inline)
@@ -225,15 +223,6 @@ class ProcessBackend:
             log.warning("model %s: worker process restarted (restart %d)", self.name, self.restarts)
         except ConfigError as error:
             log.error("model %s: worker restart failed: %s", self.name, error.message)
-
-    def run(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        result = self.run_requests([PythonRequest(inputs)])[0]
-        if isinstance(result, InferpackError):
-            raise result
-        return result
-
-    def warm_up(self, inputs: dict[str, Tensor]) -> None:
-        """Nothing (as for threads: python models are not warmed up with zeros)."""
 
     def close(self) -> None:
         """Ask the worker to unload (its ``finalize``), on the instance's thread, then free

@@ -92,24 +92,39 @@ def _reserve(fd: int, size: int) -> None:
         os.ftruncate(fd, size)
 
 
-def layout_bytes(batches: list[dict[str, Tensor]]) -> int:
-    """Bytes a block needs to hold ``batches`` (BYTES tensors counted encoded)."""
-    return sum(_aligned(len(_raw(a))) for tensors in batches for a in tensors.values())
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """Tensors ready to be written: per request, each tensor's name, dtype, shape and raw
+    bytes (BYTES encoded once here, however often the block must grow), and the bytes a
+    block needs to hold them all."""
+
+    tensors: list[list[tuple[str, str, tuple[int, ...], bytes | Tensor]]]
+    nbytes: int
 
 
-def write(block: Block, batches: list[dict[str, Tensor]]) -> Layout | None:
+def pack(batches: list[dict[str, Tensor]]) -> Packed:
+    tensors = [
+        [
+            (name, "BYTES" if a.dtype.kind in "OSU" else a.dtype.str, tuple(a.shape), _raw(a))
+            for name, a in request.items()
+        ]
+        for request in batches
+    ]
+    nbytes = sum(_aligned(len(raw)) for request in tensors for *_, raw in request)
+    return Packed(tensors, nbytes)
+
+
+def write(block: Block, packed: Packed) -> Layout | None:
     """Copy every tensor into ``block``; None if they do not fit."""
-    if layout_bytes(batches) > block.size:
+    if packed.nbytes > block.size:
         return None
     layout: Layout = []
     offset = 0
-    for tensors in batches:
+    for request in packed.tensors:
         refs = []
-        for name, array in tensors.items():
-            raw = _raw(array)
+        for name, dtype, shape, raw in request:
             block.map[offset : offset + len(raw)] = raw  # type: ignore[assignment]
-            dtype = "BYTES" if array.dtype.kind in "OSU" else array.dtype.str
-            refs.append(TensorRef(name, dtype, tuple(array.shape), offset, len(raw)))
+            refs.append(TensorRef(name, dtype, shape, offset, len(raw)))
             offset += _aligned(len(raw))
         layout.append(refs)
     return layout

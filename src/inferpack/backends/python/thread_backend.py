@@ -11,9 +11,10 @@ and runs its ``finalize`` at unload.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from inferpack.backends.python.backend_base import PythonBackendBase
 from inferpack.backends.python.calls import ModelCalls
 from inferpack.backends.python.instances import (
     ModelContext,
@@ -25,14 +26,12 @@ from inferpack.backends.python.instances import load_instance as _load_instance
 from inferpack.backends.python.memory import held_bytes
 from inferpack.backends.python.process_backend import ProcessBackend
 from inferpack.config.triton_json import triton_model_config
-from inferpack.errors import InferpackError
 from inferpack.repository import ModelSource
-from inferpack.types import Tensor
 
 log = logging.getLogger(__name__)
 
 
-class PythonBackend:
+class PythonBackend(PythonBackendBase):
     """One instance of a python model, run on its own thread (``executor``)."""
 
     def __init__(self, context: ModelContext, path: Path, calls: ModelCalls | None) -> None:
@@ -49,23 +48,9 @@ class PythonBackend:
         # What the instance holds (python_models.memory), at least the file's size.
         self._memory_bytes = max(held_bytes(self._instance.model), path.stat().st_size)
 
-    @property
-    def memory_bytes(self) -> int:
-        return self._memory_bytes
-
     def run_requests(self, requests: list[PythonRequest]) -> list[Result]:
         """A batch as its requests, one result each (called on ``executor``)."""
         return self._instance.run(requests)
-
-    def run(self, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
-        result = self._instance.run([PythonRequest(inputs)])[0]
-        if isinstance(result, InferpackError):
-            raise result
-        return result
-
-    def warm_up(self, inputs: dict[str, Tensor]) -> None:
-        """Nothing: a python model's inputs need not be zeros it accepts (Triton does not
-        warm python models up either, unless a config asks)."""
 
     def close(self) -> None:
         """Unload on the instance's own thread (``finalize``/``unload`` is model code: never
@@ -74,8 +59,8 @@ class PythonBackend:
         future.add_done_callback(self._closed)
         self.executor.shutdown(wait=False)
 
-    def _closed(self, future: object) -> None:
-        error = future.exception() if hasattr(future, "exception") else None
+    def _closed(self, future: Future[None]) -> None:
+        error = future.exception()
         if error is not None:
             log.warning("model %s: unloading raised %s", self.name, error)
 

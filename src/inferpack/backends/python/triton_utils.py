@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from inferpack.backends.python.calls import current_calls
+from inferpack.datatypes import bytes_elements
 from inferpack.datatypes import deserialize_bytes_tensor as _deserialize
 from inferpack.datatypes import serialize_bytes_tensor as _serialize
 from inferpack.errors import InferpackError
@@ -104,9 +105,7 @@ class Tensor:
     def __init__(self, name: str, data: Any) -> None:
         array = np.asarray(data)
         if array.dtype.kind in "SU":  # numpy strings: BYTES, as Triton's Tensor takes them
-            flat = np.empty(array.size, dtype=np.object_)
-            flat[:] = [_as_bytes(x) for x in array.reshape(-1)]
-            array = flat.reshape(array.shape)
+            array = bytes_elements(array)
         self._name = name
         self._array = array
 
@@ -141,10 +140,6 @@ class Tensor:
 
 def _json(parameters: dict[str, Any] | str | None) -> str:
     return parameters if isinstance(parameters, str) else json.dumps(parameters or {})
-
-
-def _as_bytes(item: Any) -> bytes:
-    return item.encode("utf-8") if isinstance(item, str) else bytes(item)
 
 
 class InferenceResponse:

@@ -31,8 +31,8 @@ from inferpack.backends.python.instances import (
     PythonRequest,
     Result,
     load_instance,
-    rss_bytes,
 )
+from inferpack.backends.python.memory import rss_bytes
 from inferpack.errors import ConfigError, InferpackError, ModelExecutionError, UnavailableError
 from inferpack.types import Tensor
 
@@ -146,7 +146,7 @@ def _answer(results: list[Result], block: shm.Block) -> list[tuple[Any, ...]]:
     """Each result as the server reads it: errors by kind, outputs through ``block`` when
     all fit, pickled otherwise."""
     ok: list[Outputs] = [r for r in results if not isinstance(r, InferpackError)]
-    layout = shm.write(block, ok)
+    layout = shm.write(block, shm.pack(ok))
     placed = iter(layout) if layout is not None else None
     answer: list[tuple[Any, ...]] = []
     for result in results:
