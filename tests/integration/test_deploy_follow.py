@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -19,8 +18,8 @@ import pytest
 import yaml
 
 from inferpack.plan.formats import Profile, write_profiles
-from tests.integration.cli_server import inferpack, wait_for
-from tests.integration.test_deploy_local import CATALOG, REGION, _deploy, _env
+from tests.integration.cli_server import wait_for
+from tests.integration.test_deploy_local import CATALOG, REGION, _deploy, running_fleet
 from tests.integration.test_router import build_fleet_repo
 
 _ROUTER = re.compile(r"router\s+listening\s+on\s+(http://[^\s,]+)")
@@ -67,10 +66,9 @@ def test_the_fleet_follows_a_rising_then_falling_trace_without_losing_a_request(
         "--follow", "--interval-s", str(INTERVAL_S), "--profiles", str(inputs["profiles"]),
         "--headroom", "0.2", "--max-moves", "10",
     ]  # fmt: skip
-    with log.open("w") as sink:
-        fleet = subprocess.Popen(inferpack(*args), stdout=sink, stderr=sink, env=_env(tmp_path))
-    try:
-        url = wait_for(log, _ROUTER, fleet).group(1)
+    with running_fleet(tmp_path, args, 120, _ROUTER) as fleet:
+        assert fleet.router is not None
+        url = fleet.router.group(1)
         result = tmp_path / "load.json"
         load = _deploy(
             tmp_path, "loadtest", "--url", url, "--trace", str(inputs["trace"]),
@@ -80,11 +78,8 @@ def test_the_fleet_follows_a_rising_then_falling_trace_without_losing_a_request(
         assert load.returncode == 0, load.stdout + load.stderr
         with urllib.request.urlopen(f"{url}/fleet", timeout=10) as answer:
             fleet_state = json.load(answer)
-    finally:
-        fleet.send_signal(signal.SIGTERM)
-        code = fleet.wait(timeout=120)
     text = log.read_text()
-    assert code == 0, text
+    assert fleet.code == 0, text
     level = json.loads(result.read_text())["levels"][0]
     assert level["trace"] and len(level["windows"]) == DURATION_S / 2
     assert level["errors"] == {}, text  # no request lost while servers came and went
@@ -160,8 +155,6 @@ def test_a_server_killed_while_following_is_restarted_and_the_controller_goes_on
         "--router-grpc-port", "-1", "--cpu-threads", "1", "--follow", "--interval-s", "2",
         "--profiles", str(inputs["profiles"]),
     ]  # fmt: skip
-    with log.open("w") as sink:
-        fleet = subprocess.Popen(inferpack(*args), stdout=sink, stderr=sink, env=_env(tmp_path))
     outcomes: list[tuple[float, bool]] = []
     done = threading.Event()
 
@@ -177,25 +170,25 @@ def test_a_server_killed_while_following_is_restarted_and_the_controller_goes_on
                 outcomes.append((time.monotonic(), False))
             time.sleep(0.05)
 
-    try:
-        url = wait_for(log, _ROUTER, fleet).group(1)
-        victim = re.search(r"models\s+http://\S+\s+gRPC \S+\s+pid (\d+)", log.read_text())
-        assert victim, log.read_text()
-        worker = threading.Thread(target=load, args=(url.removeprefix("http://"),))
-        worker.start()
-        time.sleep(2.0)
-        killed_at = time.monotonic()
-        os.kill(int(victim.group(1)), signal.SIGKILL)
-        wait_for(log, re.compile(r"is back: pid \d+"), fleet, 60)
-        time.sleep(5.0)
-        done.set()
-        worker.join(timeout=30)
-    finally:
-        done.set()
-        fleet.send_signal(signal.SIGTERM)
-        code = fleet.wait(timeout=120)
+    with running_fleet(tmp_path, args, 120, _ROUTER) as fleet:
+        try:
+            assert fleet.router is not None
+            url = fleet.router.group(1)
+            victim = re.search(r"models\s+http://\S+\s+gRPC \S+\s+pid (\d+)", log.read_text())
+            assert victim, log.read_text()
+            worker = threading.Thread(target=load, args=(url.removeprefix("http://"),))
+            worker.start()
+            time.sleep(2.0)
+            killed_at = time.monotonic()
+            os.kill(int(victim.group(1)), signal.SIGKILL)
+            wait_for(log, re.compile(r"is back: pid \d+"), fleet.process, 60)
+            time.sleep(5.0)
+            done.set()
+            worker.join(timeout=30)
+        finally:
+            done.set()
     text = log.read_text()
-    assert code == 0, text
+    assert fleet.code == 0, text
     failed = [t for t, ok in outcomes if not ok]
     assert failed and max(failed) - killed_at < 10.0, (failed, killed_at)  # one replica
     assert outcomes[-1][1], text  # answered again

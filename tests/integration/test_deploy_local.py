@@ -5,11 +5,14 @@ stops the whole fleet with an error naming it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import socket
 import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +57,39 @@ def _plan(path: Path, placement: dict[str, tuple[str, tuple[str, ...]]]) -> Path
 def _env(tmp_path: Path) -> dict[str, str]:
     """Wide output (no line breaks in checked messages); the fleet's log folder in tmp_path."""
     return {**os.environ, "COLUMNS": "400", "TMPDIR": str(tmp_path)}
+
+
+@dataclass
+class RunningFleet:
+    """A fleet started by :func:`running_fleet`: its process, its log, the router's line,
+    and once stopped its exit code."""
+
+    process: subprocess.Popen[str]
+    log: Path
+    router: re.Match[str] | None = None
+    code: int | None = None
+
+
+@contextlib.contextmanager
+def running_fleet(
+    tmp_path: Path,
+    args: list[str],
+    stop_timeout_s: float = STOP_TIMEOUT_S,
+    listening: re.Pattern[str] = _ROUTER,
+) -> Iterator[RunningFleet]:
+    """``inferpack ARGS`` (deploy --target local) in the background, its output in
+    tmp_path/fleet.log, from when its router's line (``listening``) is printed to the end
+    of the block; then SIGTERM, and its exit code in ``code``."""
+    log = tmp_path / "fleet.log"
+    with log.open("w") as sink:
+        process = subprocess.Popen(inferpack(*args), stdout=sink, stderr=sink, env=_env(tmp_path))
+    fleet = RunningFleet(process, log)
+    try:
+        fleet.router = wait_for(log, listening, process)
+        yield fleet
+    finally:
+        process.send_signal(signal.SIGTERM)
+        fleet.code = process.wait(timeout=stop_timeout_s)
 
 
 def _deploy(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -122,20 +158,14 @@ def test_local_fleet_serves_every_model_and_stops_cleanly(
         "--host", "127.0.0.1", "--router-http-port", "0", "--router-grpc-port", "0",
         "--base-port", str(base_port), "--cpu-threads", "1",
     ]  # fmt: skip
-    log = tmp_path / "fleet.log"
-    with log.open("w") as sink:
-        fleet = subprocess.Popen(inferpack(*args), stdout=sink, stderr=sink, env=_env(tmp_path))
-    try:
-        found = wait_for(log, _ROUTER, fleet)
-        servers = _check_servers(log.read_text(), placement, base_port)
-        _infer_every_model(found.group(1), found.group(2), repo)
-    finally:
-        fleet.send_signal(signal.SIGTERM)
-        code = fleet.wait(timeout=STOP_TIMEOUT_S)
-    assert code == 0, log.read_text()
-    assert not [pid for pid in servers if _alive(pid)], log.read_text()
+    with running_fleet(tmp_path, args) as fleet:
+        assert fleet.router is not None
+        servers = _check_servers(fleet.log.read_text(), placement, base_port)
+        _infer_every_model(fleet.router.group(1), fleet.router.group(2), repo)
+    assert fleet.code == 0, fleet.log.read_text()
+    assert not [pid for pid in servers if _alive(pid)], fleet.log.read_text()
     assert not _servers_of(repo)
-    assert "stopping: the router drains" in log.read_text()
+    assert "stopping: the router drains" in fleet.log.read_text()
 
 
 def _check_servers(
@@ -237,9 +267,6 @@ def test_a_killed_server_is_restarted_and_replicated_models_lose_nothing(
         "--model-repository", str(repo), "--catalog", str(catalog), "--region", REGION,
         "--router-http-port", "0", "--router-grpc-port", "0", "--cpu-threads", "1",
     ]  # fmt: skip
-    log = tmp_path / "fleet.log"
-    with log.open("w") as sink:
-        fleet = subprocess.Popen(inferpack(*args), stdout=sink, stderr=sink, env=_env(tmp_path))
     outcomes: dict[str, list[tuple[float, bool]]] = {"mlp-a": [], "mlp-b": []}
     done = threading.Event()
     errors: list[str] = []
@@ -258,27 +285,27 @@ def test_a_killed_server_is_restarted_and_replicated_models_lose_nothing(
                 errors.append(f"{model}: {time.monotonic():.2f} {error}")
             outcomes[model].append((time.monotonic(), ok))
 
-    try:
-        found = wait_for(log, _ROUTER, fleet)
-        http_address = found.group(1)
-        [(_, _, _, victim), _] = _SERVER_LINE.findall(log.read_text())
-        threads = [threading.Thread(target=load, args=(m,)) for m in outcomes for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        time.sleep(2.0)
-        killed_at = time.monotonic()
-        os.kill(int(victim), signal.SIGKILL)
-        back = wait_for(log, re.compile(r"server server-0 is back: pid (\d+)"), fleet, 60)
-        time.sleep(2.0)
-        done.set()
-        for thread in threads:
-            thread.join(timeout=30)
-    finally:
-        done.set()
-        fleet.send_signal(signal.SIGTERM)
-        code = fleet.wait(timeout=STOP_TIMEOUT_S)
-    output = log.read_text()
-    assert code == 0, output
+    with running_fleet(tmp_path, args) as fleet:
+        try:
+            assert fleet.router is not None
+            http_address = fleet.router.group(1)
+            [(_, _, _, victim), _] = _SERVER_LINE.findall(fleet.log.read_text())
+            threads = [threading.Thread(target=load, args=(m,)) for m in outcomes for _ in range(2)]
+            for thread in threads:
+                thread.start()
+            time.sleep(2.0)
+            killed_at = time.monotonic()
+            os.kill(int(victim), signal.SIGKILL)
+            back_line = re.compile(r"server server-0 is back: pid (\d+)")
+            back = wait_for(fleet.log, back_line, fleet.process, 60)
+            time.sleep(2.0)
+            done.set()
+            for thread in threads:
+                thread.join(timeout=30)
+        finally:
+            done.set()
+    output = fleet.log.read_text()
+    assert fleet.code == 0, output
     assert "server server-0 (pid" in output and "restarting it" in output
     lost = [e for e in errors if e.startswith("mlp-b")]
     assert all(ok for _, ok in outcomes["mlp-b"]), (killed_at, lost[:3], output[-1500:])

@@ -35,6 +35,7 @@ from benchmarks.perf_analyzer import (
     read_csv,
 )
 from inferpack.config import ServerConfig
+from inferpack.config.triton_json import v2_datatype
 from inferpack.datatypes import numpy_dtype
 from inferpack.repository.init import init_repository
 from inferpack.repository.python_examples import PYTHON_EXAMPLES
@@ -181,8 +182,14 @@ def _run(
     assert failed == failed_before and succeeded > 0
 
 
+# The python examples: numpy-mlp's tensor; string-identity's BYTES (a variable dim of 2).
+PYTHON_STEPS: dict[str, dict[str, Any]] = {
+    "string-identity": {"INPUT0": {"content": ["perf", "analyzer"], "shape": [2]}},
+}
+
+
 @pytest.mark.parametrize(("protocol", "extra"), PROTOCOLS, ids=PROTOCOL_IDS)
-@pytest.mark.parametrize("model", AVAILABLE)
+@pytest.mark.parametrize("model", [*AVAILABLE, *PYTHON_EXAMPLES])
 def test_perf_analyzer_runs_every_repo_init_workload(
     perf_analyzer: PerfAnalyzer,
     workloads: ServerThread,
@@ -191,28 +198,8 @@ def test_perf_analyzer_runs_every_repo_init_workload(
     protocol: str,
     extra: list[str],
 ) -> None:
-    """The model's tensors, as perf_analyzer reads them from metadata and the config."""
-    metadata = httpclient.InferenceServerClient(workloads.address).get_model_metadata(model)
-    _run(perf_analyzer, workloads, tmp_path, model, _tensor_step(metadata), protocol, extra)
-
-
-# The python examples: numpy-mlp's tensor; string-identity's BYTES (a variable dim of 2).
-PYTHON_STEPS: dict[str, dict[str, Any]] = {
-    "string-identity": {"INPUT0": {"content": ["perf", "analyzer"], "shape": [2]}},
-}
-
-
-@pytest.mark.parametrize(("protocol", "extra"), PROTOCOLS, ids=PROTOCOL_IDS)
-@pytest.mark.parametrize("model", PYTHON_EXAMPLES)
-def test_perf_analyzer_runs_the_python_examples(
-    perf_analyzer: PerfAnalyzer,
-    workloads: ServerThread,
-    tmp_path: Path,
-    model: str,
-    protocol: str,
-    extra: list[str],
-) -> None:
-    """Python models' statistics and configuration satisfy perf_analyzer too."""
+    """The model's tensors, as perf_analyzer reads them from metadata and the config (the
+    python examples too: their statistics and configuration satisfy it)."""
     metadata = httpclient.InferenceServerClient(workloads.address).get_model_metadata(model)
     step = PYTHON_STEPS.get(model) or _tensor_step(metadata)
     _run(perf_analyzer, workloads, tmp_path, model, step, protocol, extra)
@@ -235,12 +222,6 @@ def test_perf_analyzer_sends_the_optional_upload_input(
     _run(perf_analyzer, workloads, tmp_path, model, _upload_step(model), protocol, extra)
 
 
-def _datatype(config_type: str) -> str:
-    """A configuration's data type as metadata names it (TYPE_STRING is BYTES)."""
-    name = config_type.removeprefix("TYPE_")
-    return "BYTES" if name == "STRING" else name
-
-
 @pytest.mark.parametrize("model", AVAILABLE)
 def test_metadata_and_config_list_the_same_inputs(workloads: ServerThread, model: str) -> None:
     """REST and gRPC, metadata and configuration: the same inputs, the upload input (BYTES,
@@ -250,7 +231,7 @@ def test_metadata_and_config_list_the_same_inputs(workloads: ServerThread, model
     metadata = (http.get_model_metadata(model), grpc.get_model_metadata(model, as_json=True))
     configs = (http.get_model_config(model), grpc.get_model_config(model, as_json=True)["config"])
     listed = [[(t["name"], t["datatype"]) for t in m["inputs"]] for m in metadata]
-    listed += [[(t["name"], _datatype(t["data_type"])) for t in c["input"]] for c in configs]
+    listed += [[(t["name"], v2_datatype(t["data_type"])) for t in c["input"]] for c in configs]
     assert all(inputs == listed[0] for inputs in listed), listed
     spec = get_workload(model)
     expected = [(t.name, t.datatype) for t in spec.inputs]

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import signal
-import subprocess
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,14 +20,7 @@ from inferpack.config import ServerConfig
 from inferpack.config.control import ControlConfig, ControlMode
 from inferpack.repository.python_examples import write_python_example
 from tests.helpers import ServerThread
-from tests.integration.cli_server import inferpack, wait_for
-from tests.integration.test_deploy_local import (
-    _ROUTER,
-    STOP_TIMEOUT_S,
-    _env,
-    _free_port_block,
-    _plan,
-)
+from tests.integration.test_deploy_local import _free_port_block, _plan, running_fleet
 from tests.integration.test_python_models import _python_model
 from tests.integration.test_triton_python_examples import EXAMPLES
 
@@ -121,16 +112,10 @@ def test_python_models_in_a_local_fleet(tmp_path: Path) -> None:
         "--model-repository", str(repo), "--host", "127.0.0.1", "--router-http-port", "0",
         "--router-grpc-port", "0", "--base-port", str(base_port), "--cpu-threads", "1",
     ]  # fmt: skip
-    log = tmp_path / "fleet.log"
-    with log.open("w") as sink:
-        fleet = subprocess.Popen(inferpack(*args), stdout=sink, stderr=sink, env=_env(tmp_path))
-    try:
-        found = wait_for(log, _ROUTER, fleet)
-        _infer_through_the_router(found.group(1), found.group(2))
-    finally:
-        fleet.send_signal(signal.SIGTERM)
-        code = fleet.wait(timeout=STOP_TIMEOUT_S)
-    assert code == 0, log.read_text()
+    with running_fleet(tmp_path, args) as fleet:
+        assert fleet.router is not None
+        _infer_through_the_router(fleet.router.group(1), fleet.router.group(2))
+    assert fleet.code == 0, fleet.log.read_text()
 
 
 def _infer_through_the_router(http_address: str, grpc_address: str) -> None:
