@@ -2,18 +2,18 @@
 
     a repository of 64 distinct small-cnn models
     inferpack profile --models-per-server 8,24,64 --traffic zipf:1.0 --cpu-threads 1:
-        capacity and the server block (fitted service spread) at each count
-    router calibration: one server of 8 models at a light rate, measured straight and
-        through the local fleet's router; the router's CPU per request (its process's CPU
-        seconds / requests) and the latency the hop adds -> simulate's --router-ms and
-        --network-ms for the routed points
+        capacity and the server block (fitted service spread) at each count, measured
+        straight to the server; and the same with --through-router (the server as a
+        one-server local fleet, the load through its router)
     for models in (8, 24, 64), utilisation in (0.3, 0.6, 0.8, 0.9) of that count's capacity:
         Zipf(1.0) demand over the models; a one-server plan holding them
         planned p90  = the planner's tail-constraint simulation of that server (plan/tail.py)
-        simulated    = inferpack simulate (straight, and with the router's numbers)
-        measured     = serve --cpu-threads 1 + loadtest --demand straight to it, and
-                       deploy --target local (the same server behind the router) + loadtest
-                       --demand through the router (pooled p90 over the models)
+        simulated    = inferpack simulate
+        measured     = serve --cpu-threads 1 + loadtest --demand straight to it
+        and through the router, at that share of the capacity measured through the router,
+        predicted from that profile: deploy --target local (the same server behind the
+        router) + loadtest --demand to the router (pooled p90 over the models), with the
+        router's CPU per request (its process's CPU seconds / requests)
     ratio = measured / predicted; the acceptance band is 0.75 .. 1.25
 
 The load generator shares the 2 cores with the server (and the router), as the profile's
@@ -186,6 +186,14 @@ def _within(measured: float, predicted: float | None) -> float | None:
     return None if not predicted else round(measured / predicted, 3)
 
 
+def profile(repo: Path, prices: Path, out: Path, counts: str, *extra: str) -> None:
+    run("profile", "--model-repository", str(repo), "--model", "cnn-0000",
+        "--kind", "small-cnn", "--slo-p90-ms", str(SLO_MS), "--instance-type", INSTANCE,
+        "--catalog", str(prices), "--region", "local", "--models-per-server", counts,
+        "--traffic", "zipf:1.0", "--cpu-threads", "1", "--duration-s", "6",
+        "--start-rps", "200", "--output", str(out), *extra)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--counts", default="8,24,64")
@@ -197,27 +205,23 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        repo, prices, profiles = root / "repo", root / "prices.yaml", root / "profiles.yaml"
+        repo, prices = root / "repo", root / "prices.yaml"
+        profiles, routed_profiles = root / "profiles.yaml", root / "profiles-routed.yaml"
         build_repository(repo, max(counts))
         catalog(prices)
         started = time.perf_counter()
-        run("profile", "--model-repository", str(repo), "--model", "cnn-0000",
-            "--kind", "small-cnn", "--slo-p90-ms", str(SLO_MS), "--instance-type", INSTANCE,
-            "--catalog", str(prices), "--region", "local", "--models-per-server", args.counts,
-            "--traffic", "zipf:1.0", "--cpu-threads", "1", "--duration-s", "6",
-            "--start-rps", "200", "--output", str(profiles))  # fmt: skip
+        profile(repo, prices, profiles, args.counts)
         profile_s = time.perf_counter() - started
         family = next(iter(families(read_profiles([profiles])).values()))
-        router = {"router_ms": 0.0, "network_ms": 0.0}
+        routed_family = None
         if not args.no_router:
-            router = calibrate_router(root, repo, prices, family, args.duration_s)
-            print("router", router, flush=True)
+            profile(repo, prices, routed_profiles, args.counts, "--through-router")
+            routed_family = next(iter(families(read_profiles([routed_profiles])).values()))
         for count in counts:
-            entry = family.at(count)
             for share in (float(u) for u in args.utilizations.split(",")):
                 folder = root / f"{count}-{share}"
                 folder.mkdir()
-                rates = zipf_rates(count, share * entry.capacity_rps)
+                rates = zipf_rates(count, share * family.at(count).capacity_rps)
                 demand, plan = write_inputs(folder, rates)
                 row: dict[str, Any] = {
                     "models": count,
@@ -231,27 +235,26 @@ def main() -> None:
                 row["direct"] = direct
                 row["direct_ratio_sim"] = _within(direct["p90_ms"], row["simulated_p90_ms"])
                 row["direct_ratio_plan"] = _within(direct["p90_ms"], row["planned_p90_ms"])
-                if not args.no_router:
-                    sim = simulate(plan, profiles, demand, folder / "r.json",
-                                   router["router_ms"], router["network_ms"])  # fmt: skip
-                    routed = measure_routed(repo, plan, prices, demand, folder / "r-lt.json",
-                                            args.duration_s)  # fmt: skip
-                    row["routed_simulated_p90_ms"] = sim
-                    row["routed"] = routed
-                    row["routed_ratio_sim"] = _within(routed["p90_ms"], sim)
+                if routed_family is not None:
+                    row.update(routed_point(root, repo, prices, routed_profiles, routed_family,
+                                            count, share, args.duration_s))  # fmt: skip
                 rows.append(row)
                 print(row, flush=True)
         document = yaml.safe_load(profiles.read_text())
+        routed_document = None
+        if routed_family is not None:
+            routed_document = yaml.safe_load(routed_profiles.read_text())
+    keys = ("direct_ratio_sim", "direct_ratio_plan", "routed_ratio_sim", "routed_ratio_plan")
     summary = {
         key: f"{sum(1 for r in rows if r.get(key) and BAND[0] <= r[key] <= BAND[1])}/{len(rows)}"
-        for key in ("direct_ratio_sim", "direct_ratio_plan", "routed_ratio_sim")
+        for key in keys
     }
     out = write_result(
         "validate_simulate.json",
         {
             "profiles": document["profiles"],
+            "routed_profiles": None if routed_document is None else routed_document["profiles"],
             "profile_s": round(profile_s, 1),
-            "router": router,
             "points": rows,
             "within_25pct": summary,
         },
@@ -259,27 +262,32 @@ def main() -> None:
     print(f"within +-25 %: {summary}; {out}")
 
 
-def calibrate_router(
-    root: Path, repo: Path, prices: Path, family: Any, duration_s: float
-) -> dict[str, float]:
-    """The router's CPU per request and the latency its hop adds, at a light load (20 % of
-    the 8-model capacity): simulate's --router-ms and --network-ms for routed points."""
-    folder = root / "router"
+def routed_point(
+    root: Path,
+    repo: Path,
+    prices: Path,
+    profiles: Path,
+    family: Any,
+    count: int,
+    share: float,
+    duration_s: float,
+) -> dict[str, Any]:
+    """One point through the local fleet's router, at ``share`` of the capacity measured
+    through the router (profile --through-router), predicted from that profile."""
+    folder = root / f"{count}-{share}-routed"
     folder.mkdir()
-    count = min(family.counts)
-    rates = zipf_rates(count, 0.2 * family.at(count).capacity_rps)
+    rates = zipf_rates(count, share * family.at(count).capacity_rps)
     demand, plan = write_inputs(folder, rates)
-    direct = measure_direct(repo, list(rates), demand, folder / "d.json", duration_s)
-    routed = measure_routed(repo, plan, prices, demand, folder / "r.json", duration_s)
-    router_ms = routed["router_cpu_ms_per_request"]
-    # The hop's latency beyond the router's CPU (its client, the kernel, a second process).
-    network_ms = max(routed["p50_ms"] - direct["p50_ms"] - router_ms, 0.0)
+    planned = planned_p90_ms(profiles, rates)
+    simulated = simulate(plan, profiles, demand, folder / "s.json", 0, 0)
+    routed = measure_routed(repo, plan, prices, demand, folder / "lt.json", duration_s)
     return {
-        "router_ms": router_ms,
-        "network_ms": round(network_ms, 4),
-        "direct_p50_ms": direct["p50_ms"],
-        "routed_p50_ms": routed["p50_ms"],
-        "rate_rps": round(sum(rates.values()), 2),
+        "routed_rate_rps": round(sum(rates.values()), 2),
+        "routed_planned_p90_ms": planned,
+        "routed_simulated_p90_ms": simulated,
+        "routed": routed,
+        "routed_ratio_sim": _within(routed["p90_ms"], simulated),
+        "routed_ratio_plan": _within(routed["p90_ms"], planned),
     }
 
 

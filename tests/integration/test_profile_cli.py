@@ -109,6 +109,49 @@ def test_every_flag_over_grpc_and_other_entries_survive(repository: Path, tmp_pa
     assert "3 copies of tiny-mlp, uniform traffic, transport grpc, batch 2" in profile.source
 
 
+def test_through_the_router_measures_a_one_server_local_fleet(
+    repository: Path, tmp_path: Path
+) -> None:
+    """--through-router: the copies run as a one-server local fleet (deploy --target local)
+    and the load, the statistics and the index go through its router; over gRPC here, so
+    the router's gRPC face is what is measured."""
+    from inferpack.config import ServerConfig
+    from inferpack.config.control import ControlConfig, ControlMode
+    from inferpack.profile.serving import BackgroundFleet
+
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(yaml.safe_dump({"instances": [TEST_BOX]}))
+    output = tmp_path / "profiles.yaml"
+    done = _profile(
+        "--model-repository", str(repository), "--model", "tiny-mlp", "--slo-p90-ms", "50",
+        "--instance-type", "test-box", "--catalog", str(catalog), "--region", "test-region-1",
+        "--output", str(output), "--models-per-server", "2", "--transport", "grpc",
+        "--through-router", "--cpu-threads", "1", "--start-rps", "20", "--max-rps", "40",
+        "--search-steps", "0", *QUICK,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "through the router" in done.stderr
+    [profile] = read_profiles([output])
+    assert "transport grpc, through the local fleet's router" in profile.source
+    _consistent(profile)
+    assert profile.model_memory_mb > 0  # the index, merged by the router
+    block = profile.server
+    assert block is not None and block.workers == 1 and dict(block.batch_service_ms)
+    # The child it ran: deploy of a one-server plan, the router on free ports.
+    control = ControlConfig(mode=ControlMode.EXPLICIT, startup_models=("a", "b"), cpu_threads=1)
+    fleet = BackgroundFleet(ServerConfig("repo", http_port=0, grpc_port=0, control=control),
+                            "kind", "test-box", catalog, "test-region-1")  # fmt: skip
+    argv = fleet.argv()
+    assert argv[2:4] == ["inferpack", "deploy"] and "--through-router" not in argv
+    assert argv[argv.index("--router-grpc-port") + 1] == "0"
+    assert argv[argv.index("--cpu-threads") + 1] == "1"
+    plan = yaml.safe_load(Path(argv[4]).read_text())
+    [server] = plan["servers"]
+    assert server["instance_type"] == "test-box"
+    assert [m["name"] for m in server["models"]] == ["a", "b"]
+    fleet.stop()
+
+
 def test_sleep_model_known_answer_and_replacing_the_entry(repository: Path, tmp_path: Path) -> None:
     """Two copies of a 20 ms model serve 100 req/s at most; a p90 of 60 ms is met at
     40 req/s (each copy 40 % busy) and missed before 100 (where the copies are saturated)."""

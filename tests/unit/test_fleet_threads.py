@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from inferpack.deploy.local import LocalFleetConfig, fleet_cpu_threads, placed_specs
+from inferpack.deploy.local import LocalFleetConfig, placed_specs
 from inferpack.deploy.spec import ServerSpec
+from inferpack.runtime.workers import fleet_cpu_threads
 
 
 def test_cores_less_the_routers_split_evenly_at_least_one_each() -> None:

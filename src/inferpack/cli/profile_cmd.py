@@ -66,6 +66,13 @@ def profile(
         int | None, typer.Option(min=1, help="Most models a server may hold (written as is).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of inputs, model choice and arrivals.")] = 0,
+    through_router: Annotated[
+        bool,
+        typer.Option(
+            help="Measure through a local fleet's router (deploy --target local of one "
+            "server), as a local fleet's users reach it: the router's CPU is in the numbers."
+        ),
+    ] = False,
 ) -> None:
     """Find the highest open-loop rate whose p90 meets the SLO and write it as a profile."""
     from inferpack.bench.catalog import Catalog
@@ -88,10 +95,12 @@ def profile(
         spec = ProfileSpec(
             model_repository, model, instance_type, search, kind, count, transport.value,
             batch_size, duration_s, warmup_s, workers, cpu_threads, max_models, seed, traffic,
+            through_router, catalog, region,
         )  # fmt: skip
         console.print(
             f"profiling {count} x {model} ({transport.value}, batch {batch_size}, {traffic} "
-            f"traffic) against p90 <= {slo_p90_ms:g} ms, {duration_s:g} s per rate"
+            f"traffic{', through the router' if through_router else ''}) against p90 <= "
+            f"{slo_p90_ms:g} ms, {duration_s:g} s per rate"
         )
         try:
             outcome = run_profile(spec, _print_point)

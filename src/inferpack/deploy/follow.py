@@ -41,7 +41,6 @@ from inferpack.deploy.local import (
     Echo,
     LocalFleetConfig,
     Member,
-    fleet_cpu_threads,
     place_spec,
     start_member,
     stop_member,
@@ -53,6 +52,7 @@ from inferpack.plan.formats import Demand, Plan, Profile, write_plan
 from inferpack.plan.incremental import replan
 from inferpack.plan.problem import PlanOptions, ServerType
 from inferpack.router import Backend, RoutingTable, RunningRouter
+from inferpack.runtime.workers import fleet_cpu_threads
 
 DEFAULT_INTERVAL_S = 30.0
 DEFAULT_HEADROOM = 0.2

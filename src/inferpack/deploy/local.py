@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
-import os
 import re
 import signal
 import sys
@@ -36,6 +35,7 @@ from inferpack.deploy.spec import ServerSpec
 from inferpack.errors import ConfigError, ListenError, UnavailableError
 from inferpack.router import Backend, RouterConfig, RoutingTable, RunningRouter, start_router
 from inferpack.router.demand import WINDOW_S
+from inferpack.runtime.workers import fleet_cpu_threads
 
 # Model loading can take minutes (large weights, first compile); a hung start must not
 # wait forever either.
@@ -124,17 +124,6 @@ def place_spec(
     return replace(
         spec, host=SERVER_HOST, http_port=http_port, grpc_port=grpc_port, cpu_threads=threads
     )
-
-
-def fleet_cpu_threads(servers: int, cores: int | None = None) -> int:
-    """Each local server's --cpu-threads when none is given: the host's cores less one
-    for the router (which proxies every request), split evenly, at least one each. Without
-    this every server sized itself for the whole machine and N servers and the router
-    oversubscribed it N-fold."""
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-        cores = cores or os.cpu_count() or 1
-    return max(1, (cores - 1) // max(servers, 1))
 
 
 def server_argv(spec: ServerSpec) -> list[str]:

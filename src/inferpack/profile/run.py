@@ -36,7 +36,7 @@ from inferpack.profile.calibrate import batch_service_ms, request_times_ms, serv
 from inferpack.profile.copies import make_copies
 from inferpack.profile.fit import fit_service_cv, traffic_weights
 from inferpack.profile.search import Report, SearchConfig, SearchResult, search_capacity
-from inferpack.profile.serving import BackgroundServer
+from inferpack.profile.serving import BackgroundFleet, BackgroundServer
 
 # Each level runs exactly its 3 windows: the search compares rates, so every rate gets the
 # same measurement, and an overloaded level never stabilises (more windows only add time).
@@ -65,6 +65,10 @@ class ProfileSpec:
     max_models: int | None = None
     seed: int = 0
     traffic: str = "uniform"  # uniform | zipf:S, over the copies
+    # Measured through a local fleet's router (deploy --target local) instead of straight.
+    through_router: bool = False
+    catalog: Path | None = None  # deploy's price catalogue (the instance type's shape)
+    region: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +91,7 @@ def run_profile(spec: ProfileSpec, report: Report | None = None) -> ProfileOutco
                 f"{spec.model}'s artifact is not safetensors: its {len(names)} copies hold "
                 "the same weights, which the server shares, so latency is optimistic"
             )
-        with BackgroundServer(_server_config(spec, root, names)) as server:
+        with _background(spec, root, names) as server:
             snapshots: list[tuple[float, Any]] = [(0.0, server.get_json(STATS))]
             measure = _measure(spec, server.url, names, warnings)
 
@@ -134,6 +138,14 @@ def _server_block(
     curve = batch_service_ms(snapshots[-1][1], names)
     config = server.get_json(f"/v2/models/{names[0]}/config")
     return server_model(config, curve, front_ms, server.cpu_workers, over_ms)
+
+
+def _background(spec: ProfileSpec, root: Path, names: tuple[str, ...]) -> BackgroundServer:
+    config = _server_config(spec, root, names)
+    if not spec.through_router:
+        return BackgroundServer(config)
+    kind = spec.kind or spec.model
+    return BackgroundFleet(config, kind, spec.instance_type, spec.catalog, spec.region)
 
 
 def _server_config(spec: ProfileSpec, root: Path, names: tuple[str, ...]) -> ServerConfig:
@@ -215,9 +227,10 @@ def describe_source(spec: ProfileSpec) -> str:
     machine = describe("cpu")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else machine["cores"]
     today = dt.datetime.now(dt.UTC).date().isoformat()
+    route = ", through the local fleet's router" if spec.through_router else ""
     return (
         f"measured by inferpack profile {__version__} on {machine['cpu']} ({cores} cores, "
         f"torch {machine['torch']}) {today}, {spec.models_per_server} copies of {spec.model}, "
-        f"{spec.traffic} traffic, transport {spec.transport}, batch {spec.batch_size}, "
+        f"{spec.traffic} traffic, transport {spec.transport}{route}, batch {spec.batch_size}, "
         f"{spec.duration_s:g} s per level, {spec.workers} client process(es) on the same machine"
     )

@@ -11,6 +11,10 @@ ports, explicit control mode, the copies loaded at start, ``--cpu-threads``); it
 goes to a log file whose end is shown if it fails. Ready means ``/v2/health/ready``
 (every listener up and every copy READY); a copy that failed makes the server "live but
 not ready", and the index's reasons are the error.
+
+``profile --through-router`` measures the server where a local fleet's users stand: the
+child is ``inferpack deploy --target local`` of a one-server plan (BackgroundFleet), and
+the load goes through its router, whose CPU shares the host with the server.
 """
 
 from __future__ import annotations
@@ -23,13 +27,15 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from inferpack.config import ServerConfig
 from inferpack.errors import UnavailableError
-from inferpack.runtime.workers import available_cpus, plan_cpu_threads
+from inferpack.plan.formats import ModelShare, Plan, PlanSummary, ServerPlan, write_plan
+from inferpack.runtime.workers import available_cpus, fleet_cpu_threads, plan_cpu_threads
 
 # Seconds to wait for every model to load before giving up (ResNet-sized copies by the
 # hundred take minutes on a small machine).
@@ -67,11 +73,13 @@ class BackgroundServer:
         self._http_url = ""
         self._grpc_address: str | None = None
 
+    def argv(self) -> list[str]:
+        """The child's command line."""
+        return serve_argv(self.config)
+
     def __enter__(self) -> BackgroundServer:
         with self._log.open("wb") as sink:
-            self._process = subprocess.Popen(
-                serve_argv(self.config), stdout=sink, stderr=subprocess.STDOUT
-            )
+            self._process = subprocess.Popen(self.argv(), stdout=sink, stderr=subprocess.STDOUT)
         try:
             self._wait_ready()
         except BaseException:
@@ -152,6 +160,56 @@ class BackgroundServer:
                 return bool(answer.status == 200)
         except (urllib.error.URLError, OSError):
             return False
+
+
+class BackgroundFleet(BackgroundServer):
+    """The same server behind the local fleet's router, measured through the router: the
+    child is ``inferpack deploy --target local`` of a one-server plan holding the copies,
+    so the router's hop and its CPU on this host are in every number, as they are for a
+    local fleet's users. Statistics, configs and the index come through the router too
+    (merged from its one backend)."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        kind: str,
+        instance_type: str,
+        catalog: Path | None = None,
+        region: str | None = None,
+    ) -> None:
+        super().__init__(config)
+        self.kind, self.instance_type = kind, instance_type
+        self.catalog, self.region = catalog, region
+
+    def argv(self) -> list[str]:
+        plan = Path(self._folder.name) / "plan.yaml"
+        models = self.config.control.startup_models
+        write_plan(plan, one_server_plan(models, self.kind, self.instance_type))
+        grpc = "-1" if self.config.grpc_port is None else "0"
+        argv = [sys.executable, "-m", "inferpack", "deploy", str(plan), "--target", "local",
+                "--model-repository", self.config.model_repository, "--router-http-port", "0",
+                "--router-grpc-port", grpc, "--cpu-threads", str(self.cpu_threads)]  # fmt: skip
+        if self.catalog is not None:
+            argv += ["--catalog", str(self.catalog)]
+        if self.region is not None:
+            argv += ["--region", self.region]
+        return argv
+
+    @property
+    def cpu_threads(self) -> int:
+        """The server's --cpu-threads: the profile's, else a one-server fleet's default."""
+        return self.config.control.cpu_threads or fleet_cpu_threads(1)
+
+    @property
+    def cpu_workers(self) -> int:
+        return plan_cpu_threads(self.cpu_threads).workers
+
+
+def one_server_plan(models: Sequence[str], kind: str, instance_type: str) -> Plan:
+    """A plan of one server holding ``models`` (what deploy needs; the rates are unused)."""
+    shares = tuple(ModelShare(name, kind, 1.0) for name in models)
+    server = ServerPlan("profiled", instance_type, 0.0, shares, 0.0, 0.0, 0.0, None)
+    return Plan(PlanSummary(0.0, "profile", 0.0, 0.0, 0.0, 0.0), (server,))
 
 
 def _tail(text: str, lines: int = 15) -> str:

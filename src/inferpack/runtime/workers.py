@@ -47,6 +47,16 @@ def available_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def fleet_cpu_threads(servers: int, cores: int | None = None) -> int:
+    """Each local fleet server's --cpu-threads when none is given: the host's cores less one
+    for the router (which proxies every request), split evenly, at least one each. Without
+    this every server sized itself for the whole machine and N servers and the router
+    oversubscribed it N-fold. (Here, below deploy and profile, because both start fleets.)"""
+    if cores is None:
+        cores = available_cpus()
+    return max(1, (cores - 1) // max(servers, 1))
+
+
 @dataclass(frozen=True, slots=True)
 class CpuThreads:
     """How ``total`` CPU threads are split: ``workers`` batches at once, each ``intra_op``."""
