@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from inferpack.runtime.workers import DevicePools, available_cpus, plan_cpu_threads
 
@@ -47,3 +49,90 @@ def test_worker_threads_run_torch_with_the_planned_intra_op_threads() -> None:
     finally:
         pools.shutdown()
         torch.set_num_threads(default)  # the value is process-wide: leave it as found
+
+
+def test_a_batch_alone_gets_every_thread_and_batches_at_once_split_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CpuShare: T = N // (batches computing now), set on a thread only when it changes."""
+    import threading
+
+    from inferpack.runtime import workers
+
+    calls: list[tuple[str, int]] = []
+    monkeypatch.setattr(
+        workers,
+        "set_intra_op_threads",
+        lambda n: calls.append((threading.current_thread().name, n)),
+    )
+    share = workers.CpuShare(8)
+    with share.batch() as alone:
+        assert alone == 8 and share.running == 1
+        with share.batch() as second:  # a second batch while the first runs
+            assert second == 4 and share.running == 2
+    assert share.running == 0
+    with share.batch() as again:
+        assert again == 8
+    me = threading.current_thread().name
+    assert calls == [(me, 8), (me, 4), (me, 8)]
+    with share.batch():  # same thread, same T: nothing to set
+        pass
+    assert len(calls) == 3
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    total=st.integers(1, 16),
+    plans=st.lists(st.lists(st.floats(0, 0.002), min_size=1, max_size=6), min_size=1, max_size=6),
+)
+def test_cpu_share_under_concurrent_batches(total: int, plans: list[list[float]]) -> None:
+    """Threads run random batches at once: every batch gets max(1, N // running) with
+    running counted at its start (between 1 and the threads), none fails, and the count
+    returns to zero."""
+    import threading
+    import time
+
+    from inferpack.runtime.workers import CpuShare
+
+    share = CpuShare(total)
+    seen: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker(sleeps: list[float]) -> None:
+        try:
+            for sleep_s in sleeps:
+                with share.batch() as threads:
+                    seen.append(threads)
+                    assert 1 <= share.running <= len(plans)
+                    time.sleep(sleep_s)
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(p,)) for p in plans]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert len(seen) == sum(len(p) for p in plans)
+    allowed = {max(1, total // running) for running in range(1, len(plans) + 1)}
+    assert set(seen) <= allowed
+    assert share.running == 0
+
+
+def test_a_lone_batch_runs_torch_on_every_thread_of_the_server() -> None:
+    """Through the pools, as a served model uses them: a batch alone on a 2-worker pool of
+    4 threads computes with 4 intra-op threads (not the 2 its worker started with)."""
+    torch = pytest.importorskip("torch")
+    default = torch.get_num_threads()
+    pools = DevicePools(cpu_threads=4)  # 2 workers x 2 intra-op threads
+
+    def lone() -> int:
+        with pools.cpu_share.batch():
+            return int(torch.get_num_threads())
+
+    try:
+        assert pools.executor("cpu").submit(lone).result() == 4
+    finally:
+        pools.shutdown()
+        torch.set_num_threads(default)

@@ -18,6 +18,7 @@ import itertools
 import time
 from collections.abc import Hashable, Sequence
 from concurrent.futures import Executor
+from contextlib import nullcontext
 from typing import Any, cast
 
 import numpy as np
@@ -34,7 +35,7 @@ from inferpack.repository import ModelSource
 from inferpack.runtime.metrics import ServingMetrics
 from inferpack.runtime.statistics import BatchTiming, ModelStatistics
 from inferpack.runtime.validation import validate_request
-from inferpack.runtime.workers import DevicePools
+from inferpack.runtime.workers import CpuShare, DevicePools
 from inferpack.types import InferRequest, Tensor
 
 Outputs = dict[str, Tensor]
@@ -78,6 +79,7 @@ class ServedModel:
         "_metrics",
         "_per_request",
         "_processing",
+        "_shares",
         "backends",
         "batcher",
         "config",
@@ -108,6 +110,12 @@ class ServedModel:
             else pools.executor(backend.device, at_least=count)
             for backend in self.backends
         ]
+        # Batches on the shared CPU workers take their intra-op threads from the CPU's share.
+        self._shares: list[CpuShare | None] = [
+            pools.cpu_share if backend.device == "cpu" and not isinstance(backend, OwnsThread)
+            else None
+            for backend in self.backends
+        ]  # fmt: skip
         # Python backends take each request with its id, parameters and requested outputs.
         self._per_request = all(isinstance(b, RunsRequests) for b in self.backends)
         self.batcher: DynamicBatcher[Any, Outputs] = DynamicBatcher(
@@ -270,8 +278,10 @@ class ServedModel:
         padded = self.config.compile.bucket_for(total) if self.config.batching else total
         inputs = pad_rows(inputs, padded - total)
         joined = time.perf_counter()
+        share = self._shares[instance]
         try:
-            outputs = self.backends[instance].run(inputs)
+            with share.batch() if share is not None else nullcontext():
+                outputs = self.backends[instance].run(inputs)
         except Exception as error:
             raise ModelExecutionError(
                 f"model {self.config.name!r} failed on a batch of {len(payloads)} request(s): "

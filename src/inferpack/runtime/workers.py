@@ -21,6 +21,17 @@ between the two (2 -> 2 x 1, 4 -> 2 x 2, 16 -> 4 x 4, 64 -> 8 x 8). torch's sett
 process-wide and read per thread: each worker sets it when it starts (see
 :func:`inferpack.backends.threads.set_intra_op_threads`), and threads started later inherit it.
 A model asking for more instances than W grows its device's pool at creation, beyond N.
+
+T is then chosen again for every batch, from the batches running now (:class:`CpuShare`):
+
+    running = batches computing on the device's workers, this one included
+    T       = max(1, N // running), set on the worker's thread when it differs from the
+              last value that thread used
+
+so one model alone (one instance, one batch at a time) computes on all N threads instead of
+N / W, and W batches at once get N / W each, as before. The cost: a batch keeps the T it
+started with, so one that started alone still holds N threads while a second starts with
+N / 2 (at most 1.5 N threads until the first ends), never the W x N of torch's default.
 """
 
 from __future__ import annotations
@@ -29,7 +40,9 @@ import logging
 import math
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from inferpack.backends.python.calls import ModelCalls
@@ -81,11 +94,41 @@ def _start_worker(intra_op: int) -> None:
         log.debug("%s: torch intra-op threads %d", threading.current_thread().name, applied)
 
 
+class CpuShare:
+    """The device's N CPU threads split among the batches computing now (module docstring)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._running = 0
+        self._lock = threading.Lock()
+        self._thread = threading.local()  # the T each worker thread last set
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    @contextmanager
+    def batch(self) -> Iterator[int]:
+        """Around one batch's compute, on its worker thread: yields the T it runs with."""
+        with self._lock:
+            self._running += 1
+            threads = max(1, self.total // self._running)
+        try:
+            if getattr(self._thread, "threads", None) != threads:
+                set_intra_op_threads(threads)
+                self._thread.threads = threads
+            yield threads
+        finally:
+            with self._lock:
+                self._running -= 1
+
+
 class DevicePools:
     """One thread pool per device, created on first use; ``cpu_threads`` is the total N."""
 
     def __init__(self, cpu_threads: int | None = None) -> None:
         self.cpu = plan_cpu_threads(cpu_threads or available_cpus())
+        self.cpu_share = CpuShare(self.cpu.total)
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._processing: ThreadPoolExecutor | None = None
         # The server's models as python models call them (BLS); set by the engine.
