@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -78,6 +81,11 @@ def test_a_batch_alone_gets_every_thread_and_batches_at_once_split_them(
     with share.batch():  # same thread, same T: nothing to set
         pass
     assert len(calls) == 3
+    with share.batch(wide=False) as narrow:  # too little work to split: one thread
+        assert narrow == 1 and share.running == 1
+        with share.batch() as beside:  # but it occupies a core
+            assert beside == 4
+    assert share.running == 0
 
 
 @settings(max_examples=25, deadline=None)
@@ -133,6 +141,56 @@ def test_a_lone_batch_runs_torch_on_every_thread_of_the_server() -> None:
 
     try:
         assert pools.executor("cpu").submit(lone).result() == 4
+    finally:
+        pools.shutdown()
+        torch.set_num_threads(default)
+
+
+def test_a_served_model_widens_only_batches_with_work_to_split(tmp_path: Path) -> None:
+    """A served torch model: its first batch runs on one thread (nothing measured yet);
+    once its compute per row is known, a batch whose rows add up to WIDE_BATCH_MS or more
+    runs on every thread of the server, a smaller one on one."""
+    torch = pytest.importorskip("torch")
+    import asyncio
+
+    import numpy as np
+
+    from inferpack.repository import LocalRepository
+    from inferpack.repository.init import init_repository
+    from inferpack.runtime import workers
+    from inferpack.runtime.metrics import ServingMetrics
+    from inferpack.runtime.served_model import ServedModel
+
+    init_repository(tmp_path, ["tiny-mlp"], seed=0)
+    default = torch.get_num_threads()
+    pools = DevicePools(cpu_threads=2)
+    seen: list[int] = []
+    batch = pools.cpu_share.batch
+
+    def spying(wide: bool = True) -> Any:
+        seen.append(int(wide))
+        return batch(wide)
+
+    pools.cpu_share.batch = spying  # type: ignore[method-assign]
+    try:
+        model = ServedModel.load(LocalRepository(tmp_path).sources("tiny-mlp")[0],
+                                 ServingMetrics(), pools)  # fmt: skip
+        rows = np.zeros((4, 16), dtype=np.float32)
+
+        async def three_batches() -> None:
+            model.start()
+            try:
+                await model.batcher.submit({"input": rows}, 4)
+                assert seen == [0] and model._row_work_ms > 0  # measured by the first batch
+                model._row_work_ms = workers.WIDE_BATCH_MS  # one row: the whole threshold
+                await model.batcher.submit({"input": rows}, 4)
+                model._row_work_ms = workers.WIDE_BATCH_MS / 100  # 4 rows: far below it
+                await model.batcher.submit({"input": rows}, 4)
+            finally:
+                await model.close()
+
+        asyncio.run(three_batches())
+        assert seen == [0, 1, 0]
     finally:
         pools.shutdown()
         torch.set_num_threads(default)

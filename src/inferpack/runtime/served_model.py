@@ -35,7 +35,7 @@ from inferpack.repository import ModelSource
 from inferpack.runtime.metrics import ServingMetrics
 from inferpack.runtime.statistics import BatchTiming, ModelStatistics
 from inferpack.runtime.validation import validate_request
-from inferpack.runtime.workers import CpuShare, DevicePools
+from inferpack.runtime.workers import WIDE_BATCH_MS, CpuShare, DevicePools
 from inferpack.types import InferRequest, Tensor
 
 Outputs = dict[str, Tensor]
@@ -79,6 +79,7 @@ class ServedModel:
         "_metrics",
         "_per_request",
         "_processing",
+        "_row_work_ms",
         "_shares",
         "backends",
         "batcher",
@@ -116,6 +117,8 @@ class ServedModel:
             else None
             for backend in self.backends
         ]  # fmt: skip
+        # One thread's compute per row (ms, moving average): widens batches worth splitting.
+        self._row_work_ms = 0.0
         # Python backends take each request with its id, parameters and requested outputs.
         self._per_request = all(isinstance(b, RunsRequests) for b in self.backends)
         self.batcher: DynamicBatcher[Any, Outputs] = DynamicBatcher(
@@ -279,8 +282,9 @@ class ServedModel:
         inputs = pad_rows(inputs, padded - total)
         joined = time.perf_counter()
         share = self._shares[instance]
+        wide = self._row_work_ms * padded >= WIDE_BATCH_MS
         try:
-            with share.batch() if share is not None else nullcontext():
+            with share.batch(wide) if share is not None else nullcontext(1) as threads:
                 outputs = self.backends[instance].run(inputs)
         except Exception as error:
             raise ModelExecutionError(
@@ -288,6 +292,10 @@ class ServedModel:
                 f"{_describe(error)}"
             ) from error
         ran = time.perf_counter()
+        if share is not None and padded:
+            work_ms = (ran - joined) * 1e3 * threads / padded
+            last = self._row_work_ms
+            self._row_work_ms = work_ms if not last else 0.8 * last + 0.2 * work_ms
         results = self._split_outputs(outputs, rows, padded)
         timing = BatchTiming(joined - started, ran - joined, time.perf_counter() - ran)
         return results, timing, began_s

@@ -32,6 +32,15 @@ so one model alone (one instance, one batch at a time) computes on all N threads
 N / W, and W batches at once get N / W each, as before. The cost: a batch keeps the T it
 started with, so one that started alone still holds N threads while a second starts with
 N / 2 (at most 1.5 N threads until the first ends), never the W x N of torch's default.
+
+Only a batch with work to split is widened: each model keeps its measured compute per row
+(one thread's milliseconds, a moving average) and a batch whose rows add up to less than
+WIDE_BATCH_MS runs on one thread. Measured on the 2-core VM: tiny-mlp's 8- to 32-row
+batches (16 us) ran no faster on 2 threads, and the second OpenMP thread then spins after
+every op (the process at 2 cores of CPU where it was at 1), taking the core the event loop
+needs: tiny-mlp over HTTP fell 15-25 % at concurrency 8 with every batch widened. A passive
+OpenMP wait (OMP_WAIT_POLICY=PASSIVE) instead costs ~100 us a parallel region: the CNN's
+8-image batch took 5.5 ms on 2 threads against 3.9 with the default spin.
 """
 
 from __future__ import annotations
@@ -51,6 +60,9 @@ from inferpack.backends.threads import set_intra_op_threads
 log = logging.getLogger(__name__)
 # GPU work is launch- and copy-bound: a few threads per GPU overlap copies and kernels.
 DEFAULT_CUDA_THREADS = 4
+# A batch whose rows add up to less single-thread compute than this runs on one thread
+# (module docstring): splitting it gains less than the spinning OpenMP team costs.
+WIDE_BATCH_MS = 0.5
 
 
 def available_cpus() -> int:
@@ -108,11 +120,13 @@ class CpuShare:
         return self._running
 
     @contextmanager
-    def batch(self) -> Iterator[int]:
-        """Around one batch's compute, on its worker thread: yields the T it runs with."""
+    def batch(self, wide: bool = True) -> Iterator[int]:
+        """Around one batch's compute, on its worker thread: yields the T it runs with.
+        A batch that is not ``wide`` (too little work to split) runs on one thread, and
+        still counts as running."""
         with self._lock:
             self._running += 1
-            threads = max(1, self.total // self._running)
+            threads = max(1, self.total // self._running) if wide else 1
         try:
             if getattr(self._thread, "threads", None) != threads:
                 set_intra_op_threads(threads)
