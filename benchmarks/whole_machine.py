@@ -13,7 +13,7 @@ The client shares the host's cores with the server (2 on the project's VM), as i
 measurement; the ceiling has the cores to itself.
 
     python -m benchmarks.whole_machine [--duration-s 10] [--label NAME] [--serve-arg ARG ...]
-        [--py-spy]
+        [--py-spy] [--instances N]
 
 With --py-spy, py-spy samples the server (every thread, idle included) through the binary
 level and the result has where its threads' time went: the share of each thread's samples
@@ -192,6 +192,7 @@ def main() -> None:
     parser.add_argument("--label", default="default")
     parser.add_argument("--serve-arg", action="append", default=[])
     parser.add_argument("--py-spy", action="store_true")
+    parser.add_argument("--instances", type=int, default=None, help="the model's instance count")
     args = parser.parse_args()
     spy = RESULTS / f"whole_machine_{args.label}.collapsed" if args.py_spy else None
     with tempfile.TemporaryDirectory() as tmp:
@@ -200,6 +201,8 @@ def main() -> None:
         path = repo / "small-cnn" / "model.yaml"
         config = yaml.safe_load(path.read_text())
         config["dynamic_batching"]["max_queue_delay_us"] = MAX_DELAY_US
+        if args.instances:
+            config["instances"]["count"] = args.instances
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         with served(repo, extra_args=args.serve_arg) as url:
             levels = asyncio.run(measure(url, args.duration_s, spy))
@@ -210,6 +213,7 @@ def main() -> None:
     result = {
         "label": args.label,
         "serve_args": args.serve_arg,
+        "instances": args.instances or config["instances"]["count"],
         "concurrency": CONCURRENCY,
         "max_queue_delay_us": MAX_DELAY_US,
         "ceiling_items_per_s": best,
