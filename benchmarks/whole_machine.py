@@ -13,7 +13,11 @@ The client shares the host's cores with the server (2 on the project's VM), as i
 measurement; the ceiling has the cores to itself.
 
     python -m benchmarks.whole_machine [--duration-s 10] [--label NAME] [--serve-arg ARG ...]
-        [--py-spy] [--instances N]
+        [--py-spy] [--instances N] [--torchscript]
+
+--torchscript serves the same network traced and frozen as TorchScript (platform
+torchscript, model.pt) instead of the eager workload: its forward runs in C++ without
+taking the GIL between ops.
 
 With --py-spy, py-spy samples the server (every thread, idle included) through the binary
 level and the result has where its threads' time went: the share of each thread's samples
@@ -75,6 +79,22 @@ def ceiling(repo: Path, duration_s: float) -> dict[str, Any]:
         rows[str(threads)] = {"items_per_s": best["items_per_s"], "batch": best["batch"],
                               "runs": runs}  # fmt: skip
     return rows
+
+
+def to_torchscript(folder: Path, config: dict[str, Any]) -> None:
+    """The workload's network traced and frozen into ``1/model.pt``; config edited in place."""
+    import torch
+
+    from inferpack.workloads import get_workload
+
+    module = get_workload("small-cnn").build(config.pop("workload_options")).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(module, torch.zeros(1, 3, 64, 64))  # type: ignore[no-untyped-call]
+        traced = torch.jit.freeze(traced)
+    (folder / "1" / "model.safetensors").unlink()
+    traced.save(str(folder / "1" / "model.pt"))
+    config.pop("workload")
+    config["platform"] = "torchscript"
 
 
 def json_body(array: np.ndarray) -> tuple[bytes, dict[str, str]]:
@@ -193,6 +213,7 @@ def main() -> None:
     parser.add_argument("--serve-arg", action="append", default=[])
     parser.add_argument("--py-spy", action="store_true")
     parser.add_argument("--instances", type=int, default=None, help="the model's instance count")
+    parser.add_argument("--torchscript", action="store_true")
     args = parser.parse_args()
     spy = RESULTS / f"whole_machine_{args.label}.collapsed" if args.py_spy else None
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,6 +224,8 @@ def main() -> None:
         config["dynamic_batching"]["max_queue_delay_us"] = MAX_DELAY_US
         if args.instances:
             config["instances"]["count"] = args.instances
+        if args.torchscript:
+            to_torchscript(repo / "small-cnn", config)
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         with served(repo, extra_args=args.serve_arg) as url:
             levels = asyncio.run(measure(url, args.duration_s, spy))
@@ -214,6 +237,7 @@ def main() -> None:
         "label": args.label,
         "serve_args": args.serve_arg,
         "instances": args.instances or config["instances"]["count"],
+        "platform": config["platform"],
         "concurrency": CONCURRENCY,
         "max_queue_delay_us": MAX_DELAY_US,
         "ceiling_items_per_s": best,
