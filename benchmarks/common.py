@@ -224,6 +224,27 @@ async def closed_loop(
     }
 
 
+def py_spy_record(
+    pid: int, duration_s: float, output: Path, *flags: str
+) -> subprocess.Popen[bytes]:
+    """Start py-spy (this venv's) sampling process ``pid`` for ``duration_s`` into
+    ``output`` in its raw (collapsed) format, with ``flags`` (rate, --idle, --threads...)."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(pid),
+         "--duration", str(int(duration_s)), "--format", "raw", "--output", str(output),
+         *flags],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def collapsed_samples(path: Path) -> Iterator[tuple[str, int]]:
+    """(stack, samples) for each line of a py-spy raw (collapsed) file."""
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if stack:
+            yield stack, int(count)
+
+
 def write_result(name: str, result: dict[str, object]) -> Path:
     out = ROOT / "benchmarks" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)

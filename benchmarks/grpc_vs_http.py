@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import collections
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import serve_command, write_result
+from benchmarks.common import collapsed_samples, py_spy_record, serve_command, write_result
 from benchmarks.perf_analyzer import find_perf_analyzer, read_csv
 from inferpack.repository.init import init_repository
 
@@ -55,10 +54,8 @@ def _shares(raw: Path, protocol: str) -> dict[str, float]:
     the protocol's machinery (grpc.aio's Cython and its poller thread, aiohttp) and the
     loop's own bookkeeping."""
     counts = collections.Counter[str]()
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if stack:
-            counts[_kind(stack, protocol)] += int(count)
+    for stack, count in collapsed_samples(raw):
+        counts[_kind(stack, protocol)] += count
     total = sum(counts.values())
     shares: dict[str, float] = {k: round(v / total, 3) for k, v in sorted(counts.items())}
     shares["samples"] = total
@@ -77,11 +74,7 @@ def _kind(stack: str, protocol: str) -> str:
 
 def _profile(pid: int, protocol: str, folder: Path, duration_s: float) -> dict[str, Any]:
     raw = folder / f"{protocol}.txt"
-    spy = subprocess.Popen(
-        [str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(pid), "-d",
-         str(int(duration_s)), "-r", "200", "-f", "raw", "-o", str(raw)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    spy = py_spy_record(pid, duration_s, raw, "--rate", "200")
     _perf(protocol, "32:32", folder / "busy.csv", int(duration_s * 1000 / 3))
     spy.wait(timeout=duration_s + 30)
     return _shares(raw, protocol)

@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -42,7 +40,16 @@ import numpy as np
 import psutil
 import yaml
 
-from benchmarks.common import ROOT, binary_body, closed_loop, in_process, served, write_result
+from benchmarks.common import (
+    ROOT,
+    binary_body,
+    closed_loop,
+    collapsed_samples,
+    in_process,
+    py_spy_record,
+    served,
+    write_result,
+)
 from inferpack.repository.init import init_repository
 from inferpack.runtime.workers import available_cpus
 
@@ -113,15 +120,12 @@ def stage_of(stack: str) -> str:
 def summarise(collapsed: Path) -> dict[str, Any]:
     """Per thread: its share of all samples, and each stage's share of its own samples."""
     threads: dict[str, dict[str, int]] = {}
-    for line in collapsed.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack:
-            continue
+    for stack, count in collapsed_samples(collapsed):
         thread = stack.split(";", 1)[0]
         name = thread.split("(", 1)[-1].rstrip(")") if "(" in thread else thread
         stages = threads.setdefault(name, {})
         stage = stage_of(stack)
-        stages[stage] = stages.get(stage, 0) + int(count)
+        stages[stage] = stages.get(stage, 0) + count
     total = sum(sum(s.values()) for s in threads.values()) or 1
     return {
         name: {
@@ -131,15 +135,6 @@ def summarise(collapsed: Path) -> dict[str, Any]:
         }
         for name, stages in sorted(threads.items(), key=lambda kv: -sum(kv[1].values()))
     }  # fmt: skip
-
-
-def record(pid: int, seconds: float, output: Path) -> subprocess.Popen[bytes]:
-    py_spy = Path(sys.executable).with_name("py-spy")
-    return subprocess.Popen(
-        [str(py_spy), "record", "--pid", str(pid), "--duration", str(int(seconds)), "--idle",
-         "--threads", "--nonblocking", "--format", "raw", "--output", str(output)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
 
 
 def stats(url: str) -> dict[int, tuple[int, int]]:
@@ -190,7 +185,9 @@ async def measure(url: str, duration_s: float, spy: Path | None = None) -> dict[
         batches_before, machine_before = stats(url), cpu_jiffies()
         sampler = None
         if spy is not None and name == "binary":
-            sampler = record(server.pid, duration_s, spy)
+            sampler = py_spy_record(
+                server.pid, duration_s, spy, "--idle", "--threads", "--nonblocking"
+            )
         level = await closed_loop(
             target, body, headers, concurrency=CONCURRENCY, duration_s=duration_s, warmup_s=0
         )
