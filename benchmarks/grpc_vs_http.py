@@ -1,11 +1,15 @@
 """Where gRPC's time goes, beside binary HTTP ([14] item 3: gRPC as fast as HTTP).
 
-one inferpack serve (tiny-mlp), Triton's perf_analyzer (a C++ client, so the client's
-own Python does not count) over gRPC and over binary HTTP at concurrency 1 and 32
-then the server under py-spy (200 Hz, no native frames) while perf_analyzer drives it
-at concurrency 32: the share of samples in inferpack's own request path (decode,
-engine, encode) against the rest (grpc.aio's Cython and C core, aiohttp's C parser,
-which py-spy sees only as the Python frame that called them, and idle)
+Triton's perf_analyzer (a C++ client, so the client's own Python does not count) drives
+one inferpack serve over gRPC and over binary HTTP at concurrency 1, 8 and 32, for
+tiny-mlp and small-cnn (their repo init configuration, the CNN's upload input dropped so
+perf_analyzer sends its tensor); then the server under py-spy (200 Hz, no native frames)
+while perf_analyzer drives tiny-mlp at concurrency 32: the share of samples in
+inferpack's own request path (decode, engine, encode) against the rest (grpc.aio's Cython
+and C core, aiohttp's C parser, which py-spy sees only as the Python frame that called
+them, and idle). Last, the frameworks' floor: a server that does no work
+(benchmarks/trivial_server.py) over aiohttp, grpc.aio and grpcio's thread-pool server,
+its CPU seconds per call read from /proc
 
 python -m benchmarks.grpc_vs_http [--duration-s 10]
 """
@@ -14,11 +18,15 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from benchmarks.common import collapsed_samples, py_spy_record, serve_command, write_result
 from benchmarks.perf_analyzer import find_perf_analyzer, read_csv
@@ -27,13 +35,19 @@ from inferpack.repository.init import init_repository
 # Frames of inferpack's own work for one request, per protocol (py-spy function names).
 OWN_PATH = {"grpc": "InferenceServicer._infer", "http": "infer (inferpack/protocol/rest.py"}
 PORTS = {"http": 18531, "grpc": 18532}
+MODELS = ("tiny-mlp", "small-cnn")
+CONCURRENCY = (1, 8, 32)
+FLOOR_CONCURRENCY = (1, 32)
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
-def _perf(protocol: str, concurrency: str, out: Path, interval_ms: int) -> list[dict[str, Any]]:
+def _perf(
+    protocol: str, concurrency: str, out: Path, interval_ms: int, model: str = "tiny-mlp"
+) -> list[dict[str, Any]]:
     analyzer = find_perf_analyzer()
     url = f"127.0.0.1:{PORTS[protocol]}"
     analyzer.run(
-        ["-m", "tiny-mlp", "-u", url, "-i", protocol, "--concurrency-range", concurrency,
+        ["-m", model, "-u", url, "-i", protocol, "--concurrency-range", concurrency,
          "--measurement-interval", str(interval_ms), "--stability-percentage", "50",
          "-f", str(out)]
     )  # fmt: skip
@@ -80,14 +94,53 @@ def _profile(pid: int, protocol: str, folder: Path, duration_s: float) -> dict[s
     return _shares(raw, protocol)
 
 
+def _levels(protocol: str, model: str, folder: Path) -> list[dict[str, Any]]:
+    return [
+        row
+        for concurrency in CONCURRENCY
+        for row in _perf(protocol, str(concurrency), folder / "level.csv", 3000, model)
+    ]
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+
+
+def _floor(folder: Path) -> dict[str, list[dict[str, Any]]]:
+    """The no-work server per framework: rate, p99 and server CPU microseconds per call."""
+    floor: dict[str, list[dict[str, Any]]] = {}
+    for name, protocol, kind in (("aiohttp", "http", "aio"), ("grpc.aio", "grpc", "aio"),
+                                 ("grpcio thread pool", "grpc", "sync")):  # fmt: skip
+        command = [sys.executable, "-m", "benchmarks.trivial_server",
+                   str(PORTS["http"]), str(PORTS["grpc"]), kind]  # fmt: skip
+        server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        try:
+            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+            floor[name] = []
+            for concurrency in FLOOR_CONCURRENCY:
+                before_s, started_s = _cpu_s(server.pid), time.monotonic()
+                (row,) = _perf(protocol, str(concurrency), folder / "floor.csv", 3000, "m")
+                calls = row["inferences_per_s"] * (time.monotonic() - started_s)
+                row["server_cpu_us_per_call_about"] = round(
+                    (_cpu_s(server.pid) - before_s) / calls * 1e6, 1
+                )  # calls include metadata and warm-up windows: an upper bound on the rate
+                floor[name].append(row)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    return floor
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration-s", type=float, default=10.0)
     args = parser.parse_args()
-    result: dict[str, Any] = {"method": (__doc__ or "").split("\n\n")[1], "protocols": {}}
+    result: dict[str, Any] = {"method": (__doc__ or "").split("\n\n")[1], "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        init_repository(folder / "repo", ["tiny-mlp"])
+        _repository(folder / "repo")
         command = serve_command(
             folder / "repo", "--http-port", str(PORTS["http"]), "--grpc-port", str(PORTS["grpc"])
         )
@@ -96,20 +149,34 @@ def main() -> None:
             server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
         try:
             _wait_ready(log, server)
-            for protocol in ("grpc", "http"):
-                levels = _perf(protocol, "1:32:31", folder / f"{protocol}.csv", 3000)
-                profile = _profile(server.pid, protocol, folder, args.duration_s)
-                result["protocols"][protocol] = {"levels": levels, "profile_at_32": profile}
+            for model in MODELS:
+                levels = {p: _levels(p, model, folder) for p in ("grpc", "http")}
+                result["models"][model] = {"levels": levels, "grpc_over_http": _ratios(levels)}
+                print(model, result["models"][model]["grpc_over_http"], flush=True)
+            result["profile_at_32_tiny_mlp"] = {
+                p: _profile(server.pid, p, folder, args.duration_s) for p in ("grpc", "http")
+            }
         finally:
             server.terminate()
             server.wait(timeout=60)
-    grpc, http = (result["protocols"][p]["levels"] for p in ("grpc", "http"))
-    result["grpc_over_http"] = {
-        str(g["concurrency"]): round(g["inferences_per_s"] / h["inferences_per_s"], 3)
-        for g, h in zip(grpc, http, strict=True)
-    }
+        result["framework_floor"] = _floor(folder)
     out = write_result("grpc_vs_http.json", result)
-    print(result["grpc_over_http"], out)
+    print(result["framework_floor"], out)
+
+
+def _repository(repo: Path) -> None:
+    init_repository(repo, list(MODELS))
+    path = repo / "small-cnn" / "model.yaml"
+    config = yaml.safe_load(path.read_text())
+    del config["preprocess"], config["postprocess"]
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def _ratios(levels: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
+    return {
+        str(g["concurrency"]): round(g["inferences_per_s"] / h["inferences_per_s"], 3)
+        for g, h in zip(levels["grpc"], levels["http"], strict=True)
+    }
 
 
 def _wait_ready(log: Path, server: subprocess.Popen[bytes]) -> None:

@@ -19,17 +19,11 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-import grpc
-
-from inferpack.errors import InferpackError, PermissionDeniedError, UnauthenticatedError
+from inferpack.errors import PermissionDeniedError, UnauthenticatedError
 
 TOKEN_FLAG = "--repository-api-token"
-# gRPC methods under the policy: RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload.
-REPOSITORY_RPC_PREFIX = "/inference.GRPCInferenceService/Repository"
 _BEARER = "bearer "
 
 
@@ -71,35 +65,3 @@ class RepositoryAccess:
         supplied = given[len(_BEARER) :].strip().encode()
         if not hmac.compare_digest(supplied, self.token.encode()):
             raise UnauthenticatedError("the repository API token is wrong")
-
-
-Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]]
-
-
-class RepositoryAccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Applies :class:`RepositoryAccess` to the Repository* RPCs; other RPCs pass through."""
-
-    def __init__(self, access: RepositoryAccess) -> None:
-        self.access = access
-
-    async def intercept_service(
-        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
-    ) -> grpc.RpcMethodHandler:
-        method = str(handler_call_details.method)
-        if method.startswith(REPOSITORY_RPC_PREFIX):
-            metadata = dict(handler_call_details.invocation_metadata or ())
-            try:
-                self.access.check(metadata.get("authorization"))
-            except InferpackError as error:
-                return _refusal(error)
-        return await continuation(handler_call_details)
-
-
-def _refusal(error: InferpackError) -> grpc.RpcMethodHandler:
-    """A handler that answers the call with the error's status, never running the RPC."""
-    code = grpc.StatusCode[error.grpc_code]
-
-    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(code, str(error))
-
-    return grpc.unary_unary_rpc_method_handler(refuse)

@@ -8,13 +8,14 @@ error travels in the response's ``error_message`` (what Triton and tritonclient 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from google.protobuf import json_format
 
 from inferpack.config.server_config import DEFAULT_MAX_INFLIGHT_BYTES
+from inferpack.protocol.access import RepositoryAccess
 from inferpack.protocol.grpc_codec import decode_model_infer, encode_model_infer
 from inferpack.protocol.grpc_errors import guard, stream_error_message
 from inferpack.protocol.grpc_stream import STREAM_WINDOW, relay_stream
@@ -28,10 +29,25 @@ from inferpack.runtime.inflight import InflightBytes
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
-    def __init__(self, engine: Engine, inflight: InflightBytes | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        inflight: InflightBytes | None = None,
+        access: RepositoryAccess | None = None,
+    ) -> None:
         self.engine = engine
         # Shared with REST by a server; a servicer alone gets its own, capped at the default.
         self.inflight = inflight or InflightBytes(DEFAULT_MAX_INFLIGHT_BYTES)
+        # Checked by the Repository* RPCs themselves, not by an interceptor: a grpc.aio
+        # interceptor runs on every call, and cost ModelInfer 19 % of its throughput
+        # (docs/architecture.md, "gRPC"). None: open (a servicer alone, in tests).
+        self.access = access
+
+    def _check_access(self, context: Any) -> None:
+        """Raise the access policy's refusal (UNAUTHENTICATED / PERMISSION_DENIED)."""
+        if self.access is not None:
+            metadata = dict(context.invocation_metadata() or ())
+            self.access.check(metadata.get("authorization"))
 
     async def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802
         return pb.ServerLiveResponse(live=self.engine.live())
@@ -124,6 +140,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
+            self._check_access(context)
             rows = await self.engine.index(ready_only=request.ready)
             models = [
                 pb.RepositoryIndexResponse.ModelIndex(
@@ -140,6 +157,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
+            self._check_access(context)
             await self.engine.load_model(request.model_name)
             return pb.RepositoryModelLoadResponse()
 
@@ -147,6 +165,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def call() -> Any:
+            self._check_access(context)
             await self.engine.unload_model(request.model_name)
             return pb.RepositoryModelUnloadResponse()
 
@@ -156,12 +175,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 def create_grpc_server(
     engine: Engine,
     max_message_bytes: int,
-    interceptors: Sequence[Any] = (),
+    access: RepositoryAccess | None = None,
     inflight: InflightBytes | None = None,
 ) -> grpc.aio.Server:
-    """``interceptors``: grpc.aio.ServerInterceptor objects (e.g. repository API access);
-    ``inflight``: the request-bytes cap shared with the REST app (its own when None)."""
-    server = grpc_server(max_message_bytes, interceptors)
-    servicer = InferenceServicer(engine, inflight)
+    """``access``: who may call the Repository* RPCs (open when None); ``inflight``: the
+    request-bytes cap shared with the REST app (its own when None)."""
+    server = grpc_server(max_message_bytes)
+    servicer = InferenceServicer(engine, inflight, access)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     return server

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,10 +29,11 @@ HTTP_BACKLOG = 1024
 MAX_PORT = 65535
 
 
-def grpc_server(max_receive_bytes: int, interceptors: Sequence[Any] = ()) -> grpc.aio.Server:
-    """A grpc.aio server that never shares its port; messages up to ``max_receive_bytes``."""
+def grpc_server(max_receive_bytes: int) -> grpc.aio.Server:
+    """A grpc.aio server that never shares its port; messages up to ``max_receive_bytes``.
+
+    No interceptors: each one runs on every call (see grpc_service.InferenceServicer)."""
     return grpc.aio.server(
-        interceptors=list(interceptors),
         options=[
             ("grpc.so_reuseport", 0),
             ("grpc.max_receive_message_length", max_receive_bytes),

@@ -23,7 +23,6 @@ from inferpack.processing.image import ignore_pillow_warnings
 from inferpack.protocol.access import (
     TOKEN_FLAG,
     RepositoryAccess,
-    RepositoryAccessInterceptor,
     is_loopback,
 )
 from inferpack.protocol.grpc_service import create_grpc_server
@@ -137,7 +136,6 @@ async def start_server(config: ServerConfig) -> RunningServer:
 
 
 def _grpc_server(app: web.Application, engine: Engine, config: ServerConfig) -> grpc.aio.Server:
-    access = RepositoryAccessInterceptor(app[REPOSITORY_ACCESS])
     return create_grpc_server(
-        engine, config.max_request_bytes, [access], inflight=app[INFLIGHT_BYTES]
+        engine, config.max_request_bytes, app[REPOSITORY_ACCESS], inflight=app[INFLIGHT_BYTES]
     )
