@@ -126,7 +126,7 @@ def served(repo: Path, port: int = 0, extra_args: list[str] | None = None) -> It
         repo, "--http-port", str(port), "--grpc-port", "-1", *(extra_args or [])
     )
     with started(command, "ready on") as lines:
-        found = re.search(r"listening on (\S+)", "".join(lines))
+        found = re.search(r"listening on ([^\s,]+)", "".join(lines))
         if not found:
             raise RuntimeError("server did not print its URL")
         yield found.group(1)

@@ -11,7 +11,8 @@ Models:
   tiny     FP32 [16] -> [4], a fixed random linear layer (seed 0) in numpy; max_batch_size
            64 with dynamic batching.
 
-HTTP and gRPC bind 127.0.0.1 only; metrics are disabled. Prints "ready" once serving and
+HTTP and gRPC bind 127.0.0.1 only; metrics are disabled; no endpoint is restricted (PyTriton
+0.7 restricts statistics by default, and perf_analyzer reads them). Prints "ready" once serving and
 stops cleanly on SIGTERM or SIGINT.
 """
 
@@ -30,7 +31,7 @@ from collections.abc import Callable
 import numpy as np
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-from pytriton.triton import Triton, TritonConfig
+from pytriton.triton import Triton, TritonConfig, TritonSecurityConfig
 
 SLEEP_S = 0.020
 _RNG = np.random.default_rng(0)
@@ -114,7 +115,8 @@ def serve(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
-    triton = Triton(config=config)
+    # Statistics and the repository API open (127.0.0.1 only): perf_analyzer reads them.
+    triton = Triton(config=config, security_config=TritonSecurityConfig(restricted_endpoints=[]))
     try:
         bind(triton)
         triton.run()
