@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +107,21 @@ def test_a_trace_steps_rates(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         read_trace(trace, 10.0)
     assert len(caught.value.problems) == 2
+
+
+def test_each_server_draws_the_spread_of_its_own_rate() -> None:
+    """A spread table (rate -> CV): a server at 20 req/s simulates with the light spread, one
+    at 70 req/s with the heavy one, exactly as one fixed CV of each would."""
+    table = replace(BLOCK, service_cv_by_rate=((20.0, 0.0), (70.0, 2.0)))
+    plan = _plan(("light", (("a", 20.0),)), ("heavy", (("b", 70.0),)))
+    steps = from_plan(plan, 500.0)
+
+    def p90s(block: ServerModel) -> list[float]:
+        profile = Profile("k", "c5.large", 1.0, 80.0, 50.0, "test", server=block)
+        outcomes = simulate_fleet(plan, [profile], steps, FleetOptions(500.0, seed=5))[1]
+        return [float(np.percentile(o.latency_ms, 90)) for o in outcomes]
+
+    light, heavy = p90s(table)
+    assert light == pytest.approx(p90s(BLOCK)[0], rel=0.05)
+    assert heavy == pytest.approx(p90s(replace(BLOCK, service_cv=2.0))[1], rel=0.05)
+    assert heavy > 2 * p90s(BLOCK)[1]

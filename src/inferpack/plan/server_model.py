@@ -15,10 +15,18 @@ can replay any mix of rates on it::
       instances: 1               # batches of one model that run at once
       batch_service_ms: {1: 3.1, 2: 4.0, 4: 6.2, 8: 10.5}   # one batch on one worker
       service_cv: 0.5            # spread of a batch's time around the curve (fitted)
+      service_cv_by_rate: {200: 1.0, 400: 1.25, 600: 1.5}   # the spread per server req/s
+
+``service_cv_by_rate`` (optional) states the spread as a function of the server's request
+rate, fitted level by level and never falling as the rate rises: the host's CPU is shared
+by the event loop, the load generator and a router, so a batch's time varies more the
+busier the host is. Between its rates the spread is interpolated, outside them it is the
+nearest end's; without it, ``service_cv`` holds at every rate.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +43,20 @@ class ServerModel:
     preferred_batch_sizes: tuple[int, ...] = ()
     overhead_ms: float = 0.0  # constant per request outside the server's queues
     service_cv: float = 0.0  # coefficient of variation of a batch's service time
+    # (server req/s, CV) by rate: the spread as the load grows (module docstring)
+    service_cv_by_rate: tuple[tuple[float, float], ...] = ()
+
+    def cv_at(self, rate_rps: float) -> float:
+        """The service spread of this server when it is sent ``rate_rps`` in all."""
+        table = self.service_cv_by_rate
+        if not table:
+            return self.service_cv
+        if rate_rps <= table[0][0]:
+            return table[0][1]
+        for (low_rps, low_cv), (high_rps, high_cv) in itertools.pairwise(table):
+            if rate_rps <= high_rps:
+                return low_cv + (high_cv - low_cv) * (rate_rps - low_rps) / (high_rps - low_rps)
+        return table[-1][1]
 
 
 def shared_server(blocks: Iterable[ServerModel]) -> ServerModel:
@@ -77,6 +99,26 @@ def _curve(raw: Any, where: str, problems: list[str]) -> tuple[tuple[int, float]
     return tuple(sorted(points))
 
 
+def _cv_table(raw: Any, where: str, problems: list[str]) -> tuple[tuple[float, float], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, Mapping) or not raw:
+        problems.append(f"{where}: server.service_cv_by_rate must map req/s to a spread")
+        return ()
+    points = []
+    for rate, cv in raw.items():
+        rate_ok = isinstance(rate, int | float) and not isinstance(rate, bool) and rate > 0
+        cv_ok = isinstance(cv, int | float) and not isinstance(cv, bool) and cv >= 0
+        if not (rate_ok and cv_ok):
+            problems.append(
+                f"{where}: server.service_cv_by_rate needs req/s > 0 and spreads >= 0 "
+                f"(got {rate!r}: {cv!r})"
+            )
+            continue
+        points.append((float(rate), float(cv)))
+    return tuple(sorted(points))
+
+
 def parse_server_model(raw: Any, where: str, problems: list[str]) -> ServerModel | None:
     """The ``server`` block of a profile entry (None when absent); problems appended."""
     if raw is None:
@@ -100,6 +142,7 @@ def parse_server_model(raw: Any, where: str, problems: list[str]) -> ServerModel
         preferred_batch_sizes=tuple(sorted(preferred)),
         overhead_ms=_ms(raw, "overhead_ms", where, problems),
         service_cv=_ms(raw, "service_cv", where, problems),
+        service_cv_by_rate=_cv_table(raw.get("service_cv_by_rate"), where, problems),
     )
 
 
@@ -114,4 +157,9 @@ def server_model_to_dict(model: ServerModel) -> dict[str, Any]:
         "instances": model.instances,
         "batch_service_ms": dict(model.batch_service_ms),
         "service_cv": model.service_cv,
+        **(
+            {"service_cv_by_rate": dict(model.service_cv_by_rate)}
+            if model.service_cv_by_rate
+            else {}
+        ),
     }

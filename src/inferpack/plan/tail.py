@@ -75,7 +75,7 @@ def server_p90_ms(
         index,
         server.workers,
         server.frontend_ms / 1e3,
-        service_cv=server.service_cv,
+        service_cv=server.cv_at(sum(rates)),
         seed=seed,
     )
     return float(np.percentile(result.latency_s, 90)) * 1e3 + server.overhead_ms

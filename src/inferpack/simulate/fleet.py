@@ -143,7 +143,7 @@ def simulate_fleet(
             rows,
             block.workers,
             block.frontend_ms / 1e3,
-            service_cv=block.service_cv,
+            service_cv=block.cv_at(len(index) / options.duration_s),
             seed=options.seed,
         )
         latency_ms = (result.done_s - arrivals.time_s[index]) * 1e3 + options.network_ms
