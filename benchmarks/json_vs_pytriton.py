@@ -13,9 +13,11 @@ Needs a second venv with nvidia-pytriton and torch (default /tmp/pyt):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +70,10 @@ def loadtest(url: str) -> dict[str, Any]:
     }
 
 
-def run_pytriton(python: str, model: Path) -> dict[str, Any]:
+@contextlib.contextmanager
+def running_pytriton(python: str, model: Path, *arguments: str) -> Iterator[tuple[str, str]]:
+    """PyTriton serving the TorchScript file ``model`` (benchmarks/pytriton_cnn_server.py,
+    more ``arguments`` after the batching ones); yields its HTTP and gRPC host:port."""
     http, grpc = _free_port(), _free_port()
     command = [
         python,
@@ -83,10 +88,16 @@ def run_pytriton(python: str, model: Path) -> dict[str, Any]:
         str(MAX_BATCH),
         "--delay-us",
         str(DELAY_US),
+        *arguments,
     ]
     os.environ["PYTHONPATH"] = str(ROOT)
     with started(command, "ready"):
-        return loadtest(f"http://127.0.0.1:{http}")
+        yield f"127.0.0.1:{http}", f"127.0.0.1:{grpc}"
+
+
+def run_pytriton(python: str, model: Path) -> dict[str, Any]:
+    with running_pytriton(python, model) as (http, _):
+        return loadtest(f"http://{http}")
 
 
 def run_inferpack(repo: Path) -> dict[str, Any]:

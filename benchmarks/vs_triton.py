@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,14 +35,12 @@ from typing import Any
 
 import yaml
 
-from benchmarks.common import ROOT, loadtest_level, served, started, write_result
+from benchmarks.common import loadtest_level, served, write_result
+from benchmarks.json_vs_pytriton import CONCURRENCY, DELAY_US, MAX_BATCH, running_pytriton
 from benchmarks.loadtest_pytriton import _free_port
 from benchmarks.perf_analyzer import find_perf_analyzer, read_csv
 from benchmarks.whole_machine import ceiling
 
-CONCURRENCY = 32
-MAX_BATCH = 32
-DELAY_US = 2000
 LOADTEST_TIMING = ["--duration-s", "8", "--warmup-s", "2", "--max-windows", "4"]
 CLIENTS = (
     "loadtest http-json",
@@ -163,37 +160,17 @@ def running_inferpack(repo: Path) -> Iterator[tuple[str, str]]:
         yield url.removeprefix("http://"), f"127.0.0.1:{grpc}"
 
 
-@contextlib.contextmanager
 def running_triton(
     python: str, repo: Path, model: str, arguments: list[str]
-) -> Iterator[tuple[str, str]]:
-    http, grpc = _free_port(), _free_port()
+) -> contextlib.AbstractContextManager[tuple[str, str]]:
     spec = MODELS[model]
-    shape = ",".join(map(str, spec.input_shape))
-    command = [
+    return running_pytriton(
         python,
-        str(ROOT / "benchmarks" / "pytriton_cnn_server.py"),
-        "--model",
-        str(repo / model / "1" / "model.pt"),
-        "--name",
-        model,
-        "--input",
-        f"input:{shape}",
-        "--output",
-        f"{spec.output}:{','.join(map(str, spec.output_shape))}",
-        "--http-port",
-        str(http),
-        "--grpc-port",
-        str(grpc),
-        "--max-batch",
-        str(MAX_BATCH),
-        "--delay-us",
-        str(DELAY_US),
+        repo / model / "1" / "model.pt",
+        *("--name", model, "--input", f"input:{','.join(map(str, spec.input_shape))}"),
+        *("--output", f"{spec.output}:{','.join(map(str, spec.output_shape))}"),
         *arguments,
-    ]
-    os.environ["PYTHONPATH"] = str(ROOT)
-    with started(command, "ready"):
-        yield f"127.0.0.1:{http}", f"127.0.0.1:{grpc}"
+    )
 
 
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
