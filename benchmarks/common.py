@@ -119,6 +119,23 @@ def serve_command(repo: Path, *args: str) -> list[str]:
     ]
 
 
+def tensor_only_repository(repo: Path, models: list[str], seed: int = 0) -> None:
+    """``repo init`` of ``models`` with each model's upload input (and its pre- and
+    postprocessing) dropped: perf_analyzer sends every input metadata lists, and the
+    server refuses a request with both the upload and the tensor."""
+    import yaml
+
+    from inferpack.repository.init import init_repository
+
+    init_repository(repo, models, seed=seed)
+    for model in models:
+        path = repo / model / "model.yaml"
+        config = yaml.safe_load(path.read_text())
+        if config.pop("preprocess", None) is not None:
+            config.pop("postprocess", None)
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
 @contextmanager
 def served(repo: Path, port: int = 0, extra_args: list[str] | None = None) -> Iterator[str]:
     """Run ``inferpack serve`` in a subprocess (its own cores and GIL); yield its URL."""

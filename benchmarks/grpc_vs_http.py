@@ -26,11 +26,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from benchmarks.common import collapsed_samples, py_spy_record, serve_command, write_result
+from benchmarks.common import (
+    collapsed_samples,
+    py_spy_record,
+    serve_command,
+    tensor_only_repository,
+    write_result,
+)
 from benchmarks.perf_analyzer import find_perf_analyzer, read_csv
-from inferpack.repository.init import init_repository
 
 # Frames of inferpack's own work for one request, per protocol (py-spy function names).
 OWN_PATH = {"grpc": "InferenceServicer._infer", "http": "infer (inferpack/protocol/rest.py"}
@@ -140,7 +143,7 @@ def main() -> None:
     result: dict[str, Any] = {"method": (__doc__ or "").split("\n\n")[1], "models": {}}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        _repository(folder / "repo")
+        tensor_only_repository(folder / "repo", list(MODELS))
         command = serve_command(
             folder / "repo", "--http-port", str(PORTS["http"]), "--grpc-port", str(PORTS["grpc"])
         )
@@ -162,14 +165,6 @@ def main() -> None:
         result["framework_floor"] = _floor(folder)
     out = write_result("grpc_vs_http.json", result)
     print(result["framework_floor"], out)
-
-
-def _repository(repo: Path) -> None:
-    init_repository(repo, list(MODELS))
-    path = repo / "small-cnn" / "model.yaml"
-    config = yaml.safe_load(path.read_text())
-    del config["preprocess"], config["postprocess"]
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def _ratios(levels: dict[str, list[dict[str, Any]]]) -> dict[str, float]:

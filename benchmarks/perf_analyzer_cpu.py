@@ -1,12 +1,12 @@
 """Triton's perf_analyzer against ``inferpack serve`` on a CPU host (issue [5]).
 
-tiny-mlp and small-cnn (their default model.yaml: dynamic batching, one CPU instance),
-batch 1 per request, over HTTP and gRPC at concurrency 1, 8 and 32. perf_analyzer's own
-method: closed loop, windows of ``--measurement-interval`` ms, stable when the last 3
-windows agree within ``--stability-percentage``; client percentiles over the stable
-windows; the server split (queue, compute input/infer/output, averages per request) from
-the statistics extension. perf_analyzer and the server share this machine's cores, which
-the summary states.
+tiny-mlp and small-cnn (their default model.yaml, the CNN's upload input dropped so
+perf_analyzer sends its tensor: dynamic batching, one CPU instance), batch 1 per request,
+over HTTP and gRPC at concurrency 1, 8 and 32. perf_analyzer's own method: closed loop,
+windows of ``--measurement-interval`` ms, stable when the last 3 windows agree within
+``--stability-percentage``; client percentiles over the stable windows; the server split
+(queue, compute input/infer/output, averages per request) from the statistics extension.
+perf_analyzer and the server share this machine's cores, which the summary states.
 
 Writes benchmarks/results/perf_analyzer/{model}_{protocol}.csv (perf_analyzer's columns,
 one row per concurrency, times in us) and summary.json.
@@ -24,9 +24,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import ROOT, serve_command, started, write_result
+from benchmarks.common import ROOT, serve_command, started, tensor_only_repository, write_result
 from benchmarks.perf_analyzer import SERVER_COLUMNS, PerfAnalyzer, find_perf_analyzer, read_csv
-from inferpack.repository.init import init_repository
 
 MODELS = ("tiny-mlp", "small-cnn")
 PROTOCOLS = ("http", "grpc")
@@ -106,7 +105,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     table = []
     try:
-        init_repository(repo, MODELS, seed=0)
+        tensor_only_repository(repo, list(MODELS))
         command = serve_command(repo, "--http-port", "0", "--grpc-port", "0")
         with started(command, "ready on") as lines:
             found = re.search(r"listening on http://(\S+), gRPC on (\S+)", "".join(lines))
