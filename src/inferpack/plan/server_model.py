@@ -27,8 +27,9 @@ nearest end's; without it, ``service_cv`` holds at every rate.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from types import UnionType
 from typing import Any
 
 
@@ -65,58 +66,68 @@ def shared_server(blocks: Iterable[ServerModel]) -> ServerModel:
     return min(blocks, key=lambda b: (b.workers, -b.frontend_ms))
 
 
+def _number(value: Any, kinds: type | UnionType = int | float) -> bool:
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
+
 def _int(raw: Mapping[str, Any], key: str, where: str, problems: list[str], default: int) -> int:
     value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not (_number(value, int) and value >= 1):
         problems.append(f"{where}: server.{key} must be an integer >= 1 (got {value!r})")
         return default
-    return value
+    return int(value)
 
 
 def _ms(raw: Mapping[str, Any], key: str, where: str, problems: list[str]) -> float:
     value = raw.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+    if not (_number(value) and value >= 0):
         problems.append(f"{where}: server.{key} must be a number >= 0 (got {value!r})")
         return 0.0
     return float(value)
 
 
-def _curve(raw: Any, where: str, problems: list[str]) -> tuple[tuple[int, float], ...]:
+def _entries(
+    raw: Any,
+    field: str,
+    where: str,
+    problems: list[str],
+    *,
+    what: str,
+    needs: str,
+    valid: Callable[[Any, Any], bool],
+) -> list[tuple[Any, Any]]:
+    """The (key, value) entries of the mapping ``server.<field>`` that are ``valid``; each
+    other entry, and a value that is no non-empty mapping, named in ``problems``."""
     if not isinstance(raw, Mapping) or not raw:
-        problems.append(f"{where}: server.batch_service_ms must map batch sizes to ms")
-        return ()
-    points = []
-    for size, ms in raw.items():
-        size_ok = isinstance(size, int) and not isinstance(size, bool) and size >= 1
-        ms_ok = isinstance(ms, int | float) and not isinstance(ms, bool) and ms > 0
-        if not (size_ok and ms_ok):
-            problems.append(
-                f"{where}: server.batch_service_ms needs sizes >= 1 and ms > 0 "
-                f"(got {size!r}: {ms!r})"
-            )
-            continue
-        points.append((size, float(ms)))
-    return tuple(sorted(points))
+        problems.append(f"{where}: server.{field} must map {what}")
+        return []
+    entries = []
+    for key, value in raw.items():
+        if valid(key, value):
+            entries.append((key, value))
+        else:
+            problems.append(f"{where}: server.{field} needs {needs} (got {key!r}: {value!r})")
+    return entries
+
+
+def _curve(raw: Any, where: str, problems: list[str]) -> tuple[tuple[int, float], ...]:
+    entries = _entries(
+        raw, "batch_service_ms", where, problems,
+        what="batch sizes to ms", needs="sizes >= 1 and ms > 0",
+        valid=lambda size, ms: _number(size, int) and size >= 1 and _number(ms) and ms > 0,
+    )  # fmt: skip
+    return tuple(sorted((size, float(ms)) for size, ms in entries))
 
 
 def _cv_table(raw: Any, where: str, problems: list[str]) -> tuple[tuple[float, float], ...]:
     if raw is None:
         return ()
-    if not isinstance(raw, Mapping) or not raw:
-        problems.append(f"{where}: server.service_cv_by_rate must map req/s to a spread")
-        return ()
-    points = []
-    for rate, cv in raw.items():
-        rate_ok = isinstance(rate, int | float) and not isinstance(rate, bool) and rate > 0
-        cv_ok = isinstance(cv, int | float) and not isinstance(cv, bool) and cv >= 0
-        if not (rate_ok and cv_ok):
-            problems.append(
-                f"{where}: server.service_cv_by_rate needs req/s > 0 and spreads >= 0 "
-                f"(got {rate!r}: {cv!r})"
-            )
-            continue
-        points.append((float(rate), float(cv)))
-    return tuple(sorted(points))
+    entries = _entries(
+        raw, "service_cv_by_rate", where, problems,
+        what="req/s to a spread", needs="req/s > 0 and spreads >= 0",
+        valid=lambda rate, cv: _number(rate) and rate > 0 and _number(cv) and cv >= 0,
+    )  # fmt: skip
+    return tuple(sorted((float(rate), float(cv)) for rate, cv in entries))
 
 
 def parse_server_model(raw: Any, where: str, problems: list[str]) -> ServerModel | None:

@@ -15,8 +15,8 @@ by level, the CV closest to that level's own p90, made non-decreasing in the rat
 (``service_cv_by_rate``, what the simulations use at a server's rate). One CV for every
 level fits the middle ones and overstates the light ones: on the 2-core VM, the measured
 p90 at 30 % of capacity was 0.61 to 0.86 of the prediction with one CV, 0.76 to 1.2 with
-the table (docs/plan.md). The fit uses only the profile's own measurement; how well it transfers to
-other model counts and skews is what ``benchmarks/validate_simulate.py`` checks.
+the table (docs/plan.md). The fit uses only the profile's own measurement; how well it
+transfers to other model counts and skews is what ``benchmarks/validate_simulate.py`` checks.
 """
 
 from __future__ import annotations
