@@ -64,9 +64,12 @@ def percentiles_ms(latencies_s: list[float]) -> dict[str, float]:
 
 
 @contextmanager
-def started(command: list[str], ready: str) -> Iterator[list[str]]:
-    """Run ``command`` until it prints a line containing ``ready``; yield the lines printed
-    so far; keep draining its output (a full pipe would block it); terminate it at exit."""
+def started_process(
+    command: list[str], ready: str
+) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """Run ``command`` until it prints a line containing ``ready``; yield the process and
+    the lines printed so far; keep draining its output (a full pipe would block it);
+    terminate it at exit."""
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert process.stdout is not None
@@ -78,10 +81,17 @@ def started(command: list[str], ready: str) -> Iterator[list[str]]:
         else:
             raise RuntimeError(f"{command[:4]} exited before printing {ready!r}")
         threading.Thread(target=process.stdout.read, daemon=True).start()
-        yield lines
+        yield process, lines
     finally:
         process.terminate()
         process.wait(timeout=60)
+
+
+@contextmanager
+def started(command: list[str], ready: str) -> Iterator[list[str]]:
+    """:func:`started_process`, yielding only the lines printed until ``ready``."""
+    with started_process(command, ready) as (_, lines):
+        yield lines
 
 
 def loadtest_level(url: str, arguments: list[str], timeout_s: float) -> dict[str, Any]:
@@ -260,6 +270,13 @@ def collapsed_samples(path: Path) -> Iterator[tuple[str, int]]:
         stack, _, count = line.rpartition(" ")
         if stack:
             yield stack, int(count)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all its threads, not its
+    children), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def write_result(name: str, result: dict[str, object]) -> Path:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import subprocess
 import sys
 import tempfile
@@ -28,8 +27,10 @@ from typing import Any
 
 from benchmarks.common import (
     collapsed_samples,
+    process_cpu_s,
     py_spy_record,
     serve_command,
+    started_process,
     tensor_only_repository,
     write_result,
 )
@@ -41,7 +42,6 @@ PORTS = {"http": 18531, "grpc": 18532}
 MODELS = ("tiny-mlp", "small-cnn")
 CONCURRENCY = (1, 8, 32)
 FLOOR_CONCURRENCY = (1, 32)
-TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 
 def _perf(
@@ -105,12 +105,6 @@ def _levels(protocol: str, model: str, folder: Path) -> list[dict[str, Any]]:
     ]
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
-
-
 def _floor(folder: Path) -> dict[str, list[dict[str, Any]]]:
     """The no-work server per framework: rate, p99 and server CPU microseconds per call."""
     floor: dict[str, list[dict[str, Any]]] = {}
@@ -118,21 +112,16 @@ def _floor(folder: Path) -> dict[str, list[dict[str, Any]]]:
                                  ("grpcio thread pool", "grpc", "sync")):  # fmt: skip
         command = [sys.executable, "-m", "benchmarks.trivial_server",
                    str(PORTS["http"]), str(PORTS["grpc"]), kind]  # fmt: skip
-        server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        try:
-            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-            floor[name] = []
+        with started_process(command, "ready") as (server, _):
+            pid, floor[name] = server.pid, []
             for concurrency in FLOOR_CONCURRENCY:
-                before_s, started_s = _cpu_s(server.pid), time.monotonic()
+                before_s, started_s = process_cpu_s(pid), time.monotonic()
                 (row,) = _perf(protocol, str(concurrency), folder / "floor.csv", 3000, "m")
                 calls = row["inferences_per_s"] * (time.monotonic() - started_s)
                 row["server_cpu_us_per_call_about"] = round(
-                    (_cpu_s(server.pid) - before_s) / calls * 1e6, 1
+                    (process_cpu_s(pid) - before_s) / calls * 1e6, 1
                 )  # calls include metadata and warm-up windows: an upper bound on the rate
                 floor[name].append(row)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
     return floor
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import signal
 import subprocess
@@ -38,7 +37,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from benchmarks.common import write_result
+from benchmarks.common import process_cpu_s, write_result
 from benchmarks.fleet_local import INSTANCE, catalog, cli, run, start_fleet
 from benchmarks.many_models import build_repository
 from inferpack.loadtest.histogram import pooled_percentile_ms
@@ -129,21 +128,15 @@ def measure_direct(repo: Path, names: list[str], demand: Path, out: Path, durati
     return _level(out)
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU seconds of one process itself (not its children): the router in deploy's."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure_routed(
     repo: Path, plan: Path, prices: Path, demand: Path, out: Path, duration_s: float
 ) -> Any:
     fleet, router = start_fleet(plan, repo, prices, out.with_suffix(".log"))
     try:
         _wait_ready(router)
-        before = _cpu_s(fleet.pid)
+        before = process_cpu_s(fleet.pid)
         _loadtest(router, demand, out, duration_s)
-        router_cpu_s = _cpu_s(fleet.pid) - before
+        router_cpu_s = process_cpu_s(fleet.pid) - before
     finally:
         fleet.send_signal(signal.SIGTERM)
         fleet.wait(timeout=120)
