@@ -185,7 +185,10 @@ def lru_runs(root: Path, models: int, duration_s: float, per_model_bytes: int) -
             text = asyncio.run(scrape(url))
             results[name] = {
                 **measured,
-                "loads": metric_total(text, "inferpack_model_loads_total"),
+                # A model's own series are dropped when it is evicted (metrics.forget): every
+                # load is either still resident (its series counts it) or was evicted.
+                "loads": metric_total(text, "inferpack_model_loads_total")
+                + metric_total(text, "inferpack_model_evictions_total"),
                 "evictions": metric_total(text, "inferpack_model_evictions_total"),
                 "cold_load_ms": {
                     "p50": round(
@@ -256,7 +259,8 @@ def main() -> None:
             "workload": "small-cnn (3x64x64 -> 10), seeds 0..N-1, CPU",
             "method": f"server subprocess; aiohttp closed loop, {CONCURRENCY} in flight, "
             "binary tensors, each request to the next model of a pre-drawn sequence; "
-            "cold-load quantiles interpolated from the server's load-duration histogram.",
+            "cold-load quantiles interpolated from the server's load-duration histogram "
+            "(the resident models' series: an evicted model's are dropped).",
             "repository_build_s": round(build_s, 1),
             "measured_memory_bytes_per_model": per_model_bytes,
             "cold_load_phases_ms": cold_load_breakdown(root),

@@ -329,3 +329,28 @@ def test_plan_room_lets_a_model_larger_than_the_budget_load_alone() -> None:
     assert plan_room([], MODEL_BYTES, 5 * MODEL_BYTES) == []
     idle = _ready("idle", 0.0)
     assert plan_room([idle], MODEL_BYTES, 5 * MODEL_BYTES) == [idle]
+
+
+async def test_loads_run_torch_on_their_share_of_the_cpu_threads(root: Path) -> None:
+    """Each loader thread computes with N // load_threads intra-op threads (a team kept for
+    the thread's life), not torch's every-core default: 8 threads, 2 loaders -> 4 each."""
+    torch = pytest.importorskip("torch")
+    default = torch.get_num_threads()
+    seen: list[tuple[str, int]] = []
+    fake = FakeLoader(delay_s=0.02)
+
+    def recording(source: ModelSource, metrics: ServingMetrics, pools: DevicePools) -> ServedModel:
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return fake(source, metrics, pools)
+
+    control = ControlConfig(ControlMode.EXPLICIT, load_threads=2, cpu_threads=8)
+    manager = ModelManager(FakeRepository(root, NAMES), ServingMetrics(), control, recording)
+    await manager.start()
+    try:
+        await asyncio.gather(*(manager.load(name) for name in NAMES))
+        assert len(seen) == len(NAMES)
+        assert {threads for _, threads in seen} == {4}
+        assert {name for name, _ in seen} <= {"loader_0", "loader_1"}
+    finally:
+        await manager.close()
+        torch.set_num_threads(default)  # process-wide: leave it as found

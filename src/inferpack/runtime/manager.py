@@ -43,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from inferpack.backends import TORCH_PLATFORMS
 from inferpack.config.control import ControlConfig, ControlMode
 from inferpack.config.model_config import ModelConfig
 from inferpack.config.trust import refuse_unless_allowed
@@ -186,6 +187,12 @@ class ModelManager:
             entry.loading = None
             self._room_freed()
 
+    def _load_source(self, source: ModelSource) -> ServedModel:
+        """On a loader thread: the thread's share of the CPU threads, then the load."""
+        torch_model = source.config.platform in TORCH_PLATFORMS
+        self.pools.loading_thread(self.control.load_threads, torch_model)
+        return self._load_model(source, self.metrics, self.pools)
+
     async def _load_versions(self, entry: ModelEntry) -> str | None:
         versions: dict[str, ServedModel] = {}
         try:
@@ -201,7 +208,7 @@ class ModelManager:
                 # Cancelled here (shutdown), the thread finishes alone and its model, never
                 # started, is garbage: nothing else refers to it.
                 versions[source.version] = await loop.run_in_executor(
-                    self._loader, self._load_model, source, self.metrics, self.pools
+                    self._loader, self._load_source, source
                 )
                 versions[source.version].start()
         except (Exception, asyncio.CancelledError) as error:  # a broken model must not

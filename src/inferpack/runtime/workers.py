@@ -41,6 +41,11 @@ every op (the process at 2 cores of CPU where it was at 1), taking the core the 
 needs: tiny-mlp over HTTP fell 15-25 % at concurrency 8 with every batch widened. A passive
 OpenMP wait (OMP_WAIT_POLICY=PASSIVE) instead costs ~100 us a parallel region: the CNN's
 8-image batch took 5.5 ms on 2 threads against 3.9 with the default spin.
+
+Loader threads run torch too (deserialisation, weight copies) and would keep a team of
+every core each for their whole life; they get N // (loads at once) instead
+(:meth:`DevicePools.loading_thread`), which brought the server's threads at rest after the
+1,000-model LRU benchmark from 11 back to 9 on the 2-core VM.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -145,6 +151,7 @@ class DevicePools:
         self.cpu_share = CpuShare(self.cpu.total)
         self._pools: dict[str, ThreadPoolExecutor] = {}
         self._processing: ThreadPoolExecutor | None = None
+        self._loader_state = threading.local()  # per loader thread: its intra-op threads
         # The server's models as python models call them (BLS); set by the engine.
         self.calls: ModelCalls | None = None
 
@@ -171,6 +178,22 @@ class DevicePools:
                 self.cpu.total,
             )
         return pool
+
+    def loading_thread(self, loaders: int, torch_model: bool) -> None:
+        """Runs on a loader thread before each load: its torch intra-op threads are the N
+        split among the ``loaders`` loads that may run at once (at least one).
+
+        A load runs torch ops (TorchScript's deserialisation, weight copies), and a thread's
+        first parallel op gives it an OpenMP team of torch's process-wide count (every core
+        unless a batch set less), which stays for the thread's life: on the 2-core VM the two
+        loaders kept a team of 2 each, 2 of the server's 11 threads at rest after an LRU run
+        (9 with this). Loads that run at once on all cores each also oversubscribe the host.
+        Set once per thread, and only where torch is loaded or this load will load it."""
+        if getattr(self._loader_state, "threads", None) is not None:
+            return
+        if not torch_model and "torch" not in sys.modules:
+            return
+        self._loader_state.threads = set_intra_op_threads(max(1, self.cpu.total // loaders))
 
     def processing(self) -> ThreadPoolExecutor:
         """The pool that decodes uploads and post-processes answers (Pillow, tokenizers and
