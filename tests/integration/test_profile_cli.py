@@ -142,6 +142,8 @@ def test_through_the_router_measures_a_one_server_local_fleet(
     fleet = BackgroundFleet(ServerConfig("repo", http_port=0, grpc_port=0, control=control),
                             "kind", "test-box", catalog, "test-region-1")  # fmt: skip
     argv = fleet.argv()
+    assert not Path(argv[4]).exists()  # the command line alone writes nothing
+    fleet.prepare()
     assert argv[2:4] == ["inferpack", "deploy"] and "--through-router" not in argv
     assert argv[argv.index("--router-grpc-port") + 1] == "0"
     assert argv[argv.index("--cpu-threads") + 1] == "1"

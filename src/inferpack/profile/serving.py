@@ -74,10 +74,14 @@ class BackgroundServer:
         self._grpc_address: str | None = None
 
     def argv(self) -> list[str]:
-        """The child's command line."""
+        """The child's command line (reads nothing, writes nothing)."""
         return serve_argv(self.config)
 
+    def prepare(self) -> None:
+        """Write the files the child's command line names (none for a plain server)."""
+
     def __enter__(self) -> BackgroundServer:
+        self.prepare()
         with self._log.open("wb") as sink:
             self._process = subprocess.Popen(self.argv(), stdout=sink, stderr=subprocess.STDOUT)
         try:
@@ -181,11 +185,18 @@ class BackgroundFleet(BackgroundServer):
         self.kind, self.instance_type = kind, instance_type
         self.catalog, self.region = catalog, region
 
-    def argv(self) -> list[str]:
-        plan = Path(self._folder.name) / "plan.yaml"
+    @property
+    def plan_path(self) -> Path:
+        """Where :meth:`prepare` writes the one-server plan the child deploys."""
+        return Path(self._folder.name) / "plan.yaml"
+
+    def prepare(self) -> None:
         models = self.config.control.startup_models
-        write_plan(plan, one_server_plan(models, self.kind, self.instance_type))
+        write_plan(self.plan_path, one_server_plan(models, self.kind, self.instance_type))
+
+    def argv(self) -> list[str]:
         grpc = "-1" if self.config.grpc_port is None else "0"
+        plan = self.plan_path
         argv = [sys.executable, "-m", "inferpack", "deploy", str(plan), "--target", "local",
                 "--model-repository", self.config.model_repository, "--router-http-port", "0",
                 "--router-grpc-port", grpc, "--cpu-threads", str(self.cpu_threads)]  # fmt: skip
