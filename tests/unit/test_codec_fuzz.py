@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from inferpack.datatypes import DATATYPES, element_count, numpy_dtype
 from inferpack.errors import InvalidInputError
-from inferpack.protocol import json_data
+from inferpack.protocol import json_data, json_simd
 from inferpack.protocol.grpc_codec import decode_model_infer
 from inferpack.protocol.proto import inference_pb2 as pb
 from inferpack.protocol.tensors_json import json_to_tensor
@@ -250,3 +250,89 @@ def test_an_output_requested_twice_over_grpc_is_invalid_input() -> None:
     message.outputs.add(name="y")
     with pytest.raises(InvalidInputError, match="output 'y' already exists in request"):
         decode_model_infer(message)
+
+
+def _same_request(fast: InferRequest | None, general: InferRequest | None) -> None:
+    """Both refused, or both the same request: tensors (dtype, shape, values), id, params."""
+    assert (fast is None) == (general is None), (fast, general)
+    if fast is None or general is None:
+        return
+    assert fast.inputs.keys() == general.inputs.keys()
+    for name, tensor in fast.inputs.items():
+        other = general.inputs[name]
+        assert tensor.dtype == other.dtype and tensor.shape == other.shape
+        np.testing.assert_array_equal(tensor, other)
+    assert (fast.id, fast.parameters, fast.requested_outputs) == (
+        general.id,
+        general.parameters,
+        general.requested_outputs,
+    )
+
+
+def _both_paths(body: bytes) -> tuple[InferRequest | None, InferRequest | None]:
+    """The body decoded with the one-pass simdjson reader on for any size, then off."""
+    with mock.patch.object(json_simd, "MIN_BODY_BYTES", 0):
+        fast = _outcome(_request, body, None)
+    with mock.patch.object(json_simd, "MIN_BODY_BYTES", 2**62):
+        general = _outcome(_request, body, None)
+    return fast, general
+
+
+@FUZZ
+@given(
+    datatype=st.sampled_from(NUMERIC),
+    shape=shapes,
+    nested=st.booleans(),
+    style=st.integers(0, 3),
+    extra=headers,
+    data=st.data(),
+)
+def test_one_pass_float_reader_gives_the_general_paths_request(
+    datatype: str,
+    shape: list[int],
+    nested: bool,
+    style: int,
+    extra: dict[str, Any],
+    data: st.DataObject,
+) -> None:
+    """Valid tensors of every datatype (floats read in one simdjson pass, the rest left to
+    the general path), with any other top-level fields: the same request either way."""
+    values = data.draw(_values(datatype, element_count(tuple(shape))))
+    item = {"name": "x", "datatype": datatype, "shape": shape,
+            "data": _nest(values, shape) if nested else values}  # fmt: skip
+    body = _dumps({**extra, "inputs": [item]}, style)
+    fast, general = _both_paths(body)
+    assert general is not None or extra  # valid tensors: only the extra fields may refuse
+    _same_request(fast, general)
+
+
+@FUZZ
+@given(header=headers, style=st.integers(0, 3))
+def test_one_pass_float_reader_refuses_what_the_general_path_refuses(
+    header: dict[str, Any], style: int
+) -> None:
+    """Any body (wild inputs, data, parameters, ids): both paths accept it as the same
+    request, or both refuse it with InvalidInputError (never another exception)."""
+    _same_request(*_both_paths(_dumps(header, style)))
+
+
+@pytest.mark.parametrize(
+    ("data", "datatype", "read_in_one_pass"),
+    [
+        ([0.5] * 6, "FP32", True),
+        ([[0.5] * 3] * 2, "FP32", False),  # nested rows: the general path
+        ([1] * 6, "INT32", False),  # not floating point
+        ([0.5, True, 0.5, 0.5, 0.5, 0.5], "FP32", False),  # a boolean among numbers
+    ],
+)
+def test_only_flat_float_data_is_read_in_one_pass(
+    data: Any, datatype: str, read_in_one_pass: bool
+) -> None:
+    item = {"name": "x", "datatype": datatype, "shape": [2, 3], "data": data}
+    body = json.dumps({"inputs": [item], "id": "r"}).encode() + b" " * json_simd.MIN_BODY_BYTES
+    assert (json_simd.read_float_body(body) is not None) is read_in_one_pass
+    assert json_simd.read_float_body(body[: json_simd.MIN_BODY_BYTES - 1]) is None  # too small
+    with mock.patch.object(json_simd, "MAX_BODY_BYTES", len(body) - 1):
+        assert json_simd.read_float_body(body) is None  # too large: read in pieces
+    fast, general = _both_paths(body)
+    _same_request(fast, general)

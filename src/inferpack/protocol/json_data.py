@@ -274,6 +274,18 @@ def _decode_flat(
     return out.reshape(shape)
 
 
+def from_doubles(values: Tensor, datatype: str, shape: tuple[int, ...], name: str) -> Tensor:
+    """A flat array of doubles (already parsed: ``json_simd``) as the tensor ``datatype`` and
+    ``shape`` declare: the count checked, each value cast as the text path casts it."""
+    expected = element_count(shape)
+    if len(values) != expected:
+        raise count_error(len(values), shape, name)
+    out = np.empty(expected, dtype=numpy_dtype(datatype))
+    with np.errstate(over="ignore"):  # doubles beyond FP16/FP32 become inf, as a C cast does
+        _store(out, 0, values, datatype, name)
+    return out.reshape(shape)
+
+
 def decode_data(raw: memoryview, datatype: str, shape: tuple[int, ...], name: str) -> Tensor:
     """The tensor a JSON array ``raw`` (syntax already valid) holds, checked against ``shape``.
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from inferpack.datatypes import (
     DATATYPES,
@@ -33,7 +34,8 @@ from inferpack.datatypes import (
     tensor_to_bytes,
 )
 from inferpack.errors import InvalidInputError
-from inferpack.protocol.json_data import decode_data
+from inferpack.protocol.json_data import decode_data, from_doubles
+from inferpack.protocol.json_simd import read_float_body
 from inferpack.protocol.tensors_json import (
     NESTING_MESSAGE,
     json_text,
@@ -109,7 +111,10 @@ class _BinaryReader:
 
 
 def _json_data(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> Tensor:
-    """A tensor from ``data``: raw JSON text (msgspec path) or parsed objects (fallback)."""
+    """A tensor from ``data``: raw JSON text (msgspec path), doubles simdjson already read
+    (``json_simd``), or parsed objects (fallback)."""
+    if isinstance(data, np.ndarray):
+        return from_doubles(data, datatype, shape, name)
     if not isinstance(data, msgspec.Raw):
         return json_to_tensor(data, datatype, shape, name)
     view = memoryview(data)
@@ -179,6 +184,19 @@ def _header_with_constants(raw: memoryview) -> _Header:
     return _Header(items, parsed.get("outputs"), parsed.get("parameters"), parsed.get("id"), data)
 
 
+def _header_of(
+    items: list[dict[str, Any]], rest: dict[str, Any], data: dict[int, np.ndarray]
+) -> _Header:
+    """The header ``json_simd`` read: the same fields the msgspec path keeps, the data
+    already parsed (checked from here on by the same code)."""
+    inputs = [
+        _Input(item.get("name"), item.get("datatype"), item.get("shape"), item.get("parameters"))
+        for item in items
+    ]
+    fields = (rest.get("outputs"), rest.get("parameters"), rest.get("id"))
+    return _Header(inputs, *fields, dict(data))
+
+
 def _parse_header(raw: memoryview) -> _Header:
     try:
         return _HEADER_DECODER.decode(raw)
@@ -230,7 +248,8 @@ def decode_infer_request(
         raise InvalidInputError(
             f"{HEADER_LENGTH} {header_length} is larger than the body ({len(body)} bytes)"
         )
-    header = _parse_header(view[:header_length])
+    floats = read_float_body(body) if header_length == len(body) else None
+    header = _header_of(*floats) if floats else _parse_header(view[:header_length])
     if not header.inputs:
         raise InvalidInputError("'inputs' must be a non-empty list")
     binary = _BinaryReader(view[header_length:])
