@@ -13,7 +13,7 @@ The client shares the host's cores with the server (2 on the project's VM), as i
 measurement; the ceiling has the cores to itself.
 
     python -m benchmarks.whole_machine [--duration-s 10] [--label NAME] [--serve-arg ARG ...]
-        [--py-spy] [--instances N] [--torchscript]
+        [--py-spy] [--instances N] [--torchscript] [--max-batch-size N]
 
 --torchscript serves the same network traced and frozen as TorchScript (platform
 torchscript, model.pt) instead of the eager workload: its forward runs in C++ without
@@ -211,6 +211,8 @@ def main() -> None:
     parser.add_argument("--py-spy", action="store_true")
     parser.add_argument("--instances", type=int, default=None, help="the model's instance count")
     parser.add_argument("--torchscript", action="store_true")
+    parser.add_argument("--max-batch-size", type=int, default=None,
+                        help="the model's max_batch_size (default: as repo init writes it)")
     args = parser.parse_args()
     spy = RESULTS / f"whole_machine_{args.label}.collapsed" if args.py_spy else None
     with tempfile.TemporaryDirectory() as tmp:
@@ -221,6 +223,8 @@ def main() -> None:
         config["dynamic_batching"]["max_queue_delay_us"] = MAX_DELAY_US
         if args.instances:
             config["instances"]["count"] = args.instances
+        if args.max_batch_size:
+            config["max_batch_size"] = args.max_batch_size
         if args.torchscript:
             to_torchscript(repo / "small-cnn", config)
         path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -232,6 +236,7 @@ def main() -> None:
         level["of_ceiling"] = round(level["requests_per_s"] / top, 3)
     result = {
         "label": args.label,
+        "max_batch_size": config["max_batch_size"],
         "serve_args": args.serve_arg,
         "instances": args.instances or config["instances"]["count"],
         "platform": config["platform"],
