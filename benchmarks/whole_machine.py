@@ -211,8 +211,12 @@ def main() -> None:
     parser.add_argument("--py-spy", action="store_true")
     parser.add_argument("--instances", type=int, default=None, help="the model's instance count")
     parser.add_argument("--torchscript", action="store_true")
-    parser.add_argument("--max-batch-size", type=int, default=None,
-                        help="the model's max_batch_size (default: as repo init writes it)")
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=None,
+        help="the model's max_batch_size (default: as repo init writes it)",
+    )
     args = parser.parse_args()
     spy = RESULTS / f"whole_machine_{args.label}.collapsed" if args.py_spy else None
     with tempfile.TemporaryDirectory() as tmp:
