@@ -17,7 +17,7 @@ from tests.helpers import edit_model
 
 SLEEP_MS = 20
 # Short levels keep the test quick; the known answers below hold with wide margins.
-QUICK = ["--duration-s", "1.5", "--warmup-s", "0.5"]
+QUICK = ["--duration-s", "1.5", "--warmup-s", "0.5", "--fill-levels", "none"]
 TEST_BOX = {
     "name": "test-box",
     "region": "test-region-1",
@@ -92,7 +92,7 @@ def test_every_flag_over_grpc_and_other_entries_survive(repository: Path, tmp_pa
         "--kind", "mlp-kind", "--transport", "grpc", "--batch-size", "2", *QUICK,
         "--start-rps", "20", "--max-rps", "60", "--search-steps", "2", "--workers", "1",
         "--cpu-threads", "1", "--catalog", str(catalog), "--region", "test-region-1",
-        "--max-models", "500", "--seed", "7",
+        "--max-models", "500", "--seed", "7", "--fill-levels", "0.5",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "mlp-kind on test-box" in done.stderr
@@ -102,6 +102,9 @@ def test_every_flag_over_grpc_and_other_entries_survive(repository: Path, tmp_pa
     assert profile.models_per_server == 3 and profile.max_models == 500
     assert 0 < profile.capacity_rps <= 60 and profile.slo_p90_ms == 50
     assert all(p.rate_rps <= 60 for p in profile.points)
+    # --fill-levels 0.5: half the capacity was measured after the search (none lay near it)
+    assert any(p.rate_rps == pytest.approx(profile.capacity_rps / 2, rel=0.1)
+               for p in profile.points)  # fmt: skip
     _consistent(profile)
     # Distinct weights: each copy counts all of its own weights (nothing is shared).
     weights = _weight_bytes(repository / "tiny-mlp" / "1" / "model.safetensors")
@@ -232,3 +235,17 @@ def test_bad_inputs_fail_before_measuring(repository: Path, tmp_path: Path) -> N
     done = _profile(*base, "--instance-type", "c7i.2xlarge")
     assert done.returncode == 2 and "instance_type" in done.stderr
     assert output.read_text() == "profiles: [{kind: x}]\n"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("0.5,most", "--fill-levels takes shares"), ("0.5,1.5", "fill levels must be shares")],
+)
+def test_bad_fill_levels_are_refused_before_anything_starts(
+    repository: Path, tmp_path: Path, value: str, message: str
+) -> None:
+    done = _profile("--model-repository", str(repository), "--model", "tiny-mlp",
+                    "--slo-p90-ms", "50", "--instance-type", "c7i.2xlarge",
+                    "--output", str(tmp_path / "p.yaml"), "--fill-levels", value)  # fmt: skip
+    assert done.returncode == 2 and message in done.stdout + done.stderr
+    assert not (tmp_path / "p.yaml").exists()

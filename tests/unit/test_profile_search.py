@@ -122,6 +122,31 @@ def test_failure_reasons() -> None:
 def test_invalid_configs_report_every_problem() -> None:
     problems = SearchConfig(0, start_rps=10, max_rps=5, steps=-1, growth=1).problems()
     assert len(problems) == 4
+    assert SearchConfig(SLO_MS, fill_shares=(0.5, 1.5)).problems() == [
+        "fill levels must be shares in (0, 1] (got [0.5, 1.5])"
+    ]
+
+
+def test_fill_levels_measure_where_plans_run_and_keep_the_capacity() -> None:
+    """After the search, the fill shares of the capacity are measured where no level lies
+    within 10 % of them; the capacity and the failing rate stay what the search found."""
+    plain = search_capacity(threshold_server(300.0), SearchConfig(SLO_MS, start_rps=100, steps=1))
+    config = SearchConfig(SLO_MS, start_rps=100, steps=1, fill_shares=(0.9, 0.35, 0.6, 0.8))
+    seen: list[float] = []
+    filled = search_capacity(
+        threshold_server(300.0), config, lambda p, why: seen.append(p.rate_rps)
+    )
+    assert plain.capacity_rps == filled.capacity_rps == 300.0
+    assert filled.failed_rps == plain.failed_rps == 400.0
+    searched = [p.rate_rps for p in plain.points]
+    assert searched == [100, 200, 300, 400]
+    added = sorted({p.rate_rps for p in filled.points} - set(searched))
+    assert added == pytest.approx([180.0, 240.0, 270.0])  # 35 % = 105 lies within 10 % of 100
+    assert seen[-3:] == pytest.approx([180.0, 240.0, 270.0])  # measured last, in order
+    assert [p.rate_rps for p in filled.points] == sorted(p.rate_rps for p in filled.points)
+    nothing = SearchConfig(SLO_MS, start_rps=100, fill_shares=(0.5,))
+    none_passed = search_capacity(threshold_server(1e-6), nothing)
+    assert none_passed.capacity_rps == 0 and len(none_passed.points) == 1 + MAX_DOWN_LEVELS
 
 
 @settings(max_examples=200, deadline=None)

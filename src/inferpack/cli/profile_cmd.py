@@ -52,6 +52,13 @@ def profile(
     search_steps: Annotated[
         int, typer.Option(min=0, help="Bisection steps after the first failing rate.")
     ] = 4,
+    fill_levels: Annotated[
+        str,
+        typer.Option(
+            help="Shares of the capacity found measured after the search, for the latency "
+            "curve and the fitted service spread where plans run; 'none' for none."
+        ),
+    ] = "0.3,0.6,0.8,0.9",
     workers: Annotated[int, typer.Option(min=1, help="Load generator processes.")] = 1,
     cpu_threads: Annotated[
         int | None, typer.Option(min=1, help="Server: CPU threads of model compute in all.")
@@ -80,8 +87,11 @@ def profile(
     from inferpack.profile.run import ProfileSpec, run_profile
     from inferpack.profile.search import SearchConfig
 
-    search = SearchConfig(slo_p90_ms, start_rps, max_rps, search_steps, measured_s=duration_s)
     try:
+        fill = parse_shares(fill_levels)
+        search = SearchConfig(
+            slo_p90_ms, start_rps, max_rps, search_steps, measured_s=duration_s, fill_shares=fill
+        )
         counts = parse_counts(models_per_server)
         problems = [*search.problems(), *traffic_problems(traffic)]
         if problems:
@@ -123,6 +133,18 @@ def parse_counts(text: str) -> list[int]:
             f"--models-per-server takes counts >= 1, one or comma-separated (got {text!r})"
         )
     return sorted(set(counts))
+
+
+def parse_shares(text: str) -> tuple[float, ...]:
+    """``--fill-levels``: comma-separated shares of the capacity, or 'none'."""
+    if text.strip().lower() in ("none", ""):
+        return ()
+    try:
+        return tuple(sorted({float(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise InferpackError(
+            f"--fill-levels takes shares of the capacity, comma-separated, or none (got {text!r})"
+        ) from None
 
 
 def traffic_problems(traffic: str) -> list[str]:

@@ -11,6 +11,8 @@ measurement is a function handed in, so the search is tested without a server.
         mid = (good + bad) / 2               # bisect: narrow the boundary
         mid passes ? good = mid : bad = mid
     capacity = good                          # 0 when not even the lowest rate passed
+    for share in fill_shares:                # where plans run: 30-90 % of the capacity
+        measure share * capacity unless a measured rate lies within FILL_GAP_SHARE of it
 
 A rate passes when its p90 is within the SLO, under ``max_error_pct`` of its requests
 failed, and the server answered at least ``min_achieved_share`` of the offered rate (an
@@ -21,6 +23,12 @@ short level would otherwise fail by chance). Trade-off: the geometric phase cost
 |log2(capacity / start)| levels, and each bisection step halves the bracket; noise near the
 boundary can make a rate pass where a lower one failed, and no rate is measured twice, yet
 by construction every rate measured above ``capacity`` failed and ``capacity`` passed.
+
+The fill levels change nothing of the above (a fill level that misses the SLO below the
+capacity is kept as measured); they are there for the profile's latency curve and the
+service spread fitted to it (fit.py): the search's levels land where its steps happen to,
+e.g. 200, 400, 800 req/s and nothing between, and a plan packs servers to 60-90 % of
+capacity, where the spread would otherwise be interpolated across the widest gap.
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ from inferpack.plan.formats import RatePoint
 # Bisection stops once the bracket is within 1 % of the failing rate: a level of a few
 # seconds does not resolve rates closer than that (its p90 moves more with noise).
 MIN_GAP_SHARE = 0.01
+# A fill level is skipped when a measured rate is within this share of it.
+FILL_GAP_SHARE = 0.1
 # Rates tried below a failing start_rps before giving up: down to start_rps / 2**10.
 MAX_DOWN_LEVELS = 10
 # Standard deviations of a Poisson count allowed below the achieved-rate threshold: a level
@@ -56,6 +66,7 @@ class SearchConfig:
     max_error_pct: float = 1.0  # a rate fails at this share of failed requests or more
     min_achieved_share: float = 0.9  # ... or when the server answered less of the offered rate
     measured_s: float = math.inf  # seconds measured per rate: the Poisson slack of the above
+    fill_shares: tuple[float, ...] = ()  # shares of the capacity measured after the search
 
     def problems(self) -> list[str]:
         """Every invalid field at once (empty when the config is usable)."""
@@ -68,6 +79,8 @@ class SearchConfig:
             found.append(f"steps must be >= 0 (got {self.steps})")
         if not self.growth > 1:
             found.append(f"growth must be > 1 (got {self.growth})")
+        if any(not 0 < share <= 1 for share in self.fill_shares):
+            found.append(f"fill levels must be shares in (0, 1] (got {list(self.fill_shares)})")
         return found
 
 
@@ -116,6 +129,10 @@ def search_capacity(
     good, bad = _bracket(passes, config)
     if bad is not None and good > 0:
         good, bad = _bisect(passes, good, bad, config.steps)
+    for share in sorted(config.fill_shares) if good > 0 else ():
+        rate = share * good
+        if all(abs(p.rate_rps - rate) > FILL_GAP_SHARE * rate for p in points):
+            passes(rate)  # measured and reported; the capacity stays as searched
     return SearchResult(good, bad, tuple(sorted(points, key=lambda p: p.rate_rps)))
 
 
