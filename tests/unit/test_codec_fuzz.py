@@ -92,15 +92,18 @@ def _body(datatype: str, shape: list[int], data: Any, style: int) -> bytes:
     return _dumps({"inputs": [item]}, style)
 
 
+# A valid tensor's datatype, shape, nesting and JSON spelling (its values drawn from data).
+VALID_TENSORS = {
+    "datatype": st.sampled_from(NUMERIC),
+    "shape": shapes,
+    "nested": st.booleans(),
+    "style": st.integers(0, 3),
+    "data": st.data(),
+}
+
+
 @FUZZ
-@given(
-    datatype=st.sampled_from(NUMERIC),
-    shape=shapes,
-    nested=st.booleans(),
-    style=st.integers(0, 3),
-    piece=PIECE_BYTES,
-    data=st.data(),
-)
+@given(**VALID_TENSORS, piece=PIECE_BYTES)
 def test_valid_json_tensors_read_exactly_as_python_json_reads_them(
     datatype: str, shape: list[int], nested: bool, style: int, piece: int, data: st.DataObject
 ) -> None:
@@ -279,14 +282,7 @@ def _both_paths(body: bytes) -> tuple[InferRequest | None, InferRequest | None]:
 
 
 @FUZZ
-@given(
-    datatype=st.sampled_from(NUMERIC),
-    shape=shapes,
-    nested=st.booleans(),
-    style=st.integers(0, 3),
-    extra=headers,
-    data=st.data(),
-)
+@given(**VALID_TENSORS, extra=headers)
 def test_one_pass_float_reader_gives_the_general_paths_request(
     datatype: str,
     shape: list[int],
