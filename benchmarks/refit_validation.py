@@ -1,12 +1,16 @@
-"""The validation's stored runs predicted again with the spread by rate ([11]).
+"""The validation's stored runs predicted again with other spread fits ([11]).
 
-For each routed point of each stored ``validate_simulate`` run, the server is simulated
-again from that run's own routed profile (the 8, 24 or 64-copy entry, Zipf 1.0 over the
-copies, at the point's rate), once with the one fitted spread (``service_cv``) and once
-with a per-level table fitted from the same profile's levels
-(``profile.fit.fit_service_cv``), and compared with the point's measured p90. Same
-measurements, predictions recomputed: what the table changes, independent of the VM's
-run-to-run spread. Writes benchmarks/results/refit_validation.json.
+For each point of each stored ``validate_simulate`` run, straight to the server and
+through the router, the server is simulated again from that run's own profile of that
+path (the 8, 24 or 64-copy entry, Zipf 1.0 over the copies, at the point's rate) with
+three fits of the service spread to the same profile levels, and compared with the point's
+measured p90: one spread for every rate (``service_cv``); each level's own spread made
+non-decreasing by a running maximum (``profile.fit``'s table); and the non-decreasing table
+of least absolute log error (isotonic regression, measured and not kept: docs/plan.md). Same
+measurements, predictions recomputed: what the fit changes, independent of the VM's
+run-to-run spread. Each point also gets the profile's own p90 at its rate (between the
+levels that answered), so a miss splits into host (measured / profiled) and fit.
+Writes benchmarks/results/refit_validation.json.
 
 python -m benchmarks.refit_validation [RUN.json ...]
 """
@@ -14,19 +18,47 @@ python -m benchmarks.refit_validation [RUN.json ...]
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import write_result
+from benchmarks.validate_simulate import profiled_p90_ms
 from inferpack.plan.formats import RatePoint
 from inferpack.plan.server_model import ServerModel, parse_server_model
-from inferpack.profile.fit import fit_service_cv, simulated_p90_ms, traffic_weights
+from inferpack.profile.fit import (
+    CV_GRID,
+    log_errors,
+    running_max_indices,
+    simulated_p90_ms,
+    traffic_weights,
+    usable_points,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results"
-RUNS = ("validate_simulate.json", "validate_simulate_run2.json")
+RUNS = (
+    "validate_simulate.json",
+    "validate_simulate_run2.json",
+    "validate_simulate_run3.json",
+    "validate_simulate_run4.json",
+    "validate_simulate_count8_diag.json",
+    "validate_simulate_count8_fill.json",
+)
 BAND = 0.25
+FITS = ("one_cv", "running_max", "isotonic")
+# path -> (profiles key, rate key, measurement key)
+PATHS = {
+    "direct": ("profiles", "rate_rps", "direct"),
+    "routed": ("routed_profiles", "routed_rate_rps", "routed"),
+}
+
+
+class _Profile:
+    def __init__(self, points: list[RatePoint]) -> None:
+        self.points = points
 
 
 def _block(raw: dict[str, Any]) -> ServerModel:
@@ -43,31 +75,84 @@ def _points(raw: list[dict[str, Any]]) -> list[RatePoint]:
     return [RatePoint(*(float(p[k]) for k in keys)) for p in raw]
 
 
-def refit(run: dict[str, Any]) -> dict[str, Any]:
-    profiles = {p["models_per_server"]: p for p in run["routed_profiles"]}
-    rows = []
-    for point in run["points"]:
-        profile = profiles[point["models"]]
-        shares = traffic_weights("zipf:1.0", point["models"])
-        one = _block(profile["server"])
-        table = fit_service_cv(one, _points(profile["points"]), shares)
-        rate = point["routed_rate_rps"]
-        measured = point["routed"]["p90_ms"]
-        one_cv = simulated_p90_ms(replace(one, service_cv_by_rate=()), shares, rate)
-        by_rate = simulated_p90_ms(table, shares, rate)
-        rows.append({
-            "models": point["models"], "utilization": point["utilization"],
-            "rate_rps": rate, "measured_p90_ms": measured,
-            "one_cv": one.service_cv, "one_cv_p90_ms": round(one_cv, 3),
-            "by_rate": dict(table.service_cv_by_rate), "by_rate_p90_ms": round(by_rate, 3),
-            "ratio_one_cv": round(measured / one_cv, 3),
-            "ratio_by_rate": round(measured / by_rate, 3),
-        })  # fmt: skip
-    within = {
-        key: sum(abs(row[key] - 1) <= BAND for row in rows)
-        for key in ("ratio_one_cv", "ratio_by_rate")
+def isotonic_indices(errors: list[list[float]]) -> list[int]:
+    """The non-decreasing choice of grid index per level with the least summed absolute
+    log error (isotonic regression in L1, by dynamic programming over the grid): one level
+    far off its neighbours is outvoted by them. Ties go to the smaller spread."""
+    grid, levels = len(errors), len(errors[0])
+    cost = [errors[c][0] for c in range(grid)]  # least error of levels 0..i, level i at c
+    back: list[list[int]] = []  # back[i - 1][c]: level i - 1's index when level i is at c
+    for i in range(1, levels):
+        best, arg, step, new_cost = math.inf, 0, [], []
+        for c in range(grid):
+            if cost[c] < best:
+                best, arg = cost[c], c
+            step.append(arg)
+            new_cost.append(best + errors[c][i])
+        back.append(step)
+        cost = new_cost
+    chosen = [min(range(grid), key=lambda c: (cost[c], c))]
+    for step in reversed(back):
+        chosen.append(step[chosen[-1]])
+    return chosen[::-1]
+
+
+def fits(raw_profile: dict[str, Any], shares: Any) -> dict[str, ServerModel]:
+    one = _block(raw_profile["server"])
+    usable = usable_points(_points(raw_profile["points"]))
+    errors = log_errors(one, usable, shares)
+    tables = {
+        "running_max": running_max_indices(errors),
+        "isotonic": isotonic_indices(errors),
     }
-    return {"points": rows, "within_25pct": within}
+    blocks = {"one_cv": one}
+    for name, chosen in tables.items():
+        table = tuple((p.rate_rps, CV_GRID[c]) for p, c in zip(usable, chosen, strict=True))
+        blocks[name] = replace(one, service_cv_by_rate=table)
+    return blocks
+
+
+def refit(run: dict[str, Any]) -> dict[str, Any]:
+    rows = []
+    for path, (profiles_key, rate_key, measured_key) in PATHS.items():
+        if not run.get(profiles_key):
+            continue
+        profiles = {p["models_per_server"]: p for p in run[profiles_key]}
+        cache: dict[int, dict[str, ServerModel]] = {}
+        for point in run["points"]:
+            if measured_key not in point:
+                continue
+            count = point["models"]
+            shares = traffic_weights("zipf:1.0", count)
+            if count not in cache:
+                cache[count] = fits(profiles[count], shares)
+            rate = point[rate_key]
+            measured = point[measured_key]["p90_ms"]
+            profiled = profiled_p90_ms(_Profile(_points(profiles[count]["points"])), rate)
+            row: dict[str, Any] = {
+                "path": path, "models": count, "utilization": point["utilization"],
+                "rate_rps": rate, "measured_p90_ms": measured, "profiled_p90_ms": profiled,
+                "ratio_profiled": None if not profiled else round(measured / profiled, 3),
+            }  # fmt: skip
+            for name, block in cache[count].items():
+                predicted = simulated_p90_ms(block, shares, rate)
+                row[f"{name}_p90_ms"] = round(predicted, 3)
+                row[f"ratio_{name}"] = round(measured / predicted, 3)
+            for name in ("running_max", "isotonic"):
+                row[f"{name}_table"] = dict(cache[count][name].service_cv_by_rate)
+            rows.append(row)
+    within = {
+        f"{path}_{key}": sum(
+            1
+            for row in rows
+            if row["path"] == path and row[key] is not None and abs(row[key] - 1) <= BAND
+        )
+        for path, key in itertools.product(
+            PATHS, ("ratio_profiled", *(f"ratio_{name}" for name in FITS))
+        )
+    }
+    counted = {path: sum(row["path"] == path for row in rows) for path in PATHS}
+    return {"points": rows, "within_25pct": within, "points_per_path": counted}
 
 
 def main() -> None:
@@ -75,9 +160,16 @@ def main() -> None:
     parser.add_argument("runs", nargs="*", default=[str(RESULTS / name) for name in RUNS])
     args = parser.parse_args()
     result: dict[str, Any] = {"method": (__doc__ or "").split("\n\n")[1], "runs": {}}
+    totals: dict[str, int] = {}
     for path in map(Path, args.runs):
-        result["runs"][path.name] = refit(json.loads(path.read_text()))
-        print(path.name, result["runs"][path.name]["within_25pct"], flush=True)
+        refitted = refit(json.loads(path.read_text()))
+        result["runs"][path.name] = refitted
+        for key, value in [*refitted["within_25pct"].items(),
+                           *refitted["points_per_path"].items()]:  # fmt: skip
+            totals[key] = totals.get(key, 0) + value
+        print(path.name, refitted["within_25pct"], refitted["points_per_path"], flush=True)
+    result["totals"] = totals
+    print("totals", totals)
     print(write_result("refit_validation.json", result))
 
 

@@ -22,7 +22,8 @@
 The load generator shares the 2 cores with the server (and the router), as the profile's
 did, so the profile's numbers carry that contention.
 
-    python -m benchmarks.validate_simulate [--duration-s 20] [--counts 8,24,64]
+    python -m benchmarks.validate_simulate [--duration-s 20] [--profile-duration-s 20]
+        [--counts 8,24,64] [--utilizations 0.3,0.6,0.8,0.9] [--no-router]
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from inferpack.plan.formats import (
 )
 from inferpack.plan.problem import PlanOptions, ServerType, build_problem
 from inferpack.plan.tail import simulated_p90_ms
+from inferpack.profile.fit import usable_points
 
 SLO_MS = 50.0
 BAND = (0.75, 1.25)
@@ -179,26 +181,45 @@ def _wait(log: Path, process: subprocess.Popen[str]) -> str:
 
 
 def profiled_p90_ms(profile: Any, rate_rps: float) -> float | None:
-    """The profile's own measured p90 at ``rate_rps`` (interpolated in the answered rate
-    between its levels; None outside them). Beside the prediction it splits a miss in two:
-    measured / profiled is the host and harness (the same server and rate an hour apart),
-    profiled / predicted the model's fit."""
-    points = sorted((p.achieved_rps, p.p90_ms) for p in profile.points)
-    if not points or not points[0][0] <= rate_rps <= points[-1][0]:
+    """The profile's own measured p90 at ``rate_rps`` (interpolated in the rate between the
+    levels that answered it, the ones the fit uses; None outside them). Beside the
+    prediction it splits a miss in two: measured / profiled is the host and harness (the
+    same server and rate an hour apart), profiled / predicted the model's fit."""
+    points = usable_points(profile.points)
+    if not points or not points[0].rate_rps <= rate_rps <= points[-1].rate_rps:
         return None
-    rates, p90s = zip(*points, strict=True)
-    return round(float(np.interp(rate_rps, rates, p90s)), 3)
+    rates = [p.rate_rps for p in points]
+    return round(float(np.interp(rate_rps, rates, [p.p90_ms for p in points])), 3)
 
 
 def _within(measured: float, predicted: float | None) -> float | None:
     return None if not predicted else round(measured / predicted, 3)
 
 
-def profile(repo: Path, prices: Path, out: Path, counts: str, *extra: str) -> None:
+def host_probe_ms() -> float:
+    """A fixed piece of CPU work timed in this process (median of 5, ms): a number for how
+    fast the host is at that moment, beside each profile and point, so a miss that came
+    with a slow host shows it (it sees the host's speed, not its contention later)."""
+    matrix = np.random.default_rng(0).random((192, 192))
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(40):
+            matrix @ matrix
+        total = 0
+        for i in range(20_000):
+            total += i
+        times.append(time.perf_counter() - started)
+    return round(1e3 * float(np.median(times)), 3)
+
+
+def profile(
+    repo: Path, prices: Path, out: Path, counts: str, duration_s: float, *extra: str
+) -> None:
     run("profile", "--model-repository", str(repo), "--model", "cnn-0000",
         "--kind", "small-cnn", "--slo-p90-ms", str(SLO_MS), "--instance-type", INSTANCE,
         "--catalog", str(prices), "--region", "local", "--models-per-server", counts,
-        "--traffic", "zipf:1.0", "--cpu-threads", "1", "--duration-s", "6",
+        "--traffic", "zipf:1.0", "--cpu-threads", "1", "--duration-s", str(duration_s),
         "--start-rps", "200", "--output", str(out), *extra)  # fmt: skip
 
 
@@ -208,6 +229,9 @@ def main() -> None:
     parser.add_argument("--utilizations", default="0.3,0.6,0.8,0.9")
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--no-router", action="store_true")
+    # Seconds per profile level (3 windows). Runs 1-4 used 6 (the profile's default): one
+    # server at one rate measured p90s 25 % apart in 6 s levels, 10 % in 20 s (docs/plan.md).
+    parser.add_argument("--profile-duration-s", type=float, default=20.0)
     args = parser.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
     rows: list[dict[str, Any]] = []
@@ -218,12 +242,15 @@ def main() -> None:
         build_repository(repo, max(counts))
         catalog(prices)
         started = time.perf_counter()
-        profile(repo, prices, profiles, args.counts)
+        probes = {"before_profile": host_probe_ms()}
+        profile(repo, prices, profiles, args.counts, args.profile_duration_s)
         profile_s = time.perf_counter() - started
         family = next(iter(families(read_profiles([profiles])).values()))
         routed_family = None
         if not args.no_router:
-            profile(repo, prices, routed_profiles, args.counts, "--through-router")
+            probes["before_routed_profile"] = host_probe_ms()
+            profile(repo, prices, routed_profiles, args.counts, args.profile_duration_s,
+                    "--through-router")  # fmt: skip
             routed_family = next(iter(families(read_profiles([routed_profiles])).values()))
         for count in counts:
             for share in (float(u) for u in args.utilizations.split(",")):
@@ -239,6 +266,7 @@ def main() -> None:
                     "profiled_p90_ms": profiled_p90_ms(family.at(count), sum(rates.values())),
                     "simulated_p90_ms": simulate(plan, profiles, demand, folder / "s.json", 0, 0),
                 }
+                row["host_probe_ms"] = host_probe_ms()
                 direct = measure_direct(repo, list(rates), demand, folder / "d.json",
                                         args.duration_s)  # fmt: skip
                 row["direct"] = direct
@@ -266,6 +294,8 @@ def main() -> None:
             "profiles": document["profiles"],
             "routed_profiles": None if routed_document is None else routed_document["profiles"],
             "profile_s": round(profile_s, 1),
+            "profile_duration_s": args.profile_duration_s,
+            "host_probe_ms": probes,
             "points": rows,
             "within_25pct": summary,
         },
@@ -291,10 +321,12 @@ def routed_point(
     demand, plan = write_inputs(folder, rates)
     planned = planned_p90_ms(profiles, rates)
     simulated = simulate(plan, profiles, demand, folder / "s.json", 0, 0)
+    probe = host_probe_ms()
     routed = measure_routed(repo, plan, prices, demand, folder / "lt.json", duration_s)
     profiled = profiled_p90_ms(family.at(count), sum(rates.values()))
     return {
         "routed_rate_rps": round(sum(rates.values()), 2),
+        "routed_host_probe_ms": probe,
         "routed_profiled_p90_ms": profiled,
         "routed_ratio_profiled": _within(routed["p90_ms"], profiled),
         "routed_planned_p90_ms": planned,

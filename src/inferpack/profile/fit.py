@@ -63,7 +63,21 @@ def fit_service_cv(
     """``block`` with the grid's CV that best reproduces the measured p90 of ``points``
     (those that answered their rate, without errors) and the per-level table (module
     docstring); unchanged when none qualifies."""
-    usable = sorted(
+    usable = usable_points(points)
+    if not usable:
+        return block
+    errors = log_errors(block, usable, shares)
+    overall = min(range(len(CV_GRID)), key=lambda c: (sum(e**2 for e in errors[c]), c))
+    table = tuple(
+        (point.rate_rps, CV_GRID[c])
+        for point, c in zip(usable, running_max_indices(errors), strict=True)
+    )
+    return replace(block, service_cv=CV_GRID[overall], service_cv_by_rate=table)
+
+
+def usable_points(points: Sequence[RatePoint]) -> list[RatePoint]:
+    """The levels a fit may use: answered their rate, no errors, a p90; by rate."""
+    return sorted(
         (
             p
             for p in points
@@ -71,23 +85,36 @@ def fit_service_cv(
         ),
         key=lambda p: p.rate_rps,
     )
-    if not usable:
-        return block
-    # errors[c][i]: squared log ratio of simulated to measured p90, CV_GRID[c] at level i
-    errors = [
+
+
+def log_errors(
+    block: ServerModel, points: Sequence[RatePoint], shares: np.ndarray
+) -> list[list[float]]:
+    """errors[c][i]: |log(simulated / measured p90)| at level i with CV_GRID[c]."""
+    return [
         [
-            math.log(simulated_p90_ms(_fixed(block, cv), shares, p.rate_rps) / p.p90_ms) ** 2
-            for p in usable
+            abs(math.log(simulated_p90_ms(_fixed(block, cv), shares, p.rate_rps) / p.p90_ms))
+            for p in points
         ]
         for cv in CV_GRID
     ]
-    overall = min(range(len(CV_GRID)), key=lambda c: (sum(errors[c]), c))
-    table: list[tuple[float, float]] = []
-    for i, point in enumerate(usable):
-        best = min(range(len(CV_GRID)), key=lambda c: (errors[c][i], c))
-        floor = table[-1][1] if table else 0.0
-        table.append((point.rate_rps, max(CV_GRID[best], floor)))
-    return replace(block, service_cv=CV_GRID[overall], service_cv_by_rate=tuple(table))
+
+
+def running_max_indices(errors: Sequence[Sequence[float]]) -> list[int]:
+    """Each level's own best grid index (ties to the smaller spread), never below the
+    previous level's: the spread never falls as the rate rises.
+
+    Measured against the non-decreasing table of least summed error (isotonic regression,
+    which lets the levels around one far-off level outvote it): over the six stored
+    validation runs it put 7 more straight points and 2 fewer routed ones within ±25 %,
+    but under-predicted more often (measured above 1.25x the prediction at 38 points of 108
+    against 30); a plan's promise is the SLO, so the running maximum stays
+    (``benchmarks/refit_validation.py``, docs/plan.md)."""
+    chosen: list[int] = []
+    for level in range(len(errors[0]) if errors else 0):
+        best = min(range(len(errors)), key=lambda c: (errors[c][level], c))
+        chosen.append(max(best, chosen[-1]) if chosen else best)
+    return chosen
 
 
 def _fixed(block: ServerModel, cv: float) -> ServerModel:
