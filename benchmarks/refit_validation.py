@@ -5,8 +5,8 @@ through the router, the server is simulated again from that run's own profile of
 path (the 8, 24 or 64-copy entry, Zipf 1.0 over the copies, at the point's rate) with
 three fits of the service spread to the same profile levels, and compared with the point's
 measured p90: one spread for every rate (``service_cv``); each level's own spread made
-non-decreasing by a running maximum (``profile.fit``'s table); and the non-decreasing table
-of least absolute log error (isotonic regression, measured and not kept: docs/plan.md). Same
+non-decreasing by a running maximum (the table before); and the non-decreasing table of
+least absolute log error (isotonic regression, ``profile.fit``'s table now). Same
 measurements, predictions recomputed: what the fit changes, independent of the VM's
 run-to-run spread. Each point also gets the profile's own p90 at its rate (between the
 levels that answered), so a miss splits into host (measured / profiled) and fit.
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from inferpack.plan.formats import RatePoint
 from inferpack.plan.server_model import ServerModel, parse_server_model
 from inferpack.profile.fit import (
     CV_GRID,
+    isotonic_indices,
     log_errors,
     running_max_indices,
     simulated_p90_ms,
@@ -44,6 +44,7 @@ RUNS = (
     "validate_simulate_run2.json",
     "validate_simulate_run3.json",
     "validate_simulate_run4.json",
+    "validate_simulate_run5.json",
     "validate_simulate_count8_diag.json",
     "validate_simulate_count8_fill.json",
 )
@@ -73,28 +74,6 @@ def _block(raw: dict[str, Any]) -> ServerModel:
 def _points(raw: list[dict[str, Any]]) -> list[RatePoint]:
     keys = ("rate_rps", "achieved_rps", "p50_ms", "p90_ms", "p99_ms", "error_pct")
     return [RatePoint(*(float(p[k]) for k in keys)) for p in raw]
-
-
-def isotonic_indices(errors: list[list[float]]) -> list[int]:
-    """The non-decreasing choice of grid index per level with the least summed absolute
-    log error (isotonic regression in L1, by dynamic programming over the grid): one level
-    far off its neighbours is outvoted by them. Ties go to the smaller spread."""
-    grid, levels = len(errors), len(errors[0])
-    cost = [errors[c][0] for c in range(grid)]  # least error of levels 0..i, level i at c
-    back: list[list[int]] = []  # back[i - 1][c]: level i - 1's index when level i is at c
-    for i in range(1, levels):
-        best, arg, step, new_cost = math.inf, 0, [], []
-        for c in range(grid):
-            if cost[c] < best:
-                best, arg = cost[c], c
-            step.append(arg)
-            new_cost.append(best + errors[c][i])
-        back.append(step)
-        cost = new_cost
-    chosen = [min(range(grid), key=lambda c: (cost[c], c))]
-    for step in reversed(back):
-        chosen.append(step[chosen[-1]])
-    return chosen[::-1]
 
 
 def fits(raw_profile: dict[str, Any], shares: Any) -> dict[str, ServerModel]:

@@ -43,7 +43,7 @@ def profile(
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per request.")] = 1,
     duration_s: Annotated[
         float, typer.Option(min=0.3, help="Measured seconds per rate (3 windows).")
-    ] = 6.0,
+    ] = 20.0,
     warmup_s: Annotated[float, typer.Option(min=0.0, help="Unmeasured seconds per rate.")] = 1.0,
     start_rps: Annotated[float, typer.Option(min=0.001, help="First rate tried.")] = 10.0,
     max_rps: Annotated[float, typer.Option(min=0.001, help="Highest rate ever offered.")] = (

@@ -10,9 +10,10 @@ high-load p90 too low.
 So the profile fits it: for each CV on a grid, simulate the measured levels themselves
 (the same copies, traffic split and rates, the block's curve, workers, frontend and
 overhead) and keep the CV whose simulated p90s are closest to the measured ones, in
-squared log ratio, over the levels that answered their rate (``service_cv``); and, level
-by level, the CV closest to that level's own p90, made non-decreasing in the rate
-(``service_cv_by_rate``, what the simulations use at a server's rate). One CV for every
+squared log ratio, over the levels that answered their rate (``service_cv``); and a CV
+per level, non-decreasing in the rate, the sequence closest to the levels' own p90s in
+summed absolute log ratio (``service_cv_by_rate``, what the simulations use at a server's
+rate; :func:`isotonic_indices`). One CV for every
 level fits the middle ones and overstates the light ones: on the 2-core VM, the measured
 p90 at 30 % of capacity was 0.61 to 0.86 of the prediction with one CV, 0.76 to 1.2 with
 the table (docs/plan.md). The fit uses only the profile's own measurement; how well it
@@ -70,7 +71,7 @@ def fit_service_cv(
     overall = min(range(len(CV_GRID)), key=lambda c: (sum(e**2 for e in errors[c]), c))
     table = tuple(
         (point.rate_rps, CV_GRID[c])
-        for point, c in zip(usable, running_max_indices(errors), strict=True)
+        for point, c in zip(usable, isotonic_indices(errors), strict=True)
     )
     return replace(block, service_cv=CV_GRID[overall], service_cv_by_rate=table)
 
@@ -100,16 +101,43 @@ def log_errors(
     ]
 
 
-def running_max_indices(errors: Sequence[Sequence[float]]) -> list[int]:
-    """Each level's own best grid index (ties to the smaller spread), never below the
-    previous level's: the spread never falls as the rate rises.
+def isotonic_indices(errors: Sequence[Sequence[float]]) -> list[int]:
+    """The non-decreasing choice of grid index per level with the least summed error
+    (isotonic regression in absolute log error, by dynamic programming over the grid): one
+    level far off its neighbours, either way, is outvoted by them. Ties go to the smaller
+    spread.
 
-    Measured against the non-decreasing table of least summed error (isotonic regression,
-    which lets the levels around one far-off level outvote it): over the six stored
-    validation runs it put 7 more straight points and 2 fewer routed ones within ±25 %,
-    but under-predicted more often (measured above 1.25x the prediction at 38 points of 108
-    against 30); a plan's promise is the SLO, so the running maximum stays
-    (``benchmarks/refit_validation.py``, docs/plan.md)."""
+    Chosen over each level's own best made non-decreasing by a running maximum (the table
+    before): the maximum of noisy levels grows with their number, so more levels (fill
+    levels) made the predictions worse. Over the seven stored validation runs
+    (``benchmarks/refit_validation.py``, docs/plan.md) this table puts 75 of 132 points
+    within ±25 % against 66, with the median measured / predicted 1.02 straight and 1.08
+    through the router against 0.91 and 0.99; its misses lean the other way (measured above
+    1.25x the prediction at 40 points against 32), which the planner's ``--headroom`` is
+    for."""
+    grid, levels = len(errors), len(errors[0]) if errors else 0
+    if not levels:
+        return []
+    cost = [errors[c][0] for c in range(grid)]  # least error of levels 0..i, level i at c
+    back: list[list[int]] = []  # back[i - 1][c]: level i - 1's index when level i is at c
+    for i in range(1, levels):
+        best, arg, step, new_cost = math.inf, 0, [], []
+        for c in range(grid):
+            if cost[c] < best:
+                best, arg = cost[c], c
+            step.append(arg)
+            new_cost.append(best + errors[c][i])
+        back.append(step)
+        cost = new_cost
+    chosen = [min(range(grid), key=lambda c: (cost[c], c))]
+    for step in reversed(back):
+        chosen.append(step[chosen[-1]])
+    return chosen[::-1]
+
+
+def running_max_indices(errors: Sequence[Sequence[float]]) -> list[int]:
+    """Each level's own best grid index, never below the previous level's (the table before
+    :func:`isotonic_indices`; kept for ``benchmarks/refit_validation.py``'s comparison)."""
     chosen: list[int] = []
     for level in range(len(errors[0]) if errors else 0):
         best = min(range(len(errors)), key=lambda c: (errors[c][level], c))

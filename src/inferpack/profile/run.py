@@ -58,7 +58,11 @@ class ProfileSpec:
     models_per_server: int = 1
     transport: str = "http-binary"  # http-binary | grpc
     batch_size: int = 1
-    duration_s: float = 6.0
+    # Measured seconds per level (was 6): 3.3x the requests behind each p90. With 20 s
+    # levels the [11] validation's profiles agreed with the same server measured later at
+    # 17 of 24 points, against 9 to 12 of 24 in four runs with 6 s ones (docs/plan.md,
+    # "Level length").
+    duration_s: float = 20.0
     warmup_s: float = 1.0
     workers: int = 1
     cpu_threads: int | None = None

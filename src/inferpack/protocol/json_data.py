@@ -179,14 +179,25 @@ def _simd_floats(piece: bytearray) -> Tensor | None:
         parser = _PARSERS.parser = simdjson.Parser()
     try:
         document = parser.parse(piece)
-        try:
-            if not isinstance(document, simdjson.Array):
-                return None
-            return np.frombuffer(document.as_buffer(of_type="d"), dtype=np.float64)
-        finally:
-            del document  # the parser refuses to parse again while a document lives
     except (TypeError, ValueError):
         return None
+    try:
+        return simd_doubles(document)
+    finally:
+        del document  # the parser refuses to parse again while a document lives
+
+
+def simd_doubles(array: Any) -> Tensor | None:
+    """A parsed simdjson array of numbers as one buffer of doubles; None for anything else
+    (not an array, a value that is not a number; as_buffer flattens nested arrays, so a
+    count other than the array's own length means it was nested)."""
+    if not isinstance(array, simdjson.Array):
+        return None
+    try:
+        values = np.frombuffer(array.as_buffer(of_type="d"), dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return values if len(values) == len(array) else None
 
 
 def _store(out: Tensor, at: int, values: list[Any] | Tensor, datatype: str, name: str) -> None:

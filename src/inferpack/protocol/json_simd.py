@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from inferpack.protocol.json_data import simd_doubles
+
 try:
     import simdjson
 except ImportError:  # pragma: no cover - a dependency; the general path reads every body
@@ -49,18 +51,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, simdjson.Object):
         return value.as_dict()
     return value
-
-
-def _flat_doubles(data: Any) -> np.ndarray | None:
-    """A flat array of numbers as doubles; None for anything else (as_buffer flattens
-    nested arrays, so its length must be the array's own)."""
-    if not isinstance(data, simdjson.Array):
-        return None
-    try:
-        values = np.frombuffer(data.as_buffer(of_type="d"), dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    return values if len(values) == len(data) else None
 
 
 def read_float_body(
@@ -105,7 +95,7 @@ def _read(
         parameters = fields.get("parameters")
         if isinstance(parameters, dict) and "binary_data_size" in parameters:
             return None
-        values = _flat_doubles(item.get("data"))
+        values = simd_doubles(item.get("data"))
         if values is None:
             return None
         items.append(fields)
