@@ -2,10 +2,10 @@
 
 One `serve --cpu-threads 1` of 8 small-cnn models (the validation's server), one Zipf(1.0)
 demand at a fixed rate, measured again and again by `loadtest --demand` (3 s of warm-up
-each), alternating short windows (the profile's default level, 6 s) and long ones (the
-validation's points, 20 s); before each, the validation's host probe. No prediction is
-involved: the spread of these p90s is what any prediction from one measurement to another
-must live with on this host.
+each), alternating short windows (6 s, the profile's level length before) and long ones
+(20 s, the validation's points and the profile's level length now); before each, the
+validation's host probe. No prediction is involved: the spread of these p90s is what any
+prediction from one measurement to another must live with on this host.
 
     python -m benchmarks.p90_noise [--rate-rps 540] [--windows 6,6,20,...]
 """

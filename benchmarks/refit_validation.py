@@ -57,11 +57,6 @@ PATHS = {
 }
 
 
-class _Profile:
-    def __init__(self, points: list[RatePoint]) -> None:
-        self.points = points
-
-
 def _block(raw: dict[str, Any]) -> ServerModel:
     server = {**raw, "batch_service_ms": {int(k): v for k, v in raw["batch_service_ms"].items()}}
     server.pop("service_cv_by_rate", None)
@@ -107,7 +102,7 @@ def refit(run: dict[str, Any]) -> dict[str, Any]:
                 cache[count] = fits(profiles[count], shares)
             rate = point[rate_key]
             measured = point[measured_key]["p90_ms"]
-            profiled = profiled_p90_ms(_Profile(_points(profiles[count]["points"])), rate)
+            profiled = profiled_p90_ms(_points(profiles[count]["points"]), rate)
             row: dict[str, Any] = {
                 "path": path, "models": count, "utilization": point["utilization"],
                 "rate_rps": rate, "measured_p90_ms": measured, "profiled_p90_ms": profiled,

@@ -35,6 +35,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from inferpack.plan.formats import (
     ModelShare,
     Plan,
     PlanSummary,
+    RatePoint,
     ServerPlan,
     read_profiles,
     write_plan,
@@ -180,12 +182,12 @@ def _wait(log: Path, process: subprocess.Popen[str]) -> str:
     raise RuntimeError(f"the server did not start:\n{log.read_text()}")
 
 
-def profiled_p90_ms(profile: Any, rate_rps: float) -> float | None:
+def profiled_p90_ms(levels: Sequence[RatePoint], rate_rps: float) -> float | None:
     """The profile's own measured p90 at ``rate_rps`` (interpolated in the rate between the
     levels that answered it, the ones the fit uses; None outside them). Beside the
     prediction it splits a miss in two: measured / profiled is the host and harness (the
     same server and rate an hour apart), profiled / predicted the model's fit."""
-    points = usable_points(profile.points)
+    points = usable_points(levels)
     if not points or not points[0].rate_rps <= rate_rps <= points[-1].rate_rps:
         return None
     rates = [p.rate_rps for p in points]
@@ -229,8 +231,8 @@ def main() -> None:
     parser.add_argument("--utilizations", default="0.3,0.6,0.8,0.9")
     parser.add_argument("--duration-s", type=float, default=20.0)
     parser.add_argument("--no-router", action="store_true")
-    # Seconds per profile level (3 windows). Runs 1-4 used 6 (the profile's default): one
-    # server at one rate measured p90s 25 % apart in 6 s levels, 10 % in 20 s (docs/plan.md).
+    # Seconds per profile level (3 windows). Runs 1-4 used 6 (the profile's default then),
+    # runs 5-6 20 (docs/plan.md, "Level length").
     parser.add_argument("--profile-duration-s", type=float, default=20.0)
     args = parser.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
@@ -263,7 +265,9 @@ def main() -> None:
                     "utilization": share,
                     "rate_rps": round(sum(rates.values()), 2),
                     "planned_p90_ms": planned_p90_ms(profiles, rates),
-                    "profiled_p90_ms": profiled_p90_ms(family.at(count), sum(rates.values())),
+                    "profiled_p90_ms": profiled_p90_ms(
+                        family.at(count).points, sum(rates.values())
+                    ),
                     "simulated_p90_ms": simulate(plan, profiles, demand, folder / "s.json", 0, 0),
                 }
                 row["host_probe_ms"] = host_probe_ms()
@@ -323,7 +327,7 @@ def routed_point(
     simulated = simulate(plan, profiles, demand, folder / "s.json", 0, 0)
     probe = host_probe_ms()
     routed = measure_routed(repo, plan, prices, demand, folder / "lt.json", duration_s)
-    profiled = profiled_p90_ms(family.at(count), sum(rates.values()))
+    profiled = profiled_p90_ms(family.at(count).points, sum(rates.values()))
     return {
         "routed_rate_rps": round(sum(rates.values()), 2),
         "routed_host_probe_ms": probe,
