@@ -10,9 +10,12 @@ least absolute log error (isotonic regression, ``profile.fit``'s table now). Sam
 measurements, predictions recomputed: what the fit changes, independent of the VM's
 run-to-run spread. Each point also gets the profile's own p90 at its rate (between the
 levels that answered), so a miss splits into host (measured / profiled) and fit.
-Writes benchmarks/results/refit_validation.json.
+Every simulated p90 is the planner's (``plan.tail.server_p90_ms``): replications until
+their p90s agree; ``--max-replications 1`` predicts with one 20 s run per point, as the
+planner did before, for comparison.
+Writes benchmarks/results/refit_validation.json (refit_validation_one_replication.json).
 
-python -m benchmarks.refit_validation [RUN.json ...]
+python -m benchmarks.refit_validation [RUN.json ...] [--max-replications N]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 from benchmarks.common import write_result
 from benchmarks.validate_simulate import profiled_p90_ms
+from inferpack.plan import tail
 from inferpack.plan.formats import RatePoint
 from inferpack.plan.server_model import ServerModel, parse_server_model
 from inferpack.profile.fit import (
@@ -47,6 +51,7 @@ RUNS = (
     "validate_simulate_run5.json",
     "validate_simulate_count8_diag.json",
     "validate_simulate_count8_fill.json",
+    "validate_simulate_run6.json",
 )
 BAND = 0.25
 FITS = ("one_cv", "running_max", "isotonic")
@@ -132,8 +137,20 @@ def refit(run: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("runs", nargs="*", default=[str(RESULTS / name) for name in RUNS])
+    parser.add_argument(
+        "--max-replications",
+        type=int,
+        default=tail.MAX_REPLICATIONS,
+        help="replications per simulated p90 at most (1: the single run of before; the "
+        "result is then written to refit_validation_one_replication.json)",
+    )
     args = parser.parse_args()
-    result: dict[str, Any] = {"method": (__doc__ or "").split("\n\n")[1], "runs": {}}
+    tail.MAX_REPLICATIONS = args.max_replications
+    result: dict[str, Any] = {
+        "method": (__doc__ or "").split("\n\n")[1],
+        "max_replications": args.max_replications,
+        "runs": {},
+    }
     totals: dict[str, int] = {}
     for path in map(Path, args.runs):
         refitted = refit(json.loads(path.read_text()))
@@ -144,7 +161,8 @@ def main() -> None:
         print(path.name, refitted["within_25pct"], refitted["points_per_path"], flush=True)
     result["totals"] = totals
     print("totals", totals)
-    print(write_result("refit_validation.json", result))
+    name = "refit_validation" + ("_one_replication" if args.max_replications == 1 else "")
+    print(write_result(f"{name}.json", result))
 
 
 if __name__ == "__main__":

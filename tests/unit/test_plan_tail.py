@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
+from inferpack.plan import tail
 from inferpack.plan.formats import Demand, Profile
 from inferpack.plan.packing import Bin, bin_usage
 from inferpack.plan.problem import PlanOptions, ServerType, build_problem
 from inferpack.plan.server_model import ServerModel
 from inferpack.plan.solve import make_plan
-from inferpack.plan.tail import enforce_tail, simulated_p90_ms
+from inferpack.plan.tail import enforce_tail, server_p90_ms, sim_model, simulated_p90_ms
 
 # Batching is worth a lot (8 rows in 12 ms, one in 8 ms): capacity_rps (500) was measured
 # with the batches full. Forty models at 10 req/s each batch alone most of the time.
@@ -77,3 +80,47 @@ def test_past_the_time_limit_servers_are_kept_unchecked_with_a_note() -> None:
         "predicted_p90_ms is read from the profiles' points)"
     ]
     assert len(plan.servers) > 1  # with time, the same server is split
+
+
+# Near capacity (about 85 % busy) a 20 s replication's p90 varies by 1.4x between seeds.
+BUSY = ServerModel(1, 0.05, 16, 0, 1, ((1, 1.0), (16, 10.0)), service_cv=1.25)
+SHARES = (0.5, 0.3, 0.2)
+
+
+def _p90s(rate_rps: float, seeds: range) -> list[float]:
+    rates = [rate_rps * share for share in SHARES]
+    models = [sim_model(str(i), r, BUSY) for i, r in enumerate(rates)]
+    found = [server_p90_ms(BUSY, models, rates, 20.0, seed) for seed in seeds]
+    assert all(p is not None for p in found)
+    return [p for p in found if p is not None]
+
+
+def test_a_busy_server_is_simulated_until_its_p90_no_longer_depends_on_the_seed() -> None:
+    p90s = _p90s(1000.0, range(0, 600, 100))
+    assert max(p90s) / min(p90s) < 1.2  # one replication per seed: 1.41
+
+
+def test_one_replication_per_seed_is_what_the_replications_fix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(tail, "MAX_REPLICATIONS", 1)
+    p90s = _p90s(1000.0, range(0, 600, 100))
+    assert max(p90s) / min(p90s) > 1.25
+
+
+def test_a_lightly_loaded_server_stops_after_a_few_replications_a_busy_one_runs_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runs: list[int] = []
+    real = tail.simulate_server
+
+    def counted(*args: object, **kwargs: object) -> object:
+        runs.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tail, "simulate_server", counted)
+    _p90s(100.0, range(1))
+    light = len(runs)
+    runs.clear()
+    _p90s(1000.0, range(1))
+    assert tail.MIN_REPLICATIONS <= light <= 3 < len(runs) <= tail.MAX_REPLICATIONS
