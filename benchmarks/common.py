@@ -279,6 +279,21 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def host_cpu_ticks() -> tuple[int, int, int]:
+    """(busy, idle + iowait, steal) clock ticks of the whole machine so far, from
+    /proc/stat's first line; differences over an interval give its busy and stolen shares."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    return user + nice + system + irq + softirq, idle + iowait, steal
+
+
+def host_shares(before: tuple[int, int, int], after: tuple[int, int, int]) -> dict[str, float]:
+    """The machine's busy and stolen shares of its CPU time between two host_cpu_ticks()."""
+    busy, idle, steal = (b - a for a, b in zip(before, after, strict=True))
+    total = max(busy + idle + steal, 1)
+    return {"host_busy_share": round(busy / total, 3), "host_steal_share": round(steal / total, 4)}
+
+
 def write_result(name: str, result: dict[str, object]) -> Path:
     out = ROOT / "benchmarks" / "results" / name
     out.parent.mkdir(parents=True, exist_ok=True)

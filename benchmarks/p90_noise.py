@@ -5,7 +5,10 @@ demand at a fixed rate, measured again and again by `loadtest --demand` (3 s of 
 each), alternating short windows (6 s, the profile's level length before) and long ones
 (20 s, the validation's points and the profile's level length now); before each, the
 validation's host probe. No prediction is involved: the spread of these p90s is what any
-prediction from one measurement to another must live with on this host.
+prediction from one measurement to another must live with on this host. Each measurement
+is the validation's (validate_simulate._level): exactly its window, the p90 over raw
+latencies; the stored p90_noise.json predates that (loadtest's until-stable windows, up to
+3.3x the window when unstable, and p90s from the per-model histograms).
 
     python -m benchmarks.p90_noise [--rate-rps 540] [--windows 6,6,20,...]
 """

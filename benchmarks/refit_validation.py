@@ -52,6 +52,7 @@ RUNS = (
     "validate_simulate_count8_diag.json",
     "validate_simulate_count8_fill.json",
     "validate_simulate_run6.json",
+    "validate_simulate_run7.json",
 )
 BAND = 0.25
 FITS = ("one_cv", "running_max", "isotonic")

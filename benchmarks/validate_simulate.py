@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from benchmarks.common import process_cpu_s, write_result
+from benchmarks.common import host_cpu_ticks, host_shares, process_cpu_s, write_result
 from benchmarks.fleet_local import INSTANCE, catalog, cli, run, start_fleet
 from benchmarks.many_models import build_repository
 from inferpack.loadtest.histogram import pooled_percentile_ms
@@ -120,6 +120,15 @@ def _level(out: Path) -> dict[str, Any]:
     }
 
 
+def _measured(url: str, demand: Path, out: Path, duration_s: float) -> dict[str, Any]:
+    """_loadtest, then _level, with the machine's busy and stolen CPU shares over it (the
+    load generator's warm-up and start included): two cores shared by the server, the
+    router and the load generator, and whatever else the host runs."""
+    before = host_cpu_ticks()
+    _loadtest(url, demand, out, duration_s)
+    return {**_level(out), **host_shares(before, host_cpu_ticks())}
+
+
 def _loadtest(url: str, demand: Path, out: Path, duration_s: float) -> None:
     """Exactly ``duration_s`` measured (3 windows), as a profile level is. With loadtest's
     default (until 3 windows agree, at most 10) a point ran 20 s when calm and 67 s when a
@@ -139,11 +148,11 @@ def measure_direct(repo: Path, names: list[str], demand: Path, out: Path, durati
     with log.open("w") as sink:
         server = subprocess.Popen(cli(*args), stdout=sink, stderr=sink, text=True)
     try:
-        _loadtest(_wait(log, server), demand, out, duration_s)
+        level = _measured(_wait(log, server), demand, out, duration_s)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
-    return _level(out)
+    return level
 
 
 def measure_routed(
@@ -153,12 +162,11 @@ def measure_routed(
     try:
         _wait_ready(router)
         before = process_cpu_s(fleet.pid)
-        _loadtest(router, demand, out, duration_s)
+        level = _measured(router, demand, out, duration_s)
         router_cpu_s = process_cpu_s(fleet.pid) - before
     finally:
         fleet.send_signal(signal.SIGTERM)
         fleet.wait(timeout=120)
-    level = _level(out)
     # Every request went through the router, the 3 s of warm-up at the same rate included.
     sent = level["requests"] + level["throughput_rps"] * WARMUP_S
     level["router_cpu_ms_per_request"] = round(1e3 * router_cpu_s / max(sent, 1), 4)
@@ -199,7 +207,8 @@ def profiled_p90_ms(levels: Sequence[RatePoint], rate_rps: float) -> float | Non
     prediction it splits a miss in two: measured / profiled is the host and harness (the
     same server and rate an hour apart), profiled / predicted the model's fit."""
     points = usable_points(levels)
-    if not points or not points[0].rate_rps <= rate_rps <= points[-1].rate_rps:
+    slack = 1e-9 * rate_rps  # 0.3 x 575 is 172.49999999999997, the level is at 172.5
+    if not points or not points[0].rate_rps - slack <= rate_rps <= points[-1].rate_rps + slack:
         return None
     rates = [p.rate_rps for p in points]
     return round(float(np.interp(rate_rps, rates, [p.p90_ms for p in points])), 3)
