@@ -6,9 +6,8 @@ each), alternating short windows (6 s, the profile's level length before) and lo
 (20 s, the validation's points and the profile's level length now); before each, the
 validation's host probe. No prediction is involved: the spread of these p90s is what any
 prediction from one measurement to another must live with on this host. Each measurement
-is the validation's (validate_simulate._level): exactly its window, the p90 over raw
-latencies; the stored p90_noise.json predates that (loadtest's until-stable windows, up to
-3.3x the window when unstable, and p90s from the per-model histograms).
+is the validation's (validate_simulate._measured): exactly its window, the p90 over raw
+latencies, and the machine's busy and stolen CPU shares over it.
 
     python -m benchmarks.p90_noise [--rate-rps 540] [--windows 6,6,20,...]
 """
@@ -28,8 +27,7 @@ from benchmarks.common import write_result
 from benchmarks.fleet_local import cli
 from benchmarks.many_models import build_repository
 from benchmarks.validate_simulate import (
-    _level,
-    _loadtest,
+    _measured,
     _wait,
     host_probe_ms,
     write_inputs,
@@ -79,10 +77,10 @@ def main() -> None:
             for index, window_s in enumerate(windows):
                 probe = host_probe_ms()
                 out = root / f"window-{index}.json"
-                _loadtest(url, demand, out, window_s)
-                level = _level(out)
-                row = {"window_s": window_s, "host_probe_ms": probe,
-                       **{k: level[k] for k in ("p50_ms", "p90_ms", "throughput_rps")}}  # fmt: skip
+                level = _measured(url, demand, out, window_s)
+                keys = ("p50_ms", "p90_ms", "throughput_rps", "measured_s", "host_busy_share",
+                        "host_steal_share")  # fmt: skip
+                row = {"window_s": window_s, "host_probe_ms": probe, **{k: level[k] for k in keys}}
                 rows.append(row)
                 print(row, flush=True)
         finally:
