@@ -108,14 +108,16 @@ def _level(out: Path) -> dict[str, Any]:
     from the per-model histograms pooled (steps of 5-10 %)."""
     level = json.loads(out.read_text())["levels"][0]
     stats = [s for s in level["per_model"].values() if s["requests"]]
+    errors = sum(level["errors"].values())
+    answered = level["requests"] - errors  # throughput_rps counts only these
     return {
         "p50_ms": level["latency_ms"]["p50"],
         "p90_ms": level["latency_ms"]["p90"],
         "p90_histogram_ms": pooled_percentile_ms([s["latency_histogram"] for s in stats], 90),
         "throughput_rps": level["throughput_rps"],
-        "requests": sum(s["requests"] for s in stats),
-        "errors": sum(s["errors"] for s in stats),
-        "measured_s": round(level["requests"] / max(level["throughput_rps"], 1e-9), 1),
+        "requests": level["requests"],
+        "errors": errors,
+        "measured_s": round(answered / max(level["throughput_rps"], 1e-9), 1),
         "stable": level["stable"],
     }
 
