@@ -315,6 +315,7 @@ def main() -> None:
     summary = {
         key: f"{sum(1 for r in rows if r.get(key) and BAND[0] <= r[key] <= BAND[1])}/{len(rows)}"
         for key in keys
+        if any(key in r for r in rows)  # --no-router: no routed ratios to count
     }
     out = write_result(
         args.output_name,
