@@ -15,6 +15,10 @@
         router) + loadtest --demand to the router (pooled p90 over the models), with the
         router's CPU per request (its process's CPU seconds / requests)
     ratio = measured / predicted; the acceptance band is 0.75 .. 1.25
+    service ratio = the point's own batches (the server's statistics over the measurement)
+        against the profile's batch curve for the same sizes: the host's speed then,
+        against when profiled; adjusted = the planner's p90 from the profile with its batch
+        curve times that ratio: with the host's speed known, is the latency model right?
     profiled = the profile's own measured p90 at that rate (between its levels): measured /
         profiled is the host and the harness (same server, same rate, later), profiled /
         predicted the fit; a miss is one or the other
@@ -60,6 +64,7 @@ from inferpack.plan.formats import (
 )
 from inferpack.plan.problem import PlanOptions, ServerType, build_problem
 from inferpack.plan.tail import simulated_p90_ms
+from inferpack.profile.calibrate import COMPUTE, request_times_ms
 from inferpack.profile.fit import usable_points
 
 SLO_MS = 50.0
@@ -125,10 +130,84 @@ def _level(out: Path) -> dict[str, Any]:
 def _measured(url: str, demand: Path, out: Path, duration_s: float) -> dict[str, Any]:
     """_loadtest, then _level, with the machine's busy and stolen CPU shares over it (the
     load generator's warm-up and start included): two cores shared by the server, the
-    router and the load generator, and whatever else the host runs."""
+    router and the load generator, and whatever else the host runs; and the server's own
+    batch service curve over the point (its statistics extension, through the router when
+    routed: it sums its servers')."""
+    stats_before = _get_json(f"{url}/v2/models/stats")
     before = host_cpu_ticks()
     _loadtest(url, demand, out, duration_s)
-    return {**_level(out), **host_shares(before, host_cpu_ticks())}
+    shares = host_shares(before, host_cpu_ticks())
+    stats_after = _get_json(f"{url}/v2/models/stats")
+    names = [model["name"] for model in stats_after.get("model_stats", [])]
+    frontend_ms, _ = request_times_ms(stats_before, stats_after, names)
+    return {**_level(out), **shares, "batch_service": service_delta(stats_before, stats_after),
+            "server_frontend_ms": frontend_ms}  # fmt: skip
+
+
+def _get_json(url: str) -> Any:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+def service_delta(before: Any, after: Any) -> dict[int, tuple[int, float]]:
+    """Per batch size, (batches, mean ms of one) computed between two stats documents, over
+    every model: the curve the point's server actually ran, beside the profile's."""
+
+    def totals(document: Any) -> dict[int, list[int]]:
+        sums: dict[int, list[int]] = {}
+        for model in document.get("model_stats", []):
+            for row in model.get("batch_stats", []):
+                entry = sums.setdefault(int(row["batch_size"]), [0, 0])
+                entry[0] += int((row.get("compute_infer") or {}).get("count", 0))
+                entry[1] += sum(int((row.get(key) or {}).get("ns", 0)) for key in COMPUTE)
+        return sums
+
+    start, end = totals(before), totals(after)
+    curve = {}
+    for size, (count, ns) in sorted(end.items()):
+        count0, ns0 = start.get(size, [0, 0])
+        if count > count0:
+            curve[size] = (count - count0, round((ns - ns0) / (count - count0) / 1e6, 4))
+    return curve
+
+
+def service_ratio(measured: dict[int, tuple[int, float]], profiled: Any) -> float | None:
+    """The point's batches against the profile's curve for the same sizes: total measured
+    compute / total the profile's curve gives those batches (sizes it lacks interpolated).
+    Above 1 the server computed slower than when profiled: the host, not the queueing."""
+    if profiled is None or not measured:
+        return None
+    sizes, times = zip(*profiled.batch_service_ms, strict=True)
+    spent = sum(count * ms for count, ms in measured.values())
+    expected = sum(count * float(np.interp(b, sizes, times)) for b, (count, _) in measured.items())
+    return round(spent / expected, 4) if expected > 0 else None
+
+
+def scaled_profiles(profiles: Path, factor: float, out: Path) -> Path:
+    """``profiles`` with every server block's batch curve times ``factor``: the profile as it
+    would have measured a host that computed at the point's speed (the spread fit kept)."""
+    document = yaml.safe_load(profiles.read_text())
+    for entry in document["profiles"]:
+        curve = (entry.get("server") or {}).get("batch_service_ms")
+        if curve:
+            entry["server"]["batch_service_ms"] = {b: ms * factor for b, ms in curve.items()}
+    out.write_text(yaml.safe_dump(document, sort_keys=False))
+    return out
+
+
+def host_adjusted(
+    measured: dict[str, Any], profile: Any, profiles: Path, rates: dict[str, float], out: Path
+) -> dict[str, Any]:
+    """The point's service ratio and the planner's p90 again from the profile scaled by it:
+    with the host's speed at the point known, is the latency model right?"""
+    ratio = service_ratio(measured["batch_service"], profile.server)
+    if ratio is None:
+        return {"service_ratio": None, "adjusted_planned_p90_ms": None, "adjusted_ratio": None}
+    adjusted = planned_p90_ms(scaled_profiles(profiles, ratio, out), rates)
+    return {"service_ratio": ratio, "adjusted_planned_p90_ms": adjusted,
+            "adjusted_ratio": _within(measured["p90_ms"], adjusted)}  # fmt: skip
 
 
 def _loadtest(url: str, demand: Path, out: Path, duration_s: float) -> None:
@@ -294,13 +373,8 @@ def main() -> None:
                     ),
                     "simulated_p90_ms": simulate(plan, profiles, demand, folder / "s.json", 0, 0),
                 }
-                row["host_probe_ms"] = host_probe_ms()
-                direct = measure_direct(repo, list(rates), demand, folder / "d.json",
-                                        args.duration_s)  # fmt: skip
-                row["direct"] = direct
-                row["direct_ratio_sim"] = _within(direct["p90_ms"], row["simulated_p90_ms"])
-                row["direct_ratio_plan"] = _within(direct["p90_ms"], row["planned_p90_ms"])
-                row["direct_ratio_profiled"] = _within(direct["p90_ms"], row["profiled_p90_ms"])
+                row.update(direct_point(repo, profiles, family.at(count), rates, demand,
+                                        folder, row, args.duration_s))  # fmt: skip
                 if routed_family is not None:
                     row.update(routed_point(root, repo, prices, routed_profiles, routed_family,
                                             count, share, args.duration_s))  # fmt: skip
@@ -311,7 +385,8 @@ def main() -> None:
         if routed_family is not None:
             routed_document = yaml.safe_load(routed_profiles.read_text())
     keys = ("direct_ratio_sim", "direct_ratio_plan", "routed_ratio_sim", "routed_ratio_plan",
-            "direct_ratio_profiled", "routed_ratio_profiled")  # fmt: skip
+            "direct_ratio_profiled", "routed_ratio_profiled", "direct_adjusted_ratio",
+            "routed_adjusted_ratio")  # fmt: skip
     summary = {
         key: f"{sum(1 for r in rows if r.get(key) and BAND[0] <= r[key] <= BAND[1])}/{len(rows)}"
         for key in keys
@@ -331,6 +406,30 @@ def main() -> None:
         },
     )
     print(f"within +-25 %: {summary}; {out}")
+
+
+def direct_point(
+    repo: Path,
+    profiles: Path,
+    profile: Any,
+    rates: dict[str, float],
+    demand: Path,
+    folder: Path,
+    row: dict[str, Any],
+    duration_s: float,
+) -> dict[str, Any]:
+    """One point straight to the server (``row`` holds its predictions)."""
+    probe = host_probe_ms()
+    direct = measure_direct(repo, list(rates), demand, folder / "d.json", duration_s)
+    adjusted = host_adjusted(direct, profile, profiles, rates, folder / "scaled.yaml")
+    return {
+        "host_probe_ms": probe,
+        "direct": direct,
+        "direct_ratio_sim": _within(direct["p90_ms"], row["simulated_p90_ms"]),
+        "direct_ratio_plan": _within(direct["p90_ms"], row["planned_p90_ms"]),
+        "direct_ratio_profiled": _within(direct["p90_ms"], row["profiled_p90_ms"]),
+        **{f"direct_{key}": value for key, value in adjusted.items()},
+    }
 
 
 def routed_point(
@@ -354,7 +453,9 @@ def routed_point(
     probe = host_probe_ms()
     routed = measure_routed(repo, plan, prices, demand, folder / "lt.json", duration_s)
     profiled = profiled_p90_ms(family.at(count).points, sum(rates.values()))
+    adjusted = host_adjusted(routed, family.at(count), profiles, rates, folder / "scaled.yaml")
     return {
+        **{f"routed_{key}": value for key, value in adjusted.items()},
         "routed_rate_rps": round(sum(rates.values()), 2),
         "routed_host_probe_ms": probe,
         "routed_profiled_p90_ms": profiled,
