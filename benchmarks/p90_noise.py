@@ -6,7 +6,7 @@ each), alternating short windows (6 s, the profile's level length before) and lo
 (20 s, the validation's points and the profile's level length now); before each, the
 validation's host probe. No prediction is involved: the spread of these p90s is what any
 prediction from one measurement to another must live with on this host. Each measurement
-is the validation's (validate_simulate._measured): exactly its window, the p90 over raw
+is the validation's (validate_simulate.measure_point): exactly its window, the p90 over raw
 latencies, and the machine's busy and stolen CPU shares over it.
 
     python -m benchmarks.p90_noise [--rate-rps 540] [--windows 6,6,20,...]
@@ -27,8 +27,8 @@ from benchmarks.common import write_result
 from benchmarks.fleet_local import cli
 from benchmarks.many_models import build_repository
 from benchmarks.validate_simulate import (
-    _measured,
-    _wait,
+    measure_point,
+    wait_listening,
     host_probe_ms,
     write_inputs,
     zipf_rates,
@@ -73,11 +73,11 @@ def main() -> None:
         with log.open("w") as sink:
             server = subprocess.Popen(cli(*command), stdout=sink, stderr=sink, text=True)
         try:
-            url = _wait(log, server)
+            url = wait_listening(log, server)
             for index, window_s in enumerate(windows):
                 probe = host_probe_ms()
                 out = root / f"window-{index}.json"
-                level = _measured(url, demand, out, window_s)
+                level = measure_point(url, demand, out, window_s)
                 keys = ("p50_ms", "p90_ms", "throughput_rps", "measured_s", "host_busy_share",
                         "host_steal_share")  # fmt: skip
                 row = {"window_s": window_s, "host_probe_ms": probe, **{k: level[k] for k in keys}}

@@ -30,7 +30,7 @@ import yaml
 
 from benchmarks.common import write_result
 from benchmarks.fleet_local import cli
-from benchmarks.validate_simulate import _wait
+from benchmarks.validate_simulate import wait_listening
 
 SPIN = textwrap.dedent(
     """\
@@ -109,7 +109,7 @@ def measure(repo: Path, spin: str | None, rate_rps: float, duration_s: float, tm
     with log.open("w") as sink:
         server = subprocess.Popen(cli(*args), stdout=sink, stderr=sink, text=True)
     try:
-        url = _wait(log, server)
+        url = wait_listening(log, server)
         busy = None
         if spin:
             busy = _loadtest(url, tmp / f"{spin}.json", "--model", spin, "--concurrency", "2",

@@ -127,7 +127,7 @@ def _level(out: Path) -> dict[str, Any]:
     }
 
 
-def _measured(url: str, demand: Path, out: Path, duration_s: float) -> dict[str, Any]:
+def measure_point(url: str, demand: Path, out: Path, duration_s: float) -> dict[str, Any]:
     """_loadtest, then _level, with the machine's busy and stolen CPU shares over it (the
     load generator's warm-up and start included): two cores shared by the server, the
     router and the load generator, and whatever else the host runs; and the server's own
@@ -229,7 +229,7 @@ def measure_direct(repo: Path, names: list[str], demand: Path, out: Path, durati
     with log.open("w") as sink:
         server = subprocess.Popen(cli(*args), stdout=sink, stderr=sink, text=True)
     try:
-        level = _measured(_wait(log, server), demand, out, duration_s)
+        level = measure_point(wait_listening(log, server), demand, out, duration_s)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
@@ -243,7 +243,7 @@ def measure_routed(
     try:
         _wait_ready(router)
         before = process_cpu_s(fleet.pid)
-        level = _measured(router, demand, out, duration_s)
+        level = measure_point(router, demand, out, duration_s)
         router_cpu_s = process_cpu_s(fleet.pid) - before
     finally:
         fleet.send_signal(signal.SIGTERM)
@@ -269,7 +269,7 @@ def _wait_ready(url: str) -> None:
     raise RuntimeError(f"the router at {url} never became ready")
 
 
-def _wait(log: Path, process: subprocess.Popen[str]) -> str:
+def wait_listening(log: Path, process: subprocess.Popen[str]) -> str:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         text = log.read_text()

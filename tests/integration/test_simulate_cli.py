@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from inferpack.plan.formats import Demand, Profile, write_demand, write_profiles
 from inferpack.plan.server_model import ServerModel
@@ -107,3 +109,36 @@ def test_the_result_opens_in_the_report_with_its_chart(
     assert 'class="document simulation"' in text and 'class="simulation-servers"' in text
     assert "Simulated latency per server vs the plan and the SLO" in text
     assert text.count("data:image/png;base64,") >= 2  # the plan's charts and this one
+
+
+def test_slowdown_margin_plans_for_a_slower_host_and_simulate_replays_one(
+    planned: dict[str, Path], tmp_path: Path
+) -> None:
+    """plan --slowdown-margin: every server still meets the SLO when its batches compute
+    that many times slower (its tolerated_slowdown says so); simulate --slowdown replays
+    such a host, and the plan made without the margin misses the SLO there."""
+    slow_plan = tmp_path / "plan-margin.yaml"
+    done = run(
+        "plan", "--profiles", str(planned["profiles.yaml"]), "--demand", str(planned["demand.csv"]),
+        "--slo-p90-ms", "50", "--slowdown-margin", "3.5", "--output", str(slow_plan),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "slowdown" in done.stderr and re.search(r"x\d\.\d\d", done.stderr)
+    plain, margin = (yaml.safe_load(p.read_text()) for p in (planned["plan.yaml"], slow_plan))
+    assert margin["plan"]["slowdown_margin"] == 3.5
+    assert all(s["tolerated_slowdown"] >= 3.5 / 1.05 for s in margin["servers"])
+    assert min(s["tolerated_slowdown"] for s in plain["servers"]) < 3.5
+    assert len(margin["servers"]) > len(plain["servers"])
+    flags = ("--duration-s", "60", "--slowdown", "3.5")
+    on_plain = _simulate(planned, tmp_path / "plain.json", *flags)
+    assert on_plain["spec"]["slowdown"] == 3.5
+    assert on_plain["fleet"]["servers_over_slo"]
+    done = run(
+        "simulate", str(slow_plan), "--profiles", str(planned["profiles.yaml"]),
+        "--output", str(tmp_path / "margin.json"), *flags,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    on_margin = json.loads((tmp_path / "margin.json").read_text())
+    assert not on_margin["fleet"]["servers_over_slo"]
+    as_profiled = _simulate(planned, tmp_path / "as.json", "--duration-s", "60")
+    assert as_profiled["fleet"]["p90_ms"] < on_plain["fleet"]["p90_ms"]

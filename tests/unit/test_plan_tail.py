@@ -124,3 +124,57 @@ def test_a_lightly_loaded_server_stops_after_a_few_replications_a_busy_one_runs_
     runs.clear()
     _p90s(1000.0, range(1))
     assert tail.MIN_REPLICATIONS <= light <= 3 < len(runs) <= tail.MAX_REPLICATIONS
+
+
+def test_each_server_states_the_slowdown_it_tolerates_and_the_bound_is_tight() -> None:
+    """At its tolerated factor a server still meets the SLO (one replication, as searched);
+    one step slower it misses it; a lighter server tolerates more."""
+    problem = build_problem([_profile(BLOCK)], DEMAND, TYPES, PlanOptions(slo_p90_ms=50.0))
+    light, busy = {0: 1.0, 1: 1.0}, dict.fromkeys(range(8), 1.0)
+    factors = {}
+    for name, members in (("light", light), ("busy", busy)):
+        p90 = simulated_p90_ms(problem, members, 0)
+        assert p90 is not None and p90 <= 50.0
+        factor = tail.tolerated_slowdown(problem, members, 0, 50.0, p90)
+        factors[name] = factor
+        assert 1.0 <= factor < tail.MAX_SLOWDOWN
+        at = simulated_p90_ms(problem, members, 0, factor, replications=1)
+        past = simulated_p90_ms(problem, members, 0, factor * tail.SLOWDOWN_STEP**2, 1)
+        assert at is not None and at <= 50.0
+        assert past is not None and past > 50.0
+    assert factors["light"] > factors["busy"]
+
+
+def test_a_server_over_the_slo_as_profiled_tolerates_less_than_one() -> None:
+    problem = build_problem([_profile(BLOCK)], DEMAND, TYPES, PlanOptions(slo_p90_ms=50.0))
+    everything = dict.fromkeys(range(40), 1.0)
+    p90 = simulated_p90_ms(problem, everything, 0)
+    assert p90 is not None and p90 > 50.0
+    assert tail.tolerated_slowdown(problem, everything, 0, 50.0, p90) < 1.0
+
+
+def test_a_slowdown_margin_buys_servers_that_hold_on_a_slower_host() -> None:
+    plain = make_plan([_profile(BLOCK)], DEMAND, TYPES, PlanOptions(slo_p90_ms=50.0))
+    margin = make_plan(
+        [_profile(BLOCK)], DEMAND, TYPES, PlanOptions(slo_p90_ms=50.0, slowdown_margin=1.5)
+    )
+    assert len(margin.servers) > len(plain.servers)
+    assert margin.plan.slowdown_margin == 1.5
+    problem = build_problem([_profile(BLOCK)], DEMAND, TYPES, PlanOptions(slo_p90_ms=50.0))
+    index = {d.model: m for m, d in enumerate(DEMAND)}
+    for server in margin.servers:
+        members = {index[share.name]: share.rps / 10.0 for share in server.models}
+        slow = simulated_p90_ms(problem, members, 0, 1.5)
+        assert slow is not None and slow <= 50.0
+        # predicted_p90_ms stays the p90 as profiled; the tolerance is the margin or more
+        assert server.predicted_p90_ms == simulated_p90_ms(problem, members, 0)
+        assert server.tolerated_slowdown is not None and server.tolerated_slowdown >= 1.5 / 1.05
+    assert any(s.tolerated_slowdown and s.tolerated_slowdown < 1.5 for s in plain.servers)
+
+
+def test_slowed_scales_the_batch_curve_and_frontend_only() -> None:
+    slow = BLOCK.slowed(2.0)
+    assert slow.batch_service_ms == ((1, 16.0), (8, 24.0))
+    assert slow.frontend_ms == 0.2
+    assert (slow.max_queue_delay_us, slow.service_cv, slow.overhead_ms) == (2000, 0.0, 0.0)
+    assert BLOCK.slowed(1.0) is BLOCK

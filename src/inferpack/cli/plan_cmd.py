@@ -41,6 +41,12 @@ def plan(
         float, typer.Option(min=0.0, help="Memory each server process takes before models.")
     ] = 600.0,
     time_limit_s: Annotated[float, typer.Option(min=0.1, help="Solver time limit.")] = 10.0,
+    slowdown_margin: Annotated[
+        float,
+        typer.Option(
+            min=1.0, help="Servers meet the SLO on a host this many times slower than profiled."
+        ),
+    ] = 1.0,
     previous: Annotated[
         Path | None,
         typer.Option(help="A plan.yaml to change as little as possible (moves listed)."),
@@ -85,6 +91,7 @@ def plan(
             max_compute_utilization=max_compute_utilization,
             time_limit_s=time_limit_s,
             server_overhead_mb=server_overhead_mb,
+            slowdown_margin=slowdown_margin,
         )
         with console.status(f"planning {len(models):,} models on {len(types)} instance types"):
             if previous is not None:
@@ -158,7 +165,8 @@ def _servers_table(result: Any) -> Table:
     more = len(result.servers) - len(shown)
     title = "Servers" + (f" (first {len(shown)} of {len(result.servers)})" if more else "")
     table = Table(title=title)
-    for header in ("server", "type", "models", "req/s", "memory", "compute", "p90 ms"):
+    headers = ("server", "type", "models", "req/s", "memory", "compute", "p90 ms", "slowdown ok")
+    for header in headers:
         table.add_column(header, justify="left" if header in ("server", "type") else "right")
     for server in shown:
         p90 = server.predicted_p90_ms
@@ -170,5 +178,15 @@ def _servers_table(result: Any) -> Table:
             f"{server.memory_utilization:.0%}",
             f"{server.compute_utilization:.0%}",
             "-" if p90 is None else f"{p90:.1f}",
+            _slowdown(server.tolerated_slowdown),
         )
     return table
+
+
+def _slowdown(factor: float | None) -> str:
+    """A server's tolerated slowdown as shown: "x1.35", or "-" where not searched."""
+    from inferpack.plan.tail import MAX_SLOWDOWN, SLOWDOWN_STEP
+
+    if factor is None:
+        return "-"
+    return f">= x{factor:.2f}" if factor >= MAX_SLOWDOWN / SLOWDOWN_STEP else f"x{factor:.2f}"

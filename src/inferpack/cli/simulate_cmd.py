@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,6 +40,10 @@ def simulate(
         float, typer.Option(min=0.0, help="Router CPU per request (one FIFO stage).")
     ] = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed of arrivals and routing.")] = 0,
+    slowdown: Annotated[
+        float,
+        typer.Option(min=0.01, help="The servers compute this many times slower than profiled."),
+    ] = 1.0,
 ) -> None:
     """Predict p50/p90/p99 per server and per model of a plan by discrete-event simulation."""
     from inferpack.plan.formats import read_demand, read_plan, read_profiles
@@ -52,7 +57,10 @@ def simulate(
     options = FleetOptions(duration_s, network_ms, router_ms, seed)
     try:
         plan = read_plan(plan_file)
-        loaded = read_profiles(profiles)
+        loaded = [
+            p if p.server is None else replace(p, server=p.server.slowed(slowdown))
+            for p in read_profiles(profiles)
+        ]
         if trace is not None:
             steps = rates.read_trace(trace, duration_s, rate_scale)
         elif demand is not None:
@@ -72,6 +80,7 @@ def simulate(
         "demand": None if demand is None else str(demand),
         "trace": None if trace is None else str(trace),
         "rate_scale": rate_scale,
+        "slowdown": slowdown,
         "wall_s": round(wall_s, 3),
     }
     document = build_document(plan, arrivals, outcomes, options, spec)

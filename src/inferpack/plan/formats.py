@@ -101,6 +101,9 @@ class ServerPlan:
     memory_utilization: float
     compute_utilization: float
     predicted_p90_ms: float | None
+    # How many times slower than profiled the host may compute with the p90 still within
+    # the SLO (plan/tail.py); None where the server was not simulated.
+    tolerated_slowdown: float | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +120,7 @@ class PlanSummary:
     max_memory_utilization: float | None = None
     max_compute_utilization: float | None = None
     server_overhead_mb: float | None = None
+    slowdown_margin: float | None = None  # plan --slowdown-margin (None: written without)
 
 
 @dataclass(frozen=True)
@@ -400,6 +404,7 @@ def parse_plan(data: Any, source: Path | str) -> Plan:
             max_memory_utilization=_optional_float(raw_summary.get("max_memory_utilization")),
             max_compute_utilization=_optional_float(raw_summary.get("max_compute_utilization")),
             server_overhead_mb=_optional_float(raw_summary.get("server_overhead_mb")),
+            slowdown_margin=_optional_float(raw_summary.get("slowdown_margin")),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ConfigError([f"{source}: plan: missing or invalid field {error}"]) from None
@@ -433,6 +438,7 @@ def parse_plan(data: Any, source: Path | str) -> Plan:
                 memory_utilization=_number(raw, "memory_utilization", where, problems) or 0.0,
                 compute_utilization=_number(raw, "compute_utilization", where, problems) or 0.0,
                 predicted_p90_ms=_number(raw, "predicted_p90_ms", where, problems),
+                tolerated_slowdown=_number(raw, "tolerated_slowdown", where, problems),
             )
         )
     if problems:

@@ -49,7 +49,7 @@ from inferpack.plan.packing import (
 )
 from inferpack.plan.problem import PlanOptions, Problem, ServerType, build_problem
 from inferpack.plan.solve import BOUND_TIME_SHARE, server_plan
-from inferpack.plan.tail import enforce_tail
+from inferpack.plan.tail import TailCheck, enforce_tail
 
 REPLICA_SHARE = 0.9
 # A kept replica that would carry less than this share of its server's compute is moved
@@ -79,7 +79,9 @@ def replan(
     bins, budget = _consolidate(problem, bins, max_moves, kept, victims="kept")
     _place_rest(problem, bins)
     bins, _ = _consolidate(problem, [b for b in bins if b.members], budget, kept, victims="new")
-    bins, simulated, notes = enforce_tail(problem, bins, options.slo_p90_ms)
+    bins, checks, notes = enforce_tail(
+        problem, bins, options.slo_p90_ms, slowdown=options.slowdown_margin
+    )
     cost = cost_of(problem, bins)
     lower = min(bound.bound, cost)
     summary = PlanSummary(
@@ -94,8 +96,9 @@ def replan(
         max_memory_utilization=options.max_memory_utilization,
         max_compute_utilization=options.max_compute_utilization,
         server_overhead_mb=options.server_overhead_mb,
+        slowdown_margin=options.slowdown_margin,
     )
-    servers = _named(problem, bins, names, options, simulated=simulated, previous=previous)
+    servers = _named(problem, bins, names, options, checks=checks, previous=previous)
     return Plan(summary, tuple(servers), changes=changes(previous, servers))
 
 
@@ -110,6 +113,7 @@ def options_of(summary: PlanSummary, time_limit_s: float) -> PlanOptions:
         max_memory_utilization=default.max_memory_utilization if memory is None else memory,
         max_compute_utilization=default.max_compute_utilization if compute is None else compute,
         server_overhead_mb=default.server_overhead_mb if overhead is None else overhead,
+        slowdown_margin=summary.slowdown_margin or default.slowdown_margin,
     )
 
 
@@ -234,7 +238,7 @@ def _named(
     names: dict[int, str],
     options: PlanOptions,
     *,
-    simulated: dict[int, float],
+    checks: dict[int, TailCheck],
     previous: Plan,
 ) -> list[ServerPlan]:
     """Server plans: kept servers under their names, new ones numbered after the last."""
@@ -246,7 +250,7 @@ def _named(
             numbers[head] = max(numbers[head], int(tail))
     named = []
     for server in bins:
-        plan = server_plan(problem, server, options, 0, simulated.get(id(server)))
+        plan = server_plan(problem, server, options, 0, checks.get(id(server)))
         kept = names.get(id(server))
         if kept is None:
             head = plan.instance_type.replace(".", "-")

@@ -46,6 +46,8 @@ class PlanOptions:
     time_limit_s: float = 10.0
     server_overhead_mb: float = DEFAULT_SERVER_OVERHEAD_MB
     instance_types: tuple[str, ...] | None = None  # None: every type some profile names
+    # The tail constraint holds on a host this many times slower than profiled (plan/tail.py).
+    slowdown_margin: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ nearest end's; without it, ``service_cv`` holds at every rate.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -46,6 +47,17 @@ class ServerModel:
     service_cv: float = 0.0  # coefficient of variation of a batch's service time
     # (server req/s, CV) by rate: the spread as the load grows (module docstring)
     service_cv_by_rate: tuple[tuple[float, float], ...] = ()
+
+    def slowed(self, factor: float) -> ServerModel:
+        """This server on a host that computes ``factor`` times slower than the profile's
+        (its batch curve and frontend times ``factor``; the spread and the clients' overhead
+        kept): what a plan's tolerated slowdown and ``simulate --slowdown`` replay."""
+        if factor == 1.0:
+            return self
+        curve = tuple((size, ms * factor) for size, ms in self.batch_service_ms)
+        return dataclasses.replace(
+            self, batch_service_ms=curve, frontend_ms=self.frontend_ms * factor
+        )
 
     def cv_at(self, rate_rps: float) -> float:
         """The service spread of this server when it is sent ``rate_rps`` in all."""

@@ -41,7 +41,7 @@ from inferpack.plan.packing import (
     improve,
 )
 from inferpack.plan.problem import PlanOptions, Problem, ServerType, build_problem
-from inferpack.plan.tail import enforce_tail
+from inferpack.plan.tail import TailCheck, enforce_tail
 
 # Gap below which the exact model is not worth starting (solver tolerance).
 GAP_TOLERANCE = 1e-6
@@ -93,7 +93,9 @@ def make_plan(
             f"{EXACT_MAX_ASSIGNMENTS:,}): ffd packing, gap against the aggregated bound"
         )
     tail_deadline_s = started + options.time_limit_s * TAIL_TIME_SHARE
-    best, simulated, tail_notes = enforce_tail(problem, best, options.slo_p90_ms, tail_deadline_s)
+    best, checks, tail_notes = enforce_tail(
+        problem, best, options.slo_p90_ms, tail_deadline_s, options.slowdown_margin
+    )
     notes += tail_notes
     cost = cost_of(problem, best)
     lower = min(lower, cost)
@@ -109,11 +111,12 @@ def make_plan(
         max_memory_utilization=options.max_memory_utilization,
         max_compute_utilization=options.max_compute_utilization,
         server_overhead_mb=options.server_overhead_mb,
+        slowdown_margin=options.slowdown_margin,
     )
     used = {problem.types[b.type_index].name for b in best}
     extrapolated = tuple(note for name, note in problem.notes if name in used)
     summary = dataclasses.replace(summary, notes=extrapolated + summary.notes)
-    servers = _server_plans(problem, best, options, simulated)
+    servers = _server_plans(problem, best, options, checks)
     return Plan(summary, tuple(servers), tuple(_alternatives(problem, candidates)))
 
 
@@ -166,7 +169,7 @@ def _candidate_counts(problem: Problem, cost: float) -> list[int]:
 
 
 def _server_plans(
-    problem: Problem, bins: list[Bin], options: PlanOptions, simulated: dict[int, float]
+    problem: Problem, bins: list[Bin], options: PlanOptions, checks: dict[int, TailCheck]
 ) -> list[ServerPlan]:
     ordered = sorted(bins, key=lambda b: (problem.types[b.type_index].name, -b.used.max()))
     numbers: dict[str, int] = {}
@@ -174,13 +177,13 @@ def _server_plans(
     for server in ordered:
         kind = problem.types[server.type_index]
         numbers[kind.name] = numbers.get(kind.name, 0) + 1
-        p90 = simulated.get(id(server))
-        servers.append(server_plan(problem, server, options, numbers[kind.name], p90))
+        check = checks.get(id(server))
+        servers.append(server_plan(problem, server, options, numbers[kind.name], check))
     return servers
 
 
 def server_plan(
-    problem: Problem, server: Bin, options: PlanOptions, number: int, simulated_p90: float | None
+    problem: Problem, server: Bin, options: PlanOptions, number: int, check: TailCheck | None
 ) -> ServerPlan:
     t = server.type_index
     kind = problem.types[t]
@@ -204,10 +207,11 @@ def server_plan(
         memory_utilization=round((memory_mb + options.server_overhead_mb) / kind.memory_mb, 4),
         compute_utilization=round(utilization, 4),
         predicted_p90_ms=(
-            simulated_p90
-            if simulated_p90 is not None
+            check.p90_ms
+            if check is not None
             else _predicted_p90_ms(problem, kind.name, load, len(server.members))
         ),
+        tolerated_slowdown=None if check is None else check.tolerated_slowdown,
     )
 
 

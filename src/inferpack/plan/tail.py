@@ -11,6 +11,13 @@ kind on a server has a profile ``server`` block, the server is simulated
         else: split the replica's rate over two servers
     a replica that misses the SLO alone at a tiny rate is left, with a note
 
+With ``slowdown`` s > 1 (``plan --slowdown-margin``) every server is checked on a host that
+computes s times slower than profiled (ServerModel.slowed). Each server kept is then
+stated by two numbers: its p90 as profiled, and its tolerated slowdown: the largest factor
+(at most MAX_SLOWDOWN, to 2 %) by which its batches and frontend may slow before its p90
+passes the SLO. Near capacity that factor is small: p90 grows steeply with utilisation, so
+a host 10 % slower can double it (the [11] validation's eighth run, docs/plan.md).
+
 The aggregated bound ignores this constraint, so it stays a valid lower bound; the gap
 then includes what the tail costs. Deterministic: every simulation uses the same seed.
 """
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -41,6 +49,19 @@ MIN_REPLICATIONS = 2
 MAX_REPLICATIONS = 16
 # A replica is not split below this share of its model's rate.
 MIN_FRACTION = 1 / 64
+# The tolerated slowdown is searched in [1 / MAX_SLOWDOWN, MAX_SLOWDOWN], to this ratio,
+# each factor simulated once (the same seed at every factor, so p90 grows with it): the
+# replications' precision would cost the planner 5x its time at the seeds' scale.
+MAX_SLOWDOWN = 4.0
+SLOWDOWN_STEP = 1.05
+
+
+@dataclass(frozen=True)
+class TailCheck:
+    """What the tail constraint measured of a server it kept."""
+
+    p90_ms: float  # simulated with the profiles as measured
+    tolerated_slowdown: float | None  # None: not searched (time limit)
 
 
 def _block(problem: Problem, m: int, t: int, models: int) -> ServerModel | None:
@@ -50,18 +71,25 @@ def _block(problem: Problem, m: int, t: int, models: int) -> ServerModel | None:
     return None if family is None else family.at(models).server
 
 
-def simulated_p90_ms(problem: Problem, members: dict[int, float], t: int) -> float | None:
-    """p90 of one server holding ``members`` (model -> share of its rate); None when a kind
-    on it has no server block."""
-    blocks = {m: _block(problem, m, t, len(members)) for m in members}
-    if not members or any(b is None for b in blocks.values()):
+def simulated_p90_ms(
+    problem: Problem,
+    members: dict[int, float],
+    t: int,
+    slowdown: float = 1.0,
+    replications: int | None = None,
+) -> float | None:
+    """p90 of one server holding ``members`` (model -> share of its rate), its host
+    ``slowdown`` times slower than profiled, from at most ``replications`` (default
+    MAX_REPLICATIONS); None when a kind on it has no server block."""
+    found = {m: _block(problem, m, t, len(members)) for m in members}
+    if not members or any(b is None for b in found.values()):
         return None
-    chosen = [b for b in blocks.values() if b is not None]
-    server = shared_server(chosen)
+    blocks = {m: b.slowed(slowdown) for m, b in found.items() if b is not None}
+    server = shared_server(blocks.values())
     rates = [problem.models[m].rps * share for m, share in members.items()]
     models = [sim_model(str(m), rate, blocks[m]) for (m, rate) in zip(members, rates, strict=True)]
     duration_s = max(MIN_SIM_S, SIM_REQUESTS / max(sum(rates), 1e-9))
-    p90 = server_p90_ms(server, models, rates, duration_s, SEED)
+    p90 = server_p90_ms(server, models, rates, duration_s, SEED, replications=replications)
     if p90 is None:
         alone_ms = 1e3 * models[0].service(1) + server.frontend_ms + server.overhead_ms
         return round(alone_ms, 3)
@@ -69,7 +97,13 @@ def simulated_p90_ms(problem: Problem, members: dict[int, float], t: int) -> flo
 
 
 def server_p90_ms(
-    server: ServerModel, models: list[SimModel], rates: list[float], duration_s: float, seed: int
+    server: ServerModel,
+    models: list[SimModel],
+    rates: list[float],
+    duration_s: float,
+    seed: int,
+    *,
+    replications: int | None = None,
 ) -> float | None:
     """p90 (ms, with the server's overhead) of ``models`` at Poisson ``rates`` on one server
     with ``server``'s workers, frontend and service spread; None when nothing arrives.
@@ -82,7 +116,7 @@ def server_p90_ms(
     latencies: list[np.ndarray] = []
     p90s: list[float] = []
     service_cv = server.cv_at(sum(rates))
-    for replication in range(MAX_REPLICATIONS):
+    for replication in range(MAX_REPLICATIONS if replications is None else replications):
         rng = np.random.default_rng(seed + replication)
         times, index = poisson_arrivals(rates, duration_s, rng)
         if len(times) == 0:
@@ -123,13 +157,19 @@ def sim_model(name: str, rate_rps: float, block: ServerModel | None) -> SimModel
 
 
 def enforce_tail(
-    problem: Problem, bins: list[Bin], slo_p90_ms: float, deadline_s: float = math.inf
-) -> tuple[list[Bin], dict[int, float], list[str]]:
-    """``bins`` changed so every simulated server meets the SLO (module docstring), the
-    simulated p90 of each simulated server kept (by ``id``), and notes saying what was done.
+    problem: Problem,
+    bins: list[Bin],
+    slo_p90_ms: float,
+    deadline_s: float = math.inf,
+    slowdown: float = 1.0,
+) -> tuple[list[Bin], dict[int, TailCheck], list[str]]:
+    """``bins`` changed so every simulated server meets the SLO on a host ``slowdown`` times
+    slower than profiled (module docstring), what was found of each simulated server kept
+    (by ``id``), and notes saying what was done.
 
     Past ``deadline_s`` (``time.perf_counter()``: the plan's time limit) no server is
-    simulated any more: the rest are kept as packed, unchecked, and a note counts them."""
+    simulated any more: the rest are kept as packed, unchecked, and a note counts them;
+    tolerated slowdowns are searched while time is left, the others left None."""
     queue, kept, notes = list(bins), [], []
     simulated: dict[int, float] = {}
     moved = split = 0
@@ -142,7 +182,7 @@ def enforce_tail(
             kept += queue
             break
         server = queue.pop()
-        p90 = simulated_p90_ms(problem, server.members, server.type_index)
+        p90 = simulated_p90_ms(problem, server.members, server.type_index, slowdown)
         if p90 is not None:
             simulated[id(server)] = p90
         if p90 is None or p90 <= slo_p90_ms:
@@ -150,7 +190,7 @@ def enforce_tail(
             continue
         del simulated[id(server)]  # replaced by the servers it splits into
         if len(server.members) > 1:
-            stay, out = _shed(problem, server, slo_p90_ms)
+            stay, out = _shed(problem, server, slo_p90_ms, slowdown)
             moved += len(out)
             queue += [_bin(problem, server.type_index, stay), _bin(problem, server.type_index, out)]
             continue
@@ -165,15 +205,65 @@ def enforce_tail(
         half = {m: share / 2}
         queue += [_bin(problem, server.type_index, half), _bin(problem, server.type_index, half)]
     if moved or split:
+        margin = f" on a host {slowdown:g}x slower than profiled" if slowdown != 1.0 else ""
         notes.append(
             f"tail constraint: {moved} replica(s) moved and {split} split so that every "
-            f"server's simulated p90 meets the SLO of {slo_p90_ms:g} ms"
+            f"server's simulated p90 meets the SLO of {slo_p90_ms:g} ms{margin}"
         )
-    return kept, simulated, notes
+    checks = _checks(problem, kept, simulated, slo_p90_ms, slowdown=slowdown, deadline_s=deadline_s)
+    unsearched = sum(check.tolerated_slowdown is None for check in checks.values())
+    if unsearched:
+        notes.append(
+            f"tolerated slowdown: {unsearched} server(s) not searched within the time limit "
+            "(their tolerated_slowdown is null; a longer --time-limit-s searches them)"
+        )
+    return kept, checks, notes
+
+
+def _checks(
+    problem: Problem,
+    kept: list[Bin],
+    simulated: dict[int, float],
+    slo_p90_ms: float,
+    *,
+    slowdown: float,
+    deadline_s: float,
+) -> dict[int, TailCheck]:
+    checks = {}
+    for server in kept:
+        if id(server) not in simulated:
+            continue
+        members, t = server.members, server.type_index
+        p90 = simulated[id(server)]
+        if slowdown != 1.0:  # the plan states the p90 as profiled
+            p90 = simulated_p90_ms(problem, members, t) or p90
+        tolerated = None
+        if time.perf_counter() <= deadline_s:
+            tolerated = tolerated_slowdown(problem, members, t, slo_p90_ms, p90)
+        checks[id(server)] = TailCheck(p90, tolerated)
+    return checks
+
+
+def tolerated_slowdown(
+    problem: Problem, members: dict[int, float], t: int, slo_p90_ms: float, p90_ms: float
+) -> float:
+    """The largest factor in [1 / MAX_SLOWDOWN, MAX_SLOWDOWN] by which the server's host may
+    compute slower than profiled with its simulated p90 still within ``slo_p90_ms``
+    (``p90_ms``: its p90 as profiled), to SLOWDOWN_STEP; below 1 the server misses the SLO
+    as profiled. Bisection on the log of the factor; at the top of the range, "at least"."""
+    low, high = (1.0, MAX_SLOWDOWN) if p90_ms <= slo_p90_ms else (1 / MAX_SLOWDOWN, 1.0)
+    while high / low > SLOWDOWN_STEP:
+        middle = math.sqrt(low * high)
+        p90 = simulated_p90_ms(problem, members, t, middle, replications=1)
+        if p90 is not None and p90 <= slo_p90_ms:
+            low = middle
+        else:
+            high = middle
+    return round(low, 3)
 
 
 def _shed(
-    problem: Problem, server: Bin, slo_p90_ms: float
+    problem: Problem, server: Bin, slo_p90_ms: float, slowdown: float
 ) -> tuple[dict[int, float], dict[int, float]]:
     """(members kept, members moved out): the fewest highest-rate members whose removal
     brings the server under the SLO (bisection; at least one moves, at least one stays)."""
@@ -181,7 +271,7 @@ def _shed(
     low, high = 1, len(ranked) - 1  # moving `high` leaves one member
     while low < high:
         middle = (low + high) // 2
-        p90 = simulated_p90_ms(problem, dict(ranked[middle:]), server.type_index)
+        p90 = simulated_p90_ms(problem, dict(ranked[middle:]), server.type_index, slowdown)
         if p90 is not None and p90 <= slo_p90_ms:
             high = middle
         else:
