@@ -27,9 +27,9 @@ from benchmarks.common import write_result
 from benchmarks.fleet_local import cli
 from benchmarks.many_models import build_repository
 from benchmarks.validate_simulate import (
+    host_probe_ms,
     measure_point,
     wait_listening,
-    host_probe_ms,
     write_inputs,
     zipf_rates,
 )

@@ -7,6 +7,8 @@ factor by which its host may compute slower than profiled with the simulated p90
 within the SLO), from the run's own profile at the point's rates. A server is predicted
 to break the SLO where the host at the point ran slower than that factor
 (service_ratio > tolerated); the table sets that beside whether the measured p90 did.
+The ratio is the batches' alone (the statistics extension times compute, not the
+frontend's share of the event loop); the tolerance slows both, as a slower host would.
 
 python -m benchmarks.slowdown_check [RUN.json] [--slo-p90-ms 50]
 """

@@ -89,6 +89,23 @@ def test_plan_round_trip_with_totals(tmp_path: Path) -> None:
     }  # fmt: skip
 
 
+def test_plan_round_trip_keeps_the_slowdown_fields(tmp_path: Path) -> None:
+    """tolerated_slowdown per server and the plan's slowdown_margin survive a write and a
+    read, and re-planning the plan (options_of) keeps its margin."""
+    from inferpack.plan.incremental import options_of
+
+    shares = (ModelShare("m1", "cnn", 3.0),)
+    server = ServerPlan("s-001", "c5.2xlarge", 0.34, shares, 0.2, 0.05, 0.1, 4.5, 1.35)
+    summary = PlanSummary(100.0, "test", 0.1, 0.34, 0.34, 0.0, "optimal", slowdown_margin=1.2)
+    write_plan(tmp_path / "plan.yaml", Plan(summary, (server,)))
+    again = read_plan(tmp_path / "plan.yaml")
+    assert again.servers[0].tolerated_slowdown == 1.35
+    assert again.plan.slowdown_margin == 1.2
+    assert options_of(again.plan, 5.0).slowdown_margin == 1.2
+    older = PlanSummary(100.0, "test", 0.1, 0.34, 0.34, 0.0)  # a plan written without it
+    assert options_of(older, 5.0).slowdown_margin == 1.0
+
+
 def test_plan_without_models_or_with_repeated_names_is_refused(tmp_path: Path) -> None:
     document = {
         "plan": {"slo_p90_ms": 100, "objective_usd_per_hour": 1.0},

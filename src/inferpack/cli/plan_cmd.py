@@ -42,11 +42,13 @@ def plan(
     ] = 600.0,
     time_limit_s: Annotated[float, typer.Option(min=0.1, help="Solver time limit.")] = 10.0,
     slowdown_margin: Annotated[
-        float,
+        float | None,
         typer.Option(
-            min=1.0, help="Servers meet the SLO on a host this many times slower than profiled."
+            min=1.0,
+            help="Servers meet the SLO on a host this many times slower than profiled "
+            "(default 1, or --previous's).",
         ),
-    ] = 1.0,
+    ] = None,
     previous: Annotated[
         Path | None,
         typer.Option(help="A plan.yaml to change as little as possible (moves listed)."),
@@ -73,6 +75,14 @@ def plan(
     try:
         loaded = read_profiles(profiles)
         models = read_demand(demand)
+        before = None
+        if previous is not None:
+            from inferpack.plan.formats import read_plan
+
+            before = read_plan(previous)
+        if slowdown_margin is None:
+            kept = None if before is None else before.plan.slowdown_margin
+            slowdown_margin = 1.0 if kept is None else kept
         wanted = _csv(instance_types) if instance_types else None
         names = {p.instance_type for p in loaded}
         if wanted:
@@ -94,11 +104,9 @@ def plan(
             slowdown_margin=slowdown_margin,
         )
         with console.status(f"planning {len(models):,} models on {len(types)} instance types"):
-            if previous is not None:
-                from inferpack.plan.formats import read_plan
+            if before is not None:
                 from inferpack.plan.incremental import replan
 
-                before = read_plan(previous)
                 result = replan(
                     before, loaded, models, types, options, headroom=headroom, max_moves=max_moves
                 )
@@ -168,6 +176,7 @@ def _servers_table(result: Any) -> Table:
     headers = ("server", "type", "models", "req/s", "memory", "compute", "p90 ms", "slowdown ok")
     for header in headers:
         table.add_column(header, justify="left" if header in ("server", "type") else "right")
+    margin = result.plan.slowdown_margin or 1.0
     for server in shown:
         p90 = server.predicted_p90_ms
         table.add_row(
@@ -178,15 +187,21 @@ def _servers_table(result: Any) -> Table:
             f"{server.memory_utilization:.0%}",
             f"{server.compute_utilization:.0%}",
             "-" if p90 is None else f"{p90:.1f}",
-            _slowdown(server.tolerated_slowdown),
+            _slowdown(server.tolerated_slowdown, margin),
         )
     return table
 
 
-def _slowdown(factor: float | None) -> str:
-    """A server's tolerated slowdown as shown: "x1.35", or "-" where not searched."""
+def _slowdown(factor: float | None, margin: float) -> str:
+    """A server's tolerated slowdown as shown: "x1.35"; at the top or bottom of the range
+    searched (plan/tail.py, from the plan's margin) ">= x3.83" or "<= x0.25"; "-" where not
+    searched."""
     from inferpack.plan.tail import MAX_SLOWDOWN, SLOWDOWN_STEP
 
     if factor is None:
         return "-"
-    return f">= x{factor:.2f}" if factor >= MAX_SLOWDOWN / SLOWDOWN_STEP else f"x{factor:.2f}"
+    if factor >= max(MAX_SLOWDOWN, 2 * margin) / SLOWDOWN_STEP:
+        return f">= x{factor:.2f}"
+    if factor <= margin / MAX_SLOWDOWN * (1 + 1e-6):
+        return f"<= x{factor:.2f}"
+    return f"x{factor:.2f}"

@@ -48,7 +48,7 @@ from inferpack.plan.packing import (
     try_empty,
 )
 from inferpack.plan.problem import PlanOptions, Problem, ServerType, build_problem
-from inferpack.plan.solve import BOUND_TIME_SHARE, server_plan
+from inferpack.plan.solve import BOUND_TIME_SHARE, TAIL_TIME_SHARE, server_plan
 from inferpack.plan.tail import TailCheck, enforce_tail
 
 REPLICA_SHARE = 0.9
@@ -79,8 +79,9 @@ def replan(
     bins, budget = _consolidate(problem, bins, max_moves, kept, victims="kept")
     _place_rest(problem, bins)
     bins, _ = _consolidate(problem, [b for b in bins if b.members], budget, kept, victims="new")
+    tail_deadline_s = started + options.time_limit_s * TAIL_TIME_SHARE
     bins, checks, notes = enforce_tail(
-        problem, bins, options.slo_p90_ms, slowdown=options.slowdown_margin
+        problem, bins, options.slo_p90_ms, tail_deadline_s, options.slowdown_margin
     )
     cost = cost_of(problem, bins)
     lower = min(bound.bound, cost)
@@ -107,13 +108,13 @@ def options_of(summary: PlanSummary, time_limit_s: float) -> PlanOptions:
     defaults for a plan file written without them), to re-plan it alike."""
     default = PlanOptions(slo_p90_ms=summary.slo_p90_ms, time_limit_s=time_limit_s)
     memory, compute = summary.max_memory_utilization, summary.max_compute_utilization
-    overhead = summary.server_overhead_mb
+    overhead, margin = summary.server_overhead_mb, summary.slowdown_margin
     return dataclasses.replace(
         default,
         max_memory_utilization=default.max_memory_utilization if memory is None else memory,
         max_compute_utilization=default.max_compute_utilization if compute is None else compute,
         server_overhead_mb=default.server_overhead_mb if overhead is None else overhead,
-        slowdown_margin=summary.slowdown_margin or default.slowdown_margin,
+        slowdown_margin=default.slowdown_margin if margin is None else margin,
     )
 
 
