@@ -11,6 +11,7 @@ The ratio is the batches' alone (the statistics extension times compute, not the
 frontend's share of the event loop); the tolerance slows both, as a slower host would.
 
 python -m benchmarks.slowdown_check [RUN.json] [--slo-p90-ms 50]
+    writes benchmarks/results/slowdown_check_<run>.json (run8 for validate_simulate_run8.json)
 """
 
 from __future__ import annotations
@@ -92,7 +93,8 @@ def main() -> None:
         "breaches_predicted": sum(r["breach_predicted"] for r in rows),
     }
     print(summary)
-    print(write_result("slowdown_check.json", {"run": Path(args.run).name,
+    name = f"slowdown_check_{Path(args.run).stem.removeprefix('validate_simulate_')}.json"
+    print(write_result(name, {"run": Path(args.run).name,
                                                 "slo_p90_ms": args.slo_p90_ms,
                                                 "points": rows, "summary": summary}))  # fmt: skip
 

@@ -126,6 +126,20 @@ def test_plan_without_predictions_or_alternatives_has_two_charts(tmp_path: Path)
     _check_images(page, 2)
 
 
+def test_tolerated_slowdown_is_a_server_column_where_the_plan_has_it(tmp_path: Path) -> None:
+    path = _plan_file(tmp_path, make_plan())
+    data = yaml.safe_load(path.read_text())
+    for i, server in enumerate(data["servers"]):
+        server["tolerated_slowdown"] = 1.25 + i
+    path.write_text(yaml.safe_dump(data))
+    page = render_report([load(path)])
+    servers = _table(page, "plan-servers")
+    assert "<th>tolerated slowdown</th>" in servers
+    assert '<td class="num">1.25</td>' in servers and '<td class="num">2.25</td>' in servers
+    plain = render_report([load(_plan_file(tmp_path, make_plan(), "plain.yaml"))])
+    assert "tolerated slowdown" not in plain
+
+
 def test_caps_written_in_the_plan_file_are_used(tmp_path: Path) -> None:
     path = _plan_file(tmp_path, make_plan())
     data = yaml.safe_load(path.read_text())

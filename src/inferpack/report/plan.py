@@ -177,6 +177,7 @@ SERVER_COLUMNS: list[Column] = [
     ("memory %", num(percent_of_one, "memory_utilization"), False),
     ("compute %", num(percent_of_one, "compute_utilization"), False),
     ("predicted p90 ms", num(sig3, "predicted_p90_ms"), True),
+    ("tolerated slowdown", num(sig3, "tolerated_slowdown"), True),
     ("models", _model_names, False),
 ]
 
@@ -274,6 +275,7 @@ def _server_row(server: ServerPlan) -> dict[str, Any]:
         "memory_utilization": server.memory_utilization,
         "compute_utilization": server.compute_utilization,
         "predicted_p90_ms": server.predicted_p90_ms,
+        "tolerated_slowdown": server.tolerated_slowdown,
         "names": [m.name for m in server.models],
     }
 
