@@ -64,7 +64,7 @@ from inferpack.plan.formats import (
 )
 from inferpack.plan.problem import PlanOptions, ServerType, build_problem
 from inferpack.plan.tail import simulated_p90_ms
-from inferpack.profile.calibrate import COMPUTE, request_times_ms
+from inferpack.profile.calibrate import batch_totals, request_times_ms
 from inferpack.profile.fit import usable_points
 
 SLO_MS = 50.0
@@ -154,20 +154,11 @@ def _get_json(url: str) -> Any:
 def service_delta(before: Any, after: Any) -> dict[int, tuple[int, float]]:
     """Per batch size, (batches, mean ms of one) computed between two stats documents, over
     every model: the curve the point's server actually ran, beside the profile's."""
-
-    def totals(document: Any) -> dict[int, list[int]]:
-        sums: dict[int, list[int]] = {}
-        for model in document.get("model_stats", []):
-            for row in model.get("batch_stats", []):
-                entry = sums.setdefault(int(row["batch_size"]), [0, 0])
-                entry[0] += int((row.get("compute_infer") or {}).get("count", 0))
-                entry[1] += sum(int((row.get(key) or {}).get("ns", 0)) for key in COMPUTE)
-        return sums
-
-    start, end = totals(before), totals(after)
+    names = [model["name"] for model in after.get("model_stats", [])]
+    start, end = batch_totals(before, names), batch_totals(after, names)
     curve = {}
-    for size, (count, ns) in sorted(end.items()):
-        count0, ns0 = start.get(size, [0, 0])
+    for size, (count, ns) in end.items():
+        count0, ns0 = start.get(size, (0, 0))
         if count > count0:
             curve[size] = (count - count0, round((ns - ns0) / (count - count0) / 1e6, 4))
     return curve

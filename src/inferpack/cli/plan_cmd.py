@@ -196,12 +196,13 @@ def _slowdown(factor: float | None, margin: float) -> str:
     """A server's tolerated slowdown as shown: "x1.35"; at the top or bottom of the range
     searched (plan/tail.py, from the plan's margin) ">= x3.83" or "<= x0.25"; "-" where not
     searched."""
-    from inferpack.plan.tail import MAX_SLOWDOWN, SLOWDOWN_STEP
+    from inferpack.plan.tail import SLOWDOWN_STEP, slowdown_range
 
     if factor is None:
         return "-"
-    if factor >= max(MAX_SLOWDOWN, 2 * margin) / SLOWDOWN_STEP:
+    bottom, top = slowdown_range(margin)
+    if factor >= top / SLOWDOWN_STEP:
         return f">= x{factor:.2f}"
-    if factor <= margin / MAX_SLOWDOWN * (1 + 1e-6):
+    if factor <= bottom * (1 + 1e-6):
         return f"<= x{factor:.2f}"
     return f"x{factor:.2f}"

@@ -254,6 +254,12 @@ def _checks(
     return checks
 
 
+def slowdown_range(at: float) -> tuple[float, float]:
+    """The factors a tolerated slowdown is searched between around ``at`` (the factor the
+    server was checked at): down to at / MAX_SLOWDOWN, up to max(MAX_SLOWDOWN, 2 at)."""
+    return at / MAX_SLOWDOWN, max(MAX_SLOWDOWN, 2 * at)
+
+
 def tolerated_slowdown(
     problem: Problem,
     members: dict[int, float],
@@ -269,10 +275,8 @@ def tolerated_slowdown(
     where ``p90_ms`` meets the SLO, else below it down to ``at`` / MAX_SLOWDOWN; below 1 the
     server misses the SLO as profiled. Bisection on the log of the factor, each factor one
     replication; at either end of the range the answer is that end ("at least", "at most")."""
-    if p90_ms <= slo_p90_ms:
-        low, high = at, max(MAX_SLOWDOWN, 2 * at)
-    else:
-        low, high = at / MAX_SLOWDOWN, at
+    bottom, top = slowdown_range(at)
+    low, high = (at, top) if p90_ms <= slo_p90_ms else (bottom, at)
     while high / low > SLOWDOWN_STEP:
         middle = math.sqrt(low * high)
         p90 = simulated_p90_ms(problem, members, t, middle, replications=1)

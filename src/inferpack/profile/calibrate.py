@@ -37,8 +37,8 @@ def _ns(stats: Mapping[str, Any], key: str) -> tuple[int, int]:
     return int(entry.get("count", 0)), int(entry.get("ns", 0))
 
 
-def batch_service_ms(document: Mapping[str, Any], names: Iterable[str]) -> dict[int, float]:
-    """Mean ms of one execution per batch size, over the copies ``names``."""
+def batch_totals(document: Mapping[str, Any], names: Iterable[str]) -> dict[int, tuple[int, int]]:
+    """Per batch size, (executions, compute ns) so far, summed over the copies ``names``."""
     wanted = set(names)
     count: dict[int, int] = defaultdict(int)
     total_ns: dict[int, int] = defaultdict(int)
@@ -50,7 +50,13 @@ def batch_service_ms(document: Mapping[str, Any], names: Iterable[str]) -> dict[
             executions, _ = _ns(row, "compute_infer")
             count[size] += executions
             total_ns[size] += sum(_ns(row, key)[1] for key in COMPUTE)
-    return {b: round(total_ns[b] / count[b] / 1e6, 4) for b in sorted(count) if count[b]}
+    return {b: (count[b], total_ns[b]) for b in sorted(count)}
+
+
+def batch_service_ms(document: Mapping[str, Any], names: Iterable[str]) -> dict[int, float]:
+    """Mean ms of one execution per batch size, over the copies ``names``."""
+    totals = batch_totals(document, names)
+    return {b: round(ns / count / 1e6, 4) for b, (count, ns) in totals.items() if count}
 
 
 def _totals(document: Mapping[str, Any], names: Iterable[str]) -> dict[str, tuple[int, int]]:
