@@ -18,6 +18,7 @@ import importlib.util
 import io
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,34 @@ def _upload_step(model: str) -> dict[str, Any]:
     return {"images": {"b64": base64.b64encode(serialized).decode(), "shape": [1]}}
 
 
+# A model slower than this on this host (resnet50 on a busy 2-vCPU VM) would finish too few
+# requests in a 300 ms window for perf_analyzer; it gets count windows too.
+SLOW_S = 0.05
+
+
+def _one_inference_s(
+    client: httpclient.InferenceServerClient, model: str, step: dict[str, Any]
+) -> float:
+    """Seconds one request of ``step``'s tensors took (the second, after a warm one); 0 for
+    a step of texts or bytes (the python examples and uploads: milliseconds)."""
+    datatypes = {t["name"]: t["datatype"] for t in client.get_model_metadata(model)["inputs"]}
+    inputs = []
+    for name, tensor in step.items():
+        if "b64" not in tensor or datatypes[name] == "BYTES":
+            return 0.0
+        dtype = numpy_dtype(datatypes[name])
+        rows = np.frombuffer(base64.b64decode(tensor["b64"]), dtype).reshape(1, *tensor["shape"])
+        one = httpclient.InferInput(name, list(rows.shape), datatypes[name])
+        one.set_data_from_numpy(rows, binary_data=True)
+        inputs.append(one)
+    took_s = 0.0
+    for _ in range(2):
+        started = time.perf_counter()
+        client.infer(model, inputs)
+        took_s = time.perf_counter() - started
+    return took_s
+
+
 def _failures_and_successes(
     client: httpclient.InferenceServerClient, model: str
 ) -> tuple[int, int]:
@@ -160,11 +189,11 @@ def _run(
     data.write_text(json.dumps({"data": [step]}))
     report = tmp_path / "out.csv"
     url = server.address if protocol == "http" else server.grpc_address
-    if model in HEAVY:
+    client = httpclient.InferenceServerClient(server.address)
+    if model in HEAVY or _one_inference_s(client, model, step) > SLOW_S:
         window = ["--measurement-mode", "count_windows", "--measurement-request-count", "1"]
     else:
         window = ["--measurement-interval", "300"]
-    client = httpclient.InferenceServerClient(server.address)
     failed_before, _ = _failures_and_successes(client, model)
     perf_analyzer.run(
         [

@@ -158,10 +158,11 @@ def test_through_the_router_measures_a_one_server_local_fleet(
 
 
 def test_sleep_model_known_answer_and_replacing_the_entry(repository: Path, tmp_path: Path) -> None:
-    """Two copies of a 20 ms model serve 100 req/s at most; a p90 of 60 ms is met at
-    40 req/s (each copy 40 % busy) and missed before 100 (where the copies are saturated)."""
+    """Two copies of a 20 ms model serve 100 req/s at most; a p90 of 80 ms is met at
+    40 req/s (each copy 40 % busy: Poisson arrivals queue, p90 ~45-55 ms on the 2-vCPU VMs)
+    and missed before 100 (where the copies are saturated)."""
     output = tmp_path / "profiles.yaml"
-    args = ["--model-repository", str(repository), "--model", "sleep20", "--slo-p90-ms", "60",
+    args = ["--model-repository", str(repository), "--model", "sleep20", "--slo-p90-ms", "80",
             "--instance-type", "c7i.2xlarge", "--output", str(output),
             "--models-per-server", "2", "--start-rps", "40", "--max-rps", "160",
             "--search-steps", "2", *QUICK]  # fmt: skip
@@ -171,7 +172,7 @@ def test_sleep_model_known_answer_and_replacing_the_entry(repository: Path, tmp_
     [profile] = read_profiles([output])
     assert 40 <= profile.capacity_rps < 100
     highest = profile.points[-1]
-    assert highest.rate_rps <= 160 and failure(highest, SearchConfig(60, measured_s=1.5))
+    assert highest.rate_rps <= 160 and failure(highest, SearchConfig(80, measured_s=1.5))
     _consistent(profile)
     assert "measured 0 bytes" in done.stderr and profile.model_memory_mb > 0
     # The server block, read off the server's statistics: every batch sleeps 20 ms.
