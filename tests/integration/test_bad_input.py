@@ -343,7 +343,9 @@ def tight_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThr
 
     repo = tmp_path_factory.mktemp("tight")
     init_repository(repo, ["sleep"], seed=0)
-    edit_model(repo, "sleep", "hold", workload_options={"sleep_ms": 400}, max_batch_size=1)
+    # 2 s: the three refusals below (a new connection, a first gRPC call) land while it holds,
+    # with room for a slow, busy host
+    edit_model(repo, "sleep", "hold", workload_options={"sleep_ms": 2000}, max_batch_size=1)
     config = ServerConfig(str(repo), http_port=0, grpc_port=0, max_inflight_bytes=TIGHT_BYTES)
     thread = ServerThread(config).start()
     yield thread
@@ -378,6 +380,7 @@ async def test_bytes_in_flight_past_the_cap_are_refused_on_every_route(
         grpc.aio.insecure_channel(tight_server.grpc_address) as channel,
     ):
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        await asyncio.wait_for(channel.channel_ready(), 30)
         first = asyncio.create_task(session.post(url, data=_hold_body()))
         await _until_in_flight(tight_server)
         async with session.post(url, data=_hold_body()) as refused:

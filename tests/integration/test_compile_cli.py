@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -54,9 +53,7 @@ def _report(folder: Path) -> dict[str, object]:
 def test_onnx_written_checked_cached_and_served(repo: Path, cache: Path, tmp_path: Path) -> None:
     flags = ["--model", "tiny-mlp", "--mode", "onnx", "--target", "cpu", "--precision", "fp32"]
     flags += ["--batch-buckets", "1,4", "--seed", "7", "--version", "3"]
-    began = time.perf_counter()
     first = _compile(repo, cache, *flags)
-    first_s = time.perf_counter() - began
     assert first.returncode == 0, first.stderr
     folder = repo / "tiny-mlp-onnx-fp32" / "3"
     report = _report(folder)
@@ -67,13 +64,10 @@ def test_onnx_written_checked_cached_and_served(repo: Path, cache: Path, tmp_pat
     config = yaml.safe_load((folder.parent / "model.yaml").read_text())
     assert (config["platform"], config["compile"]["batch_buckets"]) == ("onnx", [1, 4])
 
-    began = time.perf_counter()
     second = _compile(repo, cache, *flags[:-2])  # next version: 4
-    second_s = time.perf_counter() - began
     assert second.returncode == 0, second.stderr
     assert "cached" in second.stderr and _report(folder.parent / "4")["cached"]
     assert (folder.parent / "4" / "model.onnx").read_bytes() == (folder / "model.onnx").read_bytes()
-    assert second_s < first_s
 
     _served_answers_as_eager(repo, tmp_path)
 

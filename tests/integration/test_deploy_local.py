@@ -298,6 +298,7 @@ def test_a_killed_server_is_restarted_and_replicated_models_lose_nothing(
             os.kill(int(victim), signal.SIGKILL)
             back_line = re.compile(r"server server-0 is back: pid (\d+)")
             back = wait_for(fleet.log, back_line, fleet.process, 60)
+            back_at = time.monotonic()
             time.sleep(2.0)
             done.set()
             for thread in threads:
@@ -311,7 +312,9 @@ def test_a_killed_server_is_restarted_and_replicated_models_lose_nothing(
     assert all(ok for _, ok in outcomes["mlp-b"]), (killed_at, lost[:3], output[-1500:])
     assert len(outcomes["mlp-b"]) > 20  # the load ran through the kill
     failed_a = [t for t, ok in outcomes["mlp-a"] if not ok]
-    assert failed_a and max(failed_a) - killed_at < 10.0, (failed_a, killed_at)
+    # mlp-a fails only until its server is back (however long a restart takes on this host)
+    assert failed_a and killed_at <= min(failed_a), (failed_a, killed_at)
+    assert max(failed_a) <= back_at + 1.0, (failed_a, killed_at, back_at)
     assert outcomes["mlp-a"][-1][1]  # answered again at the end
     assert int(back.group(1)) != int(victim)
     assert not _alive(int(back.group(1)))  # stopped with the fleet

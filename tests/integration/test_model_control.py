@@ -126,15 +126,23 @@ async def test_failed_load_is_503_with_reason_in_index(explicit: ServerThread) -
     assert raised.value.status() == "StatusCode.UNAVAILABLE"
 
 
+REQUESTS = "inferpack_requests_total"
+
+
 async def test_unload_waits_for_in_flight_requests(explicit: ServerThread) -> None:
     url = explicit.url
     async with aiohttp.ClientSession() as session:
         assert (await _post(session, f"{url}/v2/repository/models/slow/load"))[0] == 200
+        received = metric_value(await fetch_metrics(session, url), REQUESTS, model="slow")
         in_flight = [
             asyncio.create_task(_post(session, f"{url}/v2/models/slow/infer", SLEEP))
             for _ in range(3)
         ]
-        await asyncio.sleep(0.1)  # requests are queued or running
+        async with asyncio.timeout(30):  # all three received (queued or running)
+            while metric_value(await fetch_metrics(session, url), REQUESTS, model="slow") < (
+                received + 3
+            ):
+                await asyncio.sleep(0.005)
         unload = await _post(session, f"{url}/v2/repository/models/slow/unload")
         results = await asyncio.gather(*in_flight)
         after = await _post(session, f"{url}/v2/models/slow/infer", SLEEP)
