@@ -102,8 +102,10 @@ def test_every_flag_over_grpc_and_other_entries_survive(repository: Path, tmp_pa
     assert profile.models_per_server == 3 and profile.max_models == 500
     assert 0 < profile.capacity_rps <= 60 and profile.slo_p90_ms == 50
     assert all(p.rate_rps <= 60 for p in profile.points)
-    # --fill-levels 0.5: half the capacity was measured after the search (none lay near it)
-    assert any(p.rate_rps == pytest.approx(profile.capacity_rps / 2, rel=0.1)
+    # --fill-levels 0.5: half the highest passing rate was measured after the search (unless
+    # a rate lay near it); the capacity is what was sustained there, lower on a slow host
+    [best] = [p for p in profile.points if abs(p.sustained_rps - profile.capacity_rps) < 1e-3]
+    assert any(p.rate_rps == pytest.approx(best.rate_rps / 2, rel=0.1)
                for p in profile.points)  # fmt: skip
     _consistent(profile)
     # Distinct weights: each copy counts all of its own weights (nothing is shared).
