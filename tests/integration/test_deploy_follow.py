@@ -100,7 +100,7 @@ def test_the_fleet_follows_a_rising_then_falling_trace_without_losing_a_request(
     assert {m["model"] for m in fleet_state["models"]} == set(BASE)
 
 
-_STEP = re.compile(r"^\[\s*([\d.]+) s\] step (\d+): (observed|applied)", re.MULTILINE)
+_STEP = re.compile(r"^\[\s*([\d.]+) s\] step (\d+): (observed|applied|not applied)", re.MULTILINE)
 
 
 def _assert_steps_keep_pace(log: str, last_step: int) -> None:
@@ -114,7 +114,9 @@ def _assert_steps_keep_pace(log: str, last_step: int) -> None:
     ended: dict[int, float] = {}
     for at, step, what in _STEP.findall(log):
         (started if what == "observed" else ended)[int(step)] = float(at)
-    assert sorted(started) == list(range(1, last_step + 1)), log
+    assert "not applied" not in log, log
+    # /fleet was read just before the fleet was stopped: one more step may have begun since
+    assert set(range(1, last_step + 1)) <= started.keys() and max(started) <= last_step + 1, log
     slack_s = replan_time_limit_s(INTERVAL_S) + 1.0
     previous_end = 0.0  # the loop starts with the controller's clock
     for step in range(1, last_step + 1):
@@ -210,6 +212,7 @@ def test_a_server_killed_while_following_is_restarted_and_the_controller_goes_on
             killed_at = time.monotonic()
             os.kill(int(victim.group(1)), signal.SIGKILL)
             wait_for(log, re.compile(r"is back: pid \d+"), fleet.process, 60)
+            back_at = time.monotonic()
             time.sleep(5.0)
             done.set()
             worker.join(timeout=30)
@@ -218,7 +221,9 @@ def test_a_server_killed_while_following_is_restarted_and_the_controller_goes_on
     text = log.read_text()
     assert fleet.code == 0, text
     failed = [t for t, ok in outcomes if not ok]
-    assert failed and max(failed) - killed_at < 10.0, (failed, killed_at)  # one replica
+    # one replica: mlp-a fails only until its server is back (however long the restart takes)
+    assert failed and killed_at <= min(failed), (failed, killed_at)
+    assert max(failed) <= back_at + 1.0, (failed, killed_at, back_at)
     assert outcomes[-1][1], text  # answered again
     after = text[text.index("is back: pid") :]
     assert re.search(r"step \d+: observed", after), text  # the controller went on

@@ -191,8 +191,9 @@ async def _ready_only_with_grpc(http: str, grpc_address: str, release: asyncio.E
                 await asyncio.sleep(0.02)
         assert 503 in seen and 200 not in seen, seen
         release.set()
-        while await _ready_status(session, f"http://{http}") != 200:
-            await asyncio.sleep(0.01)
+        async with asyncio.timeout(60):
+            while await _ready_status(session, f"http://{http}") != 200:
+                await asyncio.sleep(0.01)
     async with grpc.aio.insecure_channel(grpc_address) as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)  # type: ignore[no-untyped-call]
         answer = await stub.ServerReady(pb.ServerReadyRequest(), timeout=10)

@@ -145,16 +145,16 @@ def _upload_step(model: str) -> dict[str, Any]:
 SLOW_S = 0.05
 
 
-def _one_inference_s(
-    client: httpclient.InferenceServerClient, model: str, step: dict[str, Any]
-) -> float:
-    """Seconds one request of ``step``'s tensors took (the second, after a warm one); 0 for
-    a step of texts or bytes (the python examples and uploads: milliseconds)."""
-    datatypes = {t["name"]: t["datatype"] for t in client.get_model_metadata(model)["inputs"]}
+def _one_inference_s(client: httpclient.InferenceServerClient, model: str) -> float:
+    """Seconds one request of the model's tensors took (the second, after a warm one), what
+    an upload costs too once decoded; 0 for a model of bytes only (string-identity: ms)."""
+    metadata = client.get_model_metadata(model)
+    datatypes = {t["name"]: t["datatype"] for t in metadata["inputs"]}
+    step = _tensor_step(metadata)
+    if not step:
+        return 0.0
     inputs = []
     for name, tensor in step.items():
-        if "b64" not in tensor or datatypes[name] == "BYTES":
-            return 0.0
         dtype = numpy_dtype(datatypes[name])
         rows = np.frombuffer(base64.b64decode(tensor["b64"]), dtype).reshape(1, *tensor["shape"])
         one = httpclient.InferInput(name, list(rows.shape), datatypes[name])
@@ -190,7 +190,7 @@ def _run(
     report = tmp_path / "out.csv"
     url = server.address if protocol == "http" else server.grpc_address
     client = httpclient.InferenceServerClient(server.address)
-    if model in HEAVY or _one_inference_s(client, model, step) > SLOW_S:
+    if model in HEAVY or _one_inference_s(client, model) > SLOW_S:
         window = ["--measurement-mode", "count_windows", "--measurement-request-count", "1"]
     else:
         window = ["--measurement-interval", "300"]

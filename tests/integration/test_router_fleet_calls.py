@@ -20,6 +20,7 @@ from inferpack.protocol.proto import inference_pb2 as pb
 from inferpack.protocol.proto import inference_pb2_grpc as pb_grpc
 from inferpack.repository.init import init_repository
 from inferpack.router import Backend, RouterConfig, RoutingTable, RunningRouter, start_router
+from inferpack.router.rest import PROBE_TIMEOUT_S as DEFAULT_PROBE_TIMEOUT_S
 from inferpack.server import RunningServer, start_server
 
 # Long enough that the good server (same process, same loop) always answers within it, on a
@@ -28,7 +29,10 @@ PROBE_TIMEOUT_S = 2.0
 UNANSWERED = f"no answer in {PROBE_TIMEOUT_S:g} s"
 # What a fleet-wide call may take: the probe timeout plus slack for a busy machine. A call
 # without a deadline would hang until the client's own (CLIENT_DEADLINE_S).
-ANSWER_WITHIN_S = 8.0
+# Below the router's default probe timeout (5 s), so a call that ignored the configured one
+# fails here.
+ANSWER_WITHIN_S = 4.5
+assert ANSWER_WITHIN_S < DEFAULT_PROBE_TIMEOUT_S
 CLIENT_DEADLINE_S = 20.0
 
 
