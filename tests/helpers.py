@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,25 @@ class ServerThread:
     def stop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=60)
+
+
+@dataclass
+class StressQuota:
+    """How long the clients of a stress test go on: until ``until_s`` (monotonic) and until
+    they have ``minimum`` answers together (a slow host answers fewer in the same seconds,
+    and the test's checks need that much churn behind them). Shared by the asyncio tasks of
+    one loop, so the count needs no lock."""
+
+    until_s: float
+    minimum: int
+    answered: int = 0
+
+    @classmethod
+    def starting_now(cls, seconds: float, minimum: int) -> StressQuota:
+        return cls(time.monotonic() + seconds, minimum)
+
+    def going(self) -> bool:
+        return time.monotonic() < self.until_s or self.answered < self.minimum
 
 
 def edit_model(repo: Path, source: str, target: str, **changes: Any) -> Path:

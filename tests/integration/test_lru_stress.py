@@ -21,7 +21,7 @@ import yaml
 from inferpack.backends.tensor_store import default_store
 from inferpack.config import ServerConfig
 from inferpack.config.control import ControlConfig, ControlMode
-from tests.helpers import ServerThread, edit_model, reference_outputs
+from tests.helpers import ServerThread, StressQuota, edit_model, reference_outputs
 
 MODELS = [f"tiny-{index:02d}" for index in range(24)]
 CLIENTS = 12
@@ -180,14 +180,11 @@ async def _client(
     clients: Clients,
     cases: dict[str, list[tuple[Rows, Rows]]],
     seed: int,
-    until_s: float,
-    answered: list[int],
-) -> int:
-    """Requests until ``until_s`` and until all clients together have MIN_REQUESTS answers
-    (nearly every request loads a model: a slow host answers fewer in STRESS_S)."""
+    quota: StressQuota,
+) -> None:
+    """Requests while the quota goes on (nearly every request loads a model)."""
     rng = random.Random(seed)
-    done = 0
-    while time.monotonic() < until_s or answered[0] < MIN_REQUESTS:
+    while quota.going():
         name = rng.choice(MODELS)
         rows, expected = rng.choice(cases[name])
         route = rng.choice(ROUTES_WITH_METADATA)
@@ -195,9 +192,7 @@ async def _client(
             rows, expected = rows[:1], expected[:1]
         got = await route(clients, name, rows)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=f"{name}")
-        done += 1
-        answered[0] += 1
-    return done
+        quota.answered += 1
 
 
 async def _watch_memory(session: aiohttp.ClientSession, url: str, samples: list[int]) -> None:
@@ -221,10 +216,10 @@ async def test_lru_serves_every_route_under_churn_within_budget(
         ):
             clients = Clients(server.url, session, grpc)
             watcher = asyncio.create_task(_watch_memory(session, server.url, samples))
-            until_s, answered = time.monotonic() + STRESS_S, [0]
+            quota = StressQuota.starting_now(STRESS_S, MIN_REQUESTS)
             async with asyncio.timeout(STRESS_S + 60):
                 await asyncio.gather(
-                    *(_client(clients, inputs, seed, until_s, answered) for seed in range(CLIENTS))
+                    *(_client(clients, inputs, seed, quota) for seed in range(CLIENTS))
                 )
             watcher.cancel()
             async with session.get(f"{server.url}/metrics") as response:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from pathlib import Path
 
 import aiohttp
@@ -22,7 +21,7 @@ from inferpack.backends.tensor_store import default_store
 from inferpack.config import ServerConfig
 from inferpack.config.control import ControlConfig, ControlMode
 from tests.backbones import Tenant, write_tenants
-from tests.helpers import ServerThread
+from tests.helpers import ServerThread, StressQuota
 from tests.integration.conftest import repository_index
 
 READERS, WRITERS = 3, 3
@@ -59,24 +58,18 @@ def _expected(module: Tenant, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-async def _client(
-    url: str, tenants: dict[str, Tenant], seed: int, until_s: float, answered: list[int]
-) -> int:
-    """Requests until ``until_s`` and until all clients together have MIN_REQUESTS answers
-    (a slow host churns fewer requests through the LRU in STRESS_S; the proof needs them)."""
+async def _client(url: str, tenants: dict[str, Tenant], seed: int, quota: StressQuota) -> None:
+    """Requests while the quota goes on, each answer checked against the tenant's module."""
     rng = random.Random(seed)
     values = np.random.default_rng(seed)
-    done = 0
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
-        while time.monotonic() < until_s or answered[0] < MIN_REQUESTS:
+        while quota.going():
             name = rng.choice(sorted(tenants))
             rows = values.standard_normal((rng.randint(1, 3), 16)).astype(np.float32)
             got = await _infer(session, url, name, rows)
             expected = _expected(tenants[name], rows)
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=name)
-            done += 1
-            answered[0] += 1
-    return done
+            quota.answered += 1
 
 
 async def test_tenants_writing_their_buffers_never_change_another_tenants_answers(
@@ -93,10 +86,10 @@ async def test_tenants_writing_their_buffers_never_change_another_tenants_answer
     control = ControlConfig(ControlMode.LRU, memory_budget_bytes=int(1.5 * one))
     server = _server(root, control)
     try:
-        until_s, answered = time.monotonic() + STRESS_S, [0]
+        quota = StressQuota.starting_now(STRESS_S, MIN_REQUESTS)
         async with asyncio.timeout(STRESS_S + 60):
             await asyncio.gather(
-                *(_client(server.url, modules, seed, until_s, answered) for seed in range(CLIENTS))
+                *(_client(server.url, modules, seed, quota) for seed in range(CLIENTS))
             )
         async with aiohttp.ClientSession() as session:
             index = await repository_index(session, server.url)
